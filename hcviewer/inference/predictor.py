@@ -1,0 +1,256 @@
+"""Segment-Anything-style predictor: ``set_image`` runs the trunk once and caches its
+features; ``predict`` answers any boxes, tasks and tap subsets from that cache."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from hcviewer.inference.device import DeviceChoice, choose_device
+from hcviewer.modeling import (
+    CheckpointInfo,
+    HypercolumnModel,
+    heatmaps_to_keypoints,
+    load_checkpoint,
+    paste_masks_in_image,
+)
+
+
+class InputError(ValueError):
+    """Bad input from the caller (image, boxes, taps, tasks); the message says which and why."""
+
+
+@dataclass
+class Prediction:
+    """Results for N boxes; box heatmaps are S x S over each box, numpy float32.
+
+    - ``figure_ground``: [N, S, S] foreground probability.
+    - ``parts``: [N, P+1, S, S] per-pixel part probabilities (channel 0 is background).
+    - ``keypoint_heatmaps``: [N, J, S, S] spatial-softmax probabilities; ``keypoints`` [N, J, 3]
+      (x, y, score) in image pixels.
+    - ``contributions``: {task: {tap: [N, C, S, S] logit contribution}}, plus ``bias``
+      {task: [N, C]}: logits = bias + sum of the selected taps' contributions.
+    """
+
+    boxes: np.ndarray
+    taps: tuple[str, ...]
+    logits: dict[str, np.ndarray] = field(default_factory=dict)
+    figure_ground: np.ndarray | None = None
+    parts: np.ndarray | None = None
+    keypoint_heatmaps: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
+    contributions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    bias: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+class HypercolumnPredictor:
+    def __init__(self, model: HypercolumnModel, device: str | torch.device = "auto",
+                 info: CheckpointInfo | None = None) -> None:
+        if isinstance(device, torch.device):
+            self.device_choice = DeviceChoice(device, str(device))
+        else:
+            self.device_choice = choose_device(device)
+        self.device = self.device_choice.device
+        self.model = model.to(self.device).eval()
+        self.info = info
+        self.config = model.config
+        self._mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
+        self._features: dict[str, torch.Tensor] | None = None
+        self._image_size: tuple[int, int] | None = None
+        self._scale = 1.0
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> "HypercolumnPredictor":
+        model, info = load_checkpoint(path)
+        return cls(model, device, info)
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def taps(self) -> tuple[str, ...]:
+        return self.model.taps
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.model.tasks
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._features is not None
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) of the original image given to ``set_image``."""
+        return self._image_size
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- image -------------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray) -> float:
+        """Run the trunk on an RGB uint8 image [H, W, 3]; returns the seconds it took."""
+        image = _check_image(image)
+        start = time.perf_counter()
+        h, w = image.shape[:2]
+        scale = min(1.0, self.config.max_image_side / max(h, w))
+        if scale < 1.0:
+            resized = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                 interpolation=cv2.INTER_AREA)
+        else:
+            resized = image
+        tensor = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device)
+        tensor = tensor.permute(2, 0, 1)[None].float().div_(255)
+        tensor = (tensor - self._mean) / self._std
+        with torch.inference_mode(), self._autocast():
+            self._features = self.model.forward_trunk(tensor)
+        self._image_size = (h, w)
+        # Boxes scale by the actual resize ratio per axis; use the mean (they differ < 1 px).
+        self._scale = (resized.shape[0] / h + resized.shape[1] / w) / 2
+        return time.perf_counter() - start
+
+    def reset_image(self) -> None:
+        self._features = None
+        self._image_size = None
+
+    # -- boxes -------------------------------------------------------------------------------
+    def predict(
+        self,
+        boxes: np.ndarray | list,
+        tasks: tuple[str, ...] | list[str] | None = None,
+        taps: tuple[str, ...] | list[str] | None = None,
+        class_index: np.ndarray | list[int] | None = None,
+        return_contributions: bool = False,
+        batch_size: int = 64,
+    ) -> Prediction:
+        """Predict for boxes [N, 4] (x0, y0, x1, y1) in original image pixels.
+
+        ``taps`` names the layers whose contributions are summed (default: all);
+        ``class_index`` picks each box's classifier set for class-specific checkpoints.
+        """
+        if self._features is None or self._image_size is None:
+            raise InputError("no image is set; call set_image(image) first")
+        try:
+            taps = self.model.check_taps(taps)
+            tasks = self.model.check_tasks(tasks)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        boxes_np = check_boxes(boxes, self._image_size)
+        labels = self._check_class_index(class_index, len(boxes_np))
+        start = time.perf_counter()
+        chunks = []
+        for lo in range(0, len(boxes_np), batch_size):
+            chunks.append(self._predict_chunk(boxes_np[lo:lo + batch_size],
+                                              None if labels is None else labels[lo:lo + batch_size],
+                                              tasks, taps, return_contributions))
+        result = _concatenate(chunks, boxes_np, taps, tasks, self.model, return_contributions)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _check_class_index(self, class_index, n: int) -> torch.Tensor | None:
+        if not self.config.class_specific:
+            return None
+        if class_index is None:
+            raise InputError(f"this checkpoint is class-specific ({list(self.config.class_names)}); give each box a class index")
+        labels = np.asarray(class_index, dtype=np.int64).reshape(-1)
+        if len(labels) != n or labels.min(initial=0) < 0 or labels.max(initial=0) >= len(self.config.class_names):
+            raise InputError(f"class_index must hold {n} values in [0, {len(self.config.class_names)})")
+        return torch.from_numpy(labels).to(self.device)
+
+    def _predict_chunk(self, boxes: np.ndarray, labels, tasks, taps, return_contributions):
+        rois = torch.zeros(len(boxes), 5, device=self.device)
+        rois[:, 1:] = torch.from_numpy(boxes).to(self.device) * self._scale
+        with torch.inference_mode(), self._autocast():
+            out = self.model.forward_boxes(self._features, rois, labels, tasks, taps, return_contributions)
+        return out
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"the image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"the image must be RGB with shape [H, W, 3], got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError("the image is empty (zero height or width)")
+    if image.dtype != np.uint8:
+        raise InputError(f"the image must be uint8 (0-255), got {image.dtype}")
+    return image
+
+
+def check_boxes(boxes, image_size: tuple[int, int]) -> np.ndarray:
+    """Validate boxes [N, 4] (x0, y0, x1, y1) against an image (H, W); errors name the box index.
+
+    Boxes partly outside the image are fine (the prediction covers the whole box); boxes
+    entirely outside it are rejected.
+    """
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 4), np.float32)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise InputError(f"boxes must have shape [N, 4] as (x0, y0, x1, y1), got {arr.shape}")
+    h, w = image_size
+    for i, (x0, y0, x1, y1) in enumerate(arr):
+        if not np.all(np.isfinite([x0, y0, x1, y1])):
+            raise InputError(f"box {i} has a NaN or infinite coordinate: {arr[i].tolist()}")
+        if x1 <= x0 or y1 <= y0:
+            raise InputError(f"box {i} has zero or negative size: {arr[i].tolist()} (x0, y0, x1, y1)")
+        if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+            raise InputError(f"box {i} lies entirely outside the {w}x{h} image: {arr[i].tolist()}")
+    return arr.astype(np.float32)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def _concatenate(chunks, boxes: np.ndarray, taps, tasks, model: HypercolumnModel, with_contributions: bool) -> Prediction:
+    s = model.config.output_size
+    result = Prediction(boxes=boxes, taps=tuple(taps))
+    for task in tasks:
+        if chunks:
+            logits = torch.cat([c.logits[task].float() for c in chunks])
+        else:
+            logits = torch.zeros(0, model.config.task_channels(task), s, s)
+        result.logits[task] = _numpy(logits)
+        if task == "figure_ground":
+            result.figure_ground = _numpy(logits[:, 0].sigmoid())
+        elif task == "parts":
+            result.parts = _numpy(logits.softmax(1))
+        elif task == "keypoints":
+            n, j = logits.shape[:2]
+            result.keypoint_heatmaps = _numpy(logits.reshape(n, j, -1).softmax(-1).reshape(n, j, s, s))
+            result.keypoints = _numpy(heatmaps_to_keypoints(logits.cpu(), torch.from_numpy(boxes)))
+        if with_contributions:
+            result.contributions[task] = {
+                tap: _numpy(torch.cat([c.contributions[task][tap].float() for c in chunks]))
+                if chunks else np.zeros((0, model.config.task_channels(task), s, s), np.float32)
+                for tap in taps
+            }
+            result.bias[task] = (
+                _numpy(torch.cat([c.bias[task].float() for c in chunks])[:, :, 0, 0]) if chunks
+                else np.zeros((0, model.config.task_channels(task)), np.float32)
+            )
+    return result
+
+
+def paste_masks(prediction: Prediction, image_size: tuple[int, int], threshold: float | None = None) -> np.ndarray:
+    """Figure-ground probabilities pasted into the image: [N, H, W] float32, or bool when
+    ``threshold`` is given."""
+    if prediction.figure_ground is None:
+        raise InputError("this prediction has no figure-ground masks")
+    probs = paste_masks_in_image(torch.from_numpy(prediction.figure_ground),
+                                 torch.from_numpy(prediction.boxes), image_size).numpy()
+    return probs >= threshold if threshold is not None else probs

@@ -1,0 +1,170 @@
+"""Hypercolumn task heads: one linear classifier per tap, location-specific grid, summed scores.
+
+The hypercolumn at an output pixel is the stack of every tap's bilinearly upsampled features.
+A linear classifier on that stack equals the sum of per-tap linear classifiers, and since
+bilinear upsampling is linear too, each tap is classified on its own (coarse) grid and only
+its scores are upsampled (paper section 3.1). The bias is shared, so the prediction for a tap
+subset is exactly the bias plus those taps' contributions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hcviewer.modeling.grid import grid_axis_weights, grid_interpolation_weights
+
+
+class HypercolumnHead(nn.Module):
+    """One task's classifiers over the taps.
+
+    For each tap a 1x1 conv holds K*K*G*C classifiers (K x K grid, G classifier sets, C task
+    channels). A tap's contribution at output pixel (y, x) of the S x S box is
+    ``sum_k W_k(y, x) * (w_k . up(f)(y, x))`` with W_k the grid interpolation weights and up()
+    bilinear upsampling. Two exact evaluation orders, picked per tap by cost:
+
+    - ``scores``: classify at the tap's R x R resolution, upsample the K*K*C score maps, mix
+      them with W_k. Cheap when the tap has many channels and few positions (fc7, a 1x1 map).
+    - ``pixels``: mix the grid classifiers first into one classifier per output pixel,
+      ``w(y, x) = sum_k W_k(y, x) w_k`` (cached in eval mode, it does not depend on the box),
+      upsample the tap's features and take one dot product per pixel. Cheap when the tap has
+      few channels (MobileNet's stride-4 tap: 24 channels against 25 * 17 keypoint scores).
+    """
+
+    def __init__(
+        self,
+        tap_channels: dict[str, int],
+        task_channels: int,
+        grid_size: int,
+        output_size: int,
+        num_classifier_sets: int = 1,
+    ) -> None:
+        super().__init__()
+        self.task_channels = task_channels
+        self.grid_size = grid_size
+        self.output_size = output_size
+        self.num_sets = num_classifier_sets
+        cells = grid_size * grid_size
+        self.classifiers = nn.ModuleDict(
+            {
+                tap: nn.Conv2d(channels, cells * num_classifier_sets * task_channels, 1, bias=False)
+                for tap, channels in tap_channels.items()
+            }
+        )
+        self.bias = nn.Parameter(torch.zeros(num_classifier_sets, task_channels))
+        for conv in self.classifiers.values():
+            nn.init.normal_(conv.weight, std=0.01)
+        self.register_buffer(
+            "grid_weights", grid_interpolation_weights(grid_size, output_size), persistent=False
+        )
+        self.register_buffer("axis_weights", grid_axis_weights(grid_size, output_size), persistent=False)
+        self.order = "auto"  # "auto", "scores" or "pixels"; see the class docstring
+        self._pixel_cache: dict[str, tuple[tuple, torch.Tensor]] = {}
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        return tuple(self.classifiers.keys())
+
+    def evaluation_order(self, tap: str, roi_size: int) -> str:
+        """Which exact order is cheaper for this tap (multiply-adds per box)."""
+        if self.order != "auto":
+            return self.order
+        if self.num_sets > 1:
+            return "scores"  # per-pixel classifiers for every class set would not fit in memory
+        cin = self.classifiers[tap].in_channels
+        k2, c, s = self.grid_size**2, self.task_channels, self.output_size
+        scores_cost = k2 * c * (roi_size * roi_size * cin + 2 * s * s)
+        pixels_cost = cin * s * s * (c + (2 if roi_size > 1 else 0))
+        return "pixels" if pixels_cost < scores_cost else "scores"
+
+    def tap_contribution(
+        self, tap: str, features: torch.Tensor, set_index: torch.Tensor | None
+    ) -> torch.Tensor:
+        """features [N, Cin, R, R] of one tap -> its score contribution [N, C, S, S]."""
+        if self.evaluation_order(tap, features.shape[-1]) == "pixels":
+            return self._contribution_by_pixels(tap, features)
+        return self._contribution_by_scores(tap, features, set_index)
+
+    def _contribution_by_scores(
+        self, tap: str, features: torch.Tensor, set_index: torch.Tensor | None
+    ) -> torch.Tensor:
+        n, _, r, _ = features.shape
+        k2, c, s = self.grid_size**2, self.task_channels, self.output_size
+        scores = self.classifiers[tap](features).view(n, k2, self.num_sets, c, r, r)
+        scores = _select_sets(scores, set_index)  # [N, K*K, C, R, R]
+        scores = scores.reshape(n, k2 * c, r, r)
+        if r == 1:
+            upsampled = scores.expand(n, k2 * c, s, s)  # a 1x1 map upsamples to a constant
+        else:
+            upsampled = F.interpolate(scores, size=(s, s), mode="bilinear", align_corners=False)
+        upsampled = upsampled.view(n, k2, c, s, s)
+        weights = self.grid_weights.to(upsampled.dtype)
+        return torch.einsum("nkcyx,kyx->ncyx", upsampled, weights)
+
+    def _contribution_by_pixels(self, tap: str, features: torch.Tensor) -> torch.Tensor:
+        n, cin, r, _ = features.shape
+        s, c = self.output_size, self.task_channels
+        if r == 1:
+            upsampled = features.expand(-1, -1, s, s)
+        else:
+            upsampled = F.interpolate(features, size=(s, s), mode="bilinear", align_corners=False)
+        # One small matmul per output pixel, laid out [S*S, N, Cin] @ [S*S, Cin, C] so that
+        # bmm runs as a single batched GEMM (an einsum here is ~15x slower on the CPU).
+        per_pixel = upsampled.reshape(n, cin, s * s).permute(2, 0, 1).contiguous()
+        classifiers = self.pixel_classifiers(tap).to(per_pixel.dtype)
+        return torch.bmm(per_pixel, classifiers).permute(1, 2, 0).reshape(n, c, s, s)
+
+    def pixel_classifiers(self, tap: str) -> torch.Tensor:
+        """The grid classifiers interpolated to every output pixel, [S*S, Cin, C] (one set):
+        ``w(y, x) = sum_ij a_i(y) a_j(x) w_ij``."""
+        weight = self.classifiers[tap].weight
+        cacheable = not torch.is_grad_enabled() or not weight.requires_grad
+        key = (weight._version, weight.data_ptr(), weight.device, weight.dtype)
+        if cacheable and tap in self._pixel_cache and self._pixel_cache[tap][0] == key:
+            return self._pixel_cache[tap][1]
+        k, c, s = self.grid_size, self.task_channels, self.output_size
+        w = weight.view(k, k, self.num_sets, c, -1)[:, :, 0]  # [K, K, C, Cin]
+        axis = self.axis_weights.to(w.dtype)  # [K, S]
+        per_column = torch.einsum("ijcd,jx->icdx", w, axis)
+        classifiers = torch.einsum("icdx,iy->yxdc", per_column, axis).reshape(s * s, -1, c).contiguous()
+        if cacheable:
+            self._pixel_cache[tap] = (key, classifiers)
+        return classifiers
+
+    def bias_map(self, n: int, set_index: torch.Tensor | None) -> torch.Tensor:
+        """The shared bias as [N, C, 1, 1]."""
+        bias = self.bias[set_index] if set_index is not None else self.bias[0].expand(n, -1)
+        return bias[:, :, None, None]
+
+    def forward(
+        self,
+        tap_features: dict[str, torch.Tensor],
+        set_index: torch.Tensor | None = None,
+        return_contributions: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum the contributions of the taps present in ``tap_features``.
+
+        Returns logits [N, C, S, S] and, if asked, each tap's contribution [N, C, S, S].
+        """
+        if not tap_features:
+            raise ValueError("at least one tap is needed")
+        n = next(iter(tap_features.values())).shape[0]
+        logits = self.bias_map(n, set_index)
+        contributions = {}
+        for tap, feats in tap_features.items():
+            contribution = self.tap_contribution(tap, feats, set_index)
+            logits = logits + contribution
+            if return_contributions:
+                contributions[tap] = contribution
+        return logits, contributions
+
+
+def _select_sets(scores: torch.Tensor, set_index: torch.Tensor | None) -> torch.Tensor:
+    """[N, K2, G, C, R, R] -> [N, K2, C, R, R], picking each box's classifier set."""
+    if scores.shape[2] == 1:
+        return scores[:, :, 0]
+    if set_index is None:
+        raise ValueError("a class-specific head needs each box's class index")
+    index = set_index.view(-1, 1, 1, 1, 1, 1).expand(-1, scores.shape[1], 1, *scores.shape[3:])
+    return scores.gather(2, index).squeeze(2)

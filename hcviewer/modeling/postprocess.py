@@ -1,0 +1,93 @@
+"""From S x S box heatmaps to image space (conventions of torchvision's ``roi_heads.py``).
+
+Boxes are (x0, y0, x1, y1) in continuous pixel coordinates: pixel (i, j) covers
+[j, j+1) x [i, i+1) and its centre is (j + 0.5, i + 0.5). Output cell (u, v) of an S x S box
+heatmap covers the box's u-th and v-th S-th along x and y.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def box_pixel_range(x0: float, x1: float, size: int) -> tuple[int, int]:
+    """Image pixels whose centres lie in [x0, x1), clipped to [0, size)."""
+    start = int(np.ceil(x0 - 0.5))
+    stop = int(np.ceil(x1 - 0.5))
+    return max(start, 0), min(max(stop, 0), size)
+
+
+def paste_heatmap(heatmap: torch.Tensor, box: torch.Tensor | np.ndarray, image_size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resample one box heatmap [C, S, S] into the image: [C, H, W], zero outside the box.
+
+    Exact for boxes partly or wholly outside the image: only the visible part is sampled.
+    """
+    h, w = image_size
+    c = heatmap.shape[0]
+    out = heatmap.new_zeros(c, h, w)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0):
+        return out
+    cx0, cx1 = box_pixel_range(x0, x1, w)
+    cy0, cy1 = box_pixel_range(y0, y1, h)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return out
+    xs = (torch.arange(cx0, cx1, dtype=torch.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
+    ys = (torch.arange(cy0, cy1, dtype=torch.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None].to(heatmap)
+    sampled = F.grid_sample(heatmap[None].float(), grid.float(), mode="bilinear",
+                            padding_mode="border", align_corners=False)[0]
+    out[:, cy0:cy1, cx0:cx1] = sampled.to(out.dtype)
+    return out
+
+
+def paste_masks_in_image(
+    masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]
+) -> torch.Tensor:
+    """masks [N, S, S] (probabilities) and boxes [N, 4] -> [N, H, W] probabilities."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros(0, *image_size)
+    return torch.stack([paste_heatmap(m[None], b, image_size)[0] for m, b in zip(masks, boxes)])
+
+
+def heatmaps_to_keypoints(logits: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Keypoint logits [N, J, S, S] -> [N, J, 3] (x, y, score) in image pixels.
+
+    The peak is refined to sub-cell precision by a parabola through its neighbours; the score
+    is the spatial-softmax probability mass at the peak cell.
+    """
+    n, j, s, _ = logits.shape
+    if n == 0:
+        return logits.new_zeros(0, j, 3)
+    flat = logits.reshape(n, j, s * s).float()
+    probs = flat.softmax(-1)
+    score, index = probs.max(-1)
+    py, px = index // s, index % s
+    maps = logits.float()
+    dx = _parabola_offset(maps, py, px, axis="x")
+    dy = _parabola_offset(maps, py, px, axis="y")
+    boxes = boxes.to(logits.device).float()
+    bw = (boxes[:, 2] - boxes[:, 0])[:, None]
+    bh = (boxes[:, 3] - boxes[:, 1])[:, None]
+    x = boxes[:, 0:1] + (px.float() + 0.5 + dx) / s * bw
+    y = boxes[:, 1:2] + (py.float() + 0.5 + dy) / s * bh
+    return torch.stack([x, y, score], dim=-1)
+
+
+def _parabola_offset(maps: torch.Tensor, py: torch.Tensor, px: torch.Tensor, axis: str) -> torch.Tensor:
+    n, j, s, _ = maps.shape
+    ni = torch.arange(n)[:, None].expand(n, j)
+    ji = torch.arange(j)[None, :].expand(n, j)
+    if axis == "x":
+        lo, hi = (px - 1).clamp(0, s - 1), (px + 1).clamp(0, s - 1)
+        left, mid, right = maps[ni, ji, py, lo], maps[ni, ji, py, px], maps[ni, ji, py, hi]
+        inside = (px > 0) & (px < s - 1)
+    else:
+        lo, hi = (py - 1).clamp(0, s - 1), (py + 1).clamp(0, s - 1)
+        left, mid, right = maps[ni, ji, lo, px], maps[ni, ji, py, px], maps[ni, ji, hi, px]
+        inside = (py > 0) & (py < s - 1)
+    curvature = left - 2 * mid + right
+    offset = torch.where(curvature < 0, 0.5 * (left - right) / curvature.clamp(max=-1e-6), torch.zeros_like(mid))
+    return torch.where(inside, offset.clamp(-0.5, 0.5), torch.zeros_like(mid))
