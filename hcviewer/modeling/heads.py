@@ -79,11 +79,23 @@ class HypercolumnHead(nn.Module):
         return "pixels" if pixels_cost < scores_cost else "scores"
 
     def tap_contribution(
-        self, tap: str, features: torch.Tensor, set_index: torch.Tensor | None
+        self,
+        tap: str,
+        features: torch.Tensor,
+        set_index: torch.Tensor | None,
+        pixel_features: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """features [N, Cin, R, R] of one tap -> its score contribution [N, C, S, S]."""
+        """features [N, Cin, R, R] of one tap -> its score contribution [N, C, S, S].
+
+        ``pixel_features`` is a per-call memo of ``pixel_major_features`` keyed by tap, so that
+        the heads of several tasks upsample a tap's box features only once.
+        """
         if self.evaluation_order(tap, features.shape[-1]) == "pixels":
-            return self._contribution_by_pixels(tap, features)
+            if pixel_features is None:
+                pixel_features = {}
+            if tap not in pixel_features:
+                pixel_features[tap] = pixel_major_features(features, self.output_size)
+            return self._contribution_by_pixels(tap, pixel_features[tap])
         return self._contribution_by_scores(tap, features, set_index)
 
     def _contribution_by_scores(
@@ -93,25 +105,22 @@ class HypercolumnHead(nn.Module):
         k2, c, s = self.grid_size**2, self.task_channels, self.output_size
         scores = self.classifiers[tap](features).view(n, k2, self.num_sets, c, r, r)
         scores = _select_sets(scores, set_index)  # [N, K*K, C, R, R]
-        scores = scores.reshape(n, k2 * c, r, r)
+        weights = self.grid_weights.to(scores.dtype).view(k2, s * s)
         if r == 1:
-            upsampled = scores.expand(n, k2 * c, s, s)  # a 1x1 map upsamples to a constant
-        else:
-            upsampled = F.interpolate(scores, size=(s, s), mode="bilinear", align_corners=False)
-        upsampled = upsampled.view(n, k2, c, s, s)
-        weights = self.grid_weights.to(upsampled.dtype)
-        return torch.einsum("nkcyx,kyx->ncyx", upsampled, weights)
+            # A 1x1 map upsamples to a constant: mixing the grid is one [C, K*K] @ [K*K, S*S]
+            # matmul per box (no [N, K*K, C, S, S] tensor is ever built).
+            mixed = torch.matmul(scores.view(n, k2, c).transpose(1, 2), weights)
+            return mixed.view(n, c, s, s)
+        upsampled = F.interpolate(scores.reshape(n, k2 * c, r, r), size=(s, s), mode="bilinear",
+                                  align_corners=False).view(n, k2, c, s * s)
+        return (upsampled * weights[None, :, None]).sum(1).view(n, c, s, s)
 
-    def _contribution_by_pixels(self, tap: str, features: torch.Tensor) -> torch.Tensor:
-        n, cin, r, _ = features.shape
+    def _contribution_by_pixels(self, tap: str, per_pixel: torch.Tensor) -> torch.Tensor:
+        """per_pixel [S*S, N, Cin] (``pixel_major_features``) -> [N, C, S, S]."""
+        p, n, _ = per_pixel.shape
         s, c = self.output_size, self.task_channels
-        if r == 1:
-            upsampled = features.expand(-1, -1, s, s)
-        else:
-            upsampled = F.interpolate(features, size=(s, s), mode="bilinear", align_corners=False)
-        # One small matmul per output pixel, laid out [S*S, N, Cin] @ [S*S, Cin, C] so that
-        # bmm runs as a single batched GEMM (an einsum here is ~15x slower on the CPU).
-        per_pixel = upsampled.reshape(n, cin, s * s).permute(2, 0, 1).contiguous()
+        # One small matmul per output pixel, [S*S, N, Cin] @ [S*S, Cin, C], so that bmm runs
+        # as a single batched GEMM (an einsum here is ~15x slower on the CPU).
         classifiers = self.pixel_classifiers(tap).to(per_pixel.dtype)
         return torch.bmm(per_pixel, classifiers).permute(1, 2, 0).reshape(n, c, s, s)
 
@@ -142,8 +151,10 @@ class HypercolumnHead(nn.Module):
         tap_features: dict[str, torch.Tensor],
         set_index: torch.Tensor | None = None,
         return_contributions: bool = False,
+        pixel_features: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Sum the contributions of the taps present in ``tap_features``.
+        """Sum the contributions of the taps present in ``tap_features``; ``pixel_features``
+        (see ``tap_contribution``) may be shared between the heads of one call.
 
         Returns logits [N, C, S, S] and, if asked, each tap's contribution [N, C, S, S].
         """
@@ -153,11 +164,22 @@ class HypercolumnHead(nn.Module):
         logits = self.bias_map(n, set_index)
         contributions = {}
         for tap, feats in tap_features.items():
-            contribution = self.tap_contribution(tap, feats, set_index)
+            contribution = self.tap_contribution(tap, feats, set_index, pixel_features)
             logits = logits + contribution
             if return_contributions:
                 contributions[tap] = contribution
         return logits, contributions
+
+
+def pixel_major_features(features: torch.Tensor, output_size: int) -> torch.Tensor:
+    """Box features [N, Cin, R, R], bilinearly upsampled to S x S and laid out pixel-major,
+    [S*S, N, Cin], as the ``pixels`` evaluation order consumes them."""
+    n, cin, r, _ = features.shape
+    s = output_size
+    if r == 1:
+        return features.view(1, n, cin).expand(s * s, n, cin)
+    upsampled = F.interpolate(features, size=(s, s), mode="bilinear", align_corners=False)
+    return upsampled.reshape(n, cin, s * s).permute(2, 0, 1).contiguous()
 
 
 def _select_sets(scores: torch.Tensor, set_index: torch.Tensor | None) -> torch.Tensor:

@@ -112,10 +112,11 @@ class HypercolumnModel(nn.Module):
         if not self.config.class_specific:
             class_index = None
         box_features = self.box_tap_features(features, rois, taps)
+        pixel_features: dict[str, torch.Tensor] = {}  # upsampled once, shared by the task heads
         out = BoxOutputs(logits={})
         for task in tasks:
             head: HypercolumnHead = self.heads[task]
-            logits, contributions = head(box_features, class_index, return_contributions)
+            logits, contributions = head(box_features, class_index, return_contributions, pixel_features)
             out.logits[task] = logits
             if return_contributions:
                 out.contributions[task] = contributions
