@@ -251,7 +251,7 @@ def _concatenate(chunks, boxes: np.ndarray, taps, tasks, model: HypercolumnModel
             result.parts = _numpy(logits.softmax(1))
         elif task == "keypoints":
             n, j = logits.shape[:2]
-            result.keypoint_heatmaps = _numpy(logits.reshape(n, j, -1).softmax(-1).reshape(n, j, s, s))
+            result.keypoint_heatmaps = _numpy(logits.reshape(n, j, s * s).softmax(-1).reshape(n, j, s, s))
             result.keypoints = _numpy(heatmaps_to_keypoints(logits.cpu(), torch.from_numpy(boxes)))
         if with_contributions:
             result.contributions[task] = {
