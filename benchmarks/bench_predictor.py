@@ -33,8 +33,7 @@ import torch
 import torchvision
 
 from hcviewer.inference import HypercolumnPredictor
-from hcviewer.modeling import BACKBONES, HypercolumnConfig, build_hypercolumn
-from hcviewer.modeling.coco import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+from hcviewer.modeling import BACKBONES, HypercolumnModel, build_person_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "coco-mini-train"
@@ -123,22 +122,13 @@ def make_timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
     return timed
 
 
-def bench_config(backbone: str) -> HypercolumnConfig:
-    """All three tasks as the bundled person model will have them: 50x50 output, 5x5 grid."""
-    return HypercolumnConfig(
-        backbone=backbone,
-        grid_size=5,
-        output_size=50,
-        tasks=("figure_ground", "parts", "keypoints"),
-        class_names=("person",),
-        part_names=("head", "torso", "legs"),
-        keypoint_names=COCO_PERSON_KEYPOINTS,
-        skeleton=COCO_PERSON_SKELETON,
-    )
+def bench_model(backbone: str) -> HypercolumnModel:
+    """The bundled person model's layout with all three tasks: 50x50 output, 5x5 grid."""
+    return build_person_model(backbone, grid_size=5, parts=("head", "torso", "legs"))
 
 
 def bench_hypercolumn(backbone: str, samples: list[Sample], repeats: int, device: torch.device, timed) -> Timing:
-    predictor = HypercolumnPredictor(build_hypercolumn(bench_config(backbone)), device=device)
+    predictor = HypercolumnPredictor(bench_model(backbone), device=device)
     predictor.set_image(samples[0].image)  # warm-up: allocator, oneDNN/cuDNN kernel choice
     predictor.predict(samples[0].boxes)
     timing = Timing()
@@ -154,7 +144,7 @@ def bench_bare_mobilenet(samples: list[Sample], repeats: int, device: torch.devi
     """torchvision's MobileNetV2 forward (with its classifier) on the same normalised input
     the predictor's trunk sees: the reference for the 1.1x target."""
     model = torchvision.models.mobilenet_v2(weights=None).eval().to(device)
-    config = bench_config("mobilenet_v2")
+    config = bench_model("mobilenet_v2").config
     mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
 
