@@ -1,0 +1,64 @@
+"""Settings remembered between runs (QSettings): recent files, last folder, display choices,
+window geometry."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, QSettings
+
+from hcviewer.app.overlays import DisplaySettings
+
+ORGANIZATION = "hcviewer"
+APPLICATION = "hcviewer"
+MAX_RECENT = 10
+
+
+class AppSettings:
+    def __init__(self, qsettings: QSettings | None = None) -> None:
+        self.q = qsettings or QSettings(ORGANIZATION, APPLICATION)
+
+    # -- recent files ------------------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        value = self.q.value("recent_files", [])
+        if isinstance(value, str):  # QSettings returns a lone string for a one-item list
+            value = [value]
+        return [str(v) for v in value or []]
+
+    def add_recent(self, path: str) -> list[str]:
+        recent = [path] + [p for p in self.recent_files() if p != path]
+        recent = recent[:MAX_RECENT]
+        self.q.setValue("recent_files", recent)
+        return recent
+
+    def clear_recent(self) -> None:
+        self.q.setValue("recent_files", [])
+
+    # -- simple values -----------------------------------------------------------------------
+    def last_folder(self) -> str:
+        return str(self.q.value("last_folder", ""))
+
+    def set_last_folder(self, folder: str) -> None:
+        self.q.setValue("last_folder", folder)
+
+    def geometry(self) -> QByteArray | None:
+        value = self.q.value("window/geometry")
+        return value if isinstance(value, QByteArray) else None
+
+    def window_state(self) -> QByteArray | None:
+        value = self.q.value("window/state")
+        return value if isinstance(value, QByteArray) else None
+
+    def save_window(self, geometry: QByteArray, state: QByteArray) -> None:
+        self.q.setValue("window/geometry", geometry)
+        self.q.setValue("window/state", state)
+
+    def load_display(self, display: DisplaySettings) -> None:
+        for name in ("opacity", "threshold"):
+            display.__dict__[name] = float(self.q.value(f"display/{name}", getattr(display, name)))
+        for name in ("show_mask", "show_parts", "show_keypoints", "show_gt"):
+            value = self.q.value(f"display/{name}", getattr(display, name))
+            display.__dict__[name] = value if isinstance(value, bool) else str(value).lower() == "true"
+
+    def save_display(self, display: DisplaySettings) -> None:
+        for name in ("opacity", "threshold", "show_mask", "show_parts", "show_keypoints", "show_gt"):
+            self.q.setValue(f"display/{name}", getattr(display, name))
+        self.q.sync()

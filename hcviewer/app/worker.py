@@ -1,0 +1,328 @@
+"""All model work off the GUI thread: a ``ModelWorker`` QObject living in its own QThread, and a
+``ModelService`` the GUI talks to.
+
+The GUI never waits on the model. Requests travel as queued signals; the worker answers with
+signals. Requests for an image that is no longer shown are dropped on both sides: the worker
+skips them (``wanted_key`` is set from the GUI thread, a plain attribute write) and the GUI
+ignores late answers. The trunk runs once per image (``set_image``); every box, tap-subset,
+compare and probe request for that image is answered from its cached features.
+
+torch is imported inside the worker thread, so the window is up before torch has loaded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the GUI needs to know about the loaded checkpoint."""
+
+    path: str
+    taps: tuple[str, ...]
+    tasks: tuple[str, ...]
+    class_names: tuple[str, ...]
+    part_names: tuple[str, ...]
+    keypoint_names: tuple[str, ...]
+    skeleton: tuple[tuple[int, int], ...]
+    class_specific: bool
+    device: str  # e.g. "GPU: NVIDIA H100" or "CPU (2 threads)"
+    device_warning: str | None
+    load_seconds: float
+
+
+@dataclass
+class BoxRequest:
+    """Predict boxes [N, 4] (x0, y0, x1, y1, image px) of one image with a tap subset."""
+
+    image_key: str
+    box_ids: list[int]
+    boxes: np.ndarray
+    taps: tuple[str, ...] | None = None  # None: all taps
+    class_index: list[int] | None = None
+    contributions: bool = False  # per-tap contributions for the probe
+
+
+@dataclass
+class BoxResult:
+    request: BoxRequest
+    prediction: Any  # hcviewer.inference.Prediction
+    trunk_seconds: float  # 0 when the image's features were already cached
+
+
+@dataclass
+class CompareRequest:
+    """One box under several tap subsets; IoU against ``gt_mask`` (bool [H, W]) when given."""
+
+    image_key: str
+    box_id: int
+    box: np.ndarray  # [4]
+    subsets: dict[str, tuple[str, ...]]  # name -> taps
+    gt_mask: np.ndarray | None = None
+    class_index: int | None = None
+
+
+@dataclass
+class CompareResult:
+    request: CompareRequest
+    masks: dict[str, np.ndarray]  # name -> [S, S] foreground probability
+    iou: dict[str, float | None]
+    seconds: float
+
+
+@dataclass
+class BatchResult:
+    results: Any  # whatever hcviewer.app.batch.predict_images returns
+    cancelled: bool
+    seconds: float
+
+
+@dataclass
+class _Image:
+    key: str
+    rgb: np.ndarray  # [H, W, 3] uint8
+
+
+class ModelWorker(QObject):
+    """Lives in the worker thread; every slot runs there."""
+
+    modelLoaded = Signal(object)  # ModelInfo
+    modelFailed = Signal(str)
+    imageReady = Signal(str, float)  # image key, trunk seconds
+    predicted = Signal(object)  # BoxResult
+    compared = Signal(object)  # CompareResult
+    batchProgress = Signal(int, int)  # done, total
+    batchFinished = Signal(object)  # BatchResult
+    failed = Signal(str)  # an error message for the user
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wanted_key: str | None = None  # written by the GUI thread
+        self.cancel_event = threading.Event()
+        self._predictor = None
+        self._image: _Image | None = None
+        self._features_key: str | None = None
+
+    # -- loading ---------------------------------------------------------------------------
+    @Slot(str, str)
+    def load(self, checkpoint: str, device: str) -> None:
+        start = time.perf_counter()
+        try:
+            from hcviewer.inference import HypercolumnPredictor
+
+            predictor = HypercolumnPredictor.from_checkpoint(checkpoint, device)
+        except Exception as exc:  # noqa: BLE001 - any failure becomes a message, the app stays up
+            self.modelFailed.emit(f"Could not load the checkpoint {checkpoint}: {exc}")
+            return
+        self._predictor = predictor
+        self._features_key = None
+        config = predictor.config
+        choice = predictor.device_choice
+        self.modelLoaded.emit(ModelInfo(
+            path=checkpoint, taps=tuple(predictor.taps), tasks=tuple(predictor.tasks),
+            class_names=tuple(config.class_names), part_names=tuple(config.part_names),
+            keypoint_names=tuple(config.keypoint_names), skeleton=tuple(config.skeleton),
+            class_specific=bool(config.class_specific), device=choice.description,
+            device_warning=choice.warning, load_seconds=time.perf_counter() - start))
+        if self._image is not None and self._image.key == self.wanted_key:
+            self._ensure_features(self._image.key)
+
+    # -- image -----------------------------------------------------------------------------
+    @Slot(str, object)
+    def set_image(self, key: str, rgb: np.ndarray) -> None:
+        """Remember the shown image and run the trunk on it now (so the first click is fast)."""
+        if key != self.wanted_key:
+            return
+        self._image = _Image(key, rgb)
+        self._features_key = None
+        if self._predictor is not None:
+            self._guard(lambda: self._ensure_features(key))
+
+    def _ensure_features(self, key: str) -> float:
+        """Run the trunk for ``key`` unless its features are cached; returns trunk seconds."""
+        if self._features_key == key:
+            return 0.0
+        if self._image is None or self._image.key != key:
+            raise LookupError(f"image {key} is not loaded in the worker")
+        seconds = self._predictor.set_image(self._image.rgb)
+        self._features_key = key
+        self.imageReady.emit(key, seconds)
+        return seconds
+
+    # -- boxes -----------------------------------------------------------------------------
+    @Slot(object)
+    def predict(self, request: BoxRequest) -> None:
+        if not self._is_current(request.image_key):
+            return
+
+        def run() -> None:
+            trunk = self._ensure_features(request.image_key)
+            prediction = self._predictor.predict(
+                request.boxes, taps=request.taps, class_index=request.class_index,
+                return_contributions=request.contributions)
+            self.predicted.emit(BoxResult(request, prediction, trunk))
+
+        self._guard(run)
+
+    @Slot(object)
+    def compare(self, request: CompareRequest) -> None:
+        """All subsets from ONE prediction with contributions: logits = bias + sum over the
+        subset's taps (the head is linear in its taps), so each subset costs a numpy sum."""
+        if not self._is_current(request.image_key):
+            return
+
+        def run() -> None:
+            self._ensure_features(request.image_key)
+            start = time.perf_counter()
+            prediction = self._predictor.predict(
+                request.box[None], tasks=("figure_ground",), return_contributions=True,
+                class_index=None if request.class_index is None else [request.class_index])
+            contributions = {tap: c[0, 0] for tap, c in prediction.contributions["figure_ground"].items()}
+            bias = float(prediction.bias["figure_ground"][0, 0])
+            masks, iou = {}, {}
+            for name, taps in request.subsets.items():
+                logits = bias + sum((contributions[t] for t in taps), np.zeros_like(next(iter(contributions.values()))))
+                masks[name] = 1.0 / (1.0 + np.exp(-logits))
+                iou[name] = None if request.gt_mask is None else box_mask_iou(masks[name], request.box, request.gt_mask)
+            self.compared.emit(CompareResult(request, masks, iou, time.perf_counter() - start))
+
+        self._guard(run)
+
+    # -- batch -----------------------------------------------------------------------------
+    @Slot(object)
+    def predict_all(self, items: list) -> None:
+        """``hcviewer.app.batch.predict_images`` over many images; cancellable, with progress."""
+        from hcviewer.app.batch import predict_images
+
+        self.cancel_event.clear()
+        start = time.perf_counter()
+
+        def run() -> None:
+            results = predict_images(self._predictor, items,
+                                     progress_callback=lambda done, total: self.batchProgress.emit(done, total),
+                                     cancel_flag=self.cancel_event)
+            self.batchFinished.emit(BatchResult(results, self.cancel_event.is_set(), time.perf_counter() - start))
+
+        if self._predictor is None:
+            self.failed.emit("The model is still loading; try again in a moment.")
+            return
+        self._features_key = None  # predict_images calls set_image on other images
+        self._guard(run)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _is_current(self, key: str) -> bool:
+        if key != self.wanted_key:
+            return False  # the user has moved on: drop it
+        if self._predictor is None:
+            self.failed.emit("The model is still loading; the request will work once it is ready.")
+            return False
+        return True
+
+    def _guard(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - an error in the worker is a message, never a crash
+            traceback.print_exc()
+            self.failed.emit(f"{type(exc).__name__}: {exc}")
+
+
+def box_mask_iou(probs: np.ndarray, box: np.ndarray, gt_mask: np.ndarray, threshold: float = 0.5) -> float:
+    """IoU of an S x S box mask (thresholded, pasted into the image) and a bool [H, W] mask."""
+    predicted = paste_box_map(probs, box, gt_mask.shape) >= threshold
+    union = np.logical_or(predicted, gt_mask).sum()
+    return float(np.logical_and(predicted, gt_mask).sum() / union) if union else 1.0
+
+
+def paste_box_map(box_map: np.ndarray, box: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Resample an S x S box map into an [H, W] float32 image (zero outside the box), with the
+    pixel-centre convention of ``hcviewer.modeling.postprocess``."""
+    import cv2
+
+    h, w = image_size
+    out = np.zeros((h, w), np.float32)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    cx0, cx1 = _pixel_range(x0, x1, w)
+    cy0, cy1 = _pixel_range(y0, y1, h)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return out
+    s_y, s_x = box_map.shape
+    # Sample points of the visible pixels in box-map cell units (cell centre at i + 0.5).
+    xs = (np.arange(cx0, cx1) + 0.5 - x0) / (x1 - x0) * s_x - 0.5
+    ys = (np.arange(cy0, cy1) + 0.5 - y0) / (y1 - y0) * s_y - 0.5
+    map_x, map_y = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
+    out[cy0:cy1, cx0:cx1] = cv2.remap(box_map.astype(np.float32), map_x, map_y,
+                                      interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+def _pixel_range(a: float, b: float, size: int) -> tuple[int, int]:
+    start, stop = int(np.ceil(a - 0.5)), int(np.ceil(b - 0.5))
+    return max(start, 0), min(max(stop, 0), size)
+
+
+class ModelService(QObject):
+    """The GUI side: owns the worker thread; methods return at once."""
+
+    _load = Signal(str, str)
+    _set_image = Signal(str, object)
+    _predict = Signal(object)
+    _compare = Signal(object)
+    _predict_all = Signal(object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.thread = QThread()
+        self.thread.setObjectName("hcviewer-model")
+        self.worker = ModelWorker()
+        self.worker.moveToThread(self.thread)
+        self._load.connect(self.worker.load)
+        self._set_image.connect(self.worker.set_image)
+        self._predict.connect(self.worker.predict)
+        self._compare.connect(self.worker.compare)
+        self._predict_all.connect(self.worker.predict_all)
+        self.thread.start()
+        self.info: ModelInfo | None = None
+        self.worker.modelLoaded.connect(self._remember_info)
+        self.busy = False
+
+    def _remember_info(self, info: ModelInfo) -> None:
+        self.info = info
+
+    # Each method only queues work for the worker thread.
+    def load(self, checkpoint: str, device: str = "auto") -> None:
+        self._load.emit(checkpoint, device)
+
+    def show_image(self, key: str, rgb: np.ndarray) -> None:
+        self.worker.wanted_key = key
+        self._set_image.emit(key, rgb)
+
+    def forget_image(self) -> None:
+        self.worker.wanted_key = None
+
+    def predict(self, request: BoxRequest) -> None:
+        self._predict.emit(request)
+
+    def compare(self, request: CompareRequest) -> None:
+        self._compare.emit(request)
+
+    def predict_all(self, items: list) -> None:
+        self._predict_all.emit(items)
+
+    def cancel(self) -> None:
+        self.worker.cancel_event.set()
+
+    def shutdown(self, timeout_ms: int = 30000) -> bool:
+        """Stop the thread after the request it is running; pending requests are dropped."""
+        self.worker.wanted_key = None
+        self.worker.cancel_event.set()
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)
+
