@@ -216,3 +216,22 @@ def test_model_fills_in_default_taps_and_rejects_bad_ones() -> None:
         build_hypercolumn(tiny_person_config(taps=("s4", "pool5")))
     with pytest.raises(ValueError, match="repeat"):
         build_hypercolumn(tiny_person_config(taps=("s4", "s4")))
+
+
+def test_results_do_not_depend_on_which_tasks_share_a_call(model_and_features) -> None:
+    """Heads share upsampled tap features within a call, which can change a head's evaluation
+    order; the answer must not change, and logits come back in the requested task order."""
+    model, features = model_and_features
+    with torch.no_grad():
+        together = model.forward_boxes(features, ROIS, tasks=("figure_ground", "keypoints", "parts")).logits
+        assert list(together) == ["figure_ground", "keypoints", "parts"]
+        for task in model.tasks:
+            alone = model.forward_boxes(features, ROIS, tasks=(task,)).logits[task]
+            torch.testing.assert_close(together[task], alone, rtol=1e-9, atol=1e-9)
+
+
+def test_cost_model_counts_shared_upsampling_as_free(model_and_features) -> None:
+    model, _ = model_and_features
+    head = model.heads["figure_ground"]  # one channel: classifying at the tap's resolution is cheap
+    assert head.evaluation_order("s16", 14, upsampled=False) == "scores"
+    assert head.evaluation_order("s16", 14, upsampled=True) == "pixels"

@@ -16,6 +16,11 @@ from torch import nn
 from hcviewer.modeling.grid import grid_axis_weights, grid_interpolation_weights
 
 
+# Cost-model constants of ``HypercolumnHead.evaluation_order``, in multiply-adds.
+UPSAMPLE_COST = 30  # per value written by bilinear upsampling (and, for scores, grid mixing)
+BMM_OVERHEAD = 8  # per pixel and input channel of the pixels order's small batched matmuls
+
+
 class HypercolumnHead(nn.Module):
     """One task's classifiers over the taps.
 
@@ -66,16 +71,24 @@ class HypercolumnHead(nn.Module):
     def taps(self) -> tuple[str, ...]:
         return tuple(self.classifiers.keys())
 
-    def evaluation_order(self, tap: str, roi_size: int) -> str:
-        """Which exact order is cheaper for this tap (multiply-adds per box)."""
+    def evaluation_order(self, tap: str, roi_size: int, upsampled: bool = False) -> str:
+        """Which exact order is cheaper for this tap, in units of one multiply-add.
+
+        Calibrated on a 2-core CPU (benchmarks/calibrate_heads.py, 4 boxes, S=50): writing one
+        value of a bilinearly upsampled map costs about ``UPSAMPLE_COST`` multiply-adds (memory
+        bound), and the per-pixel matmuls of the ``pixels`` order carry about ``BMM_OVERHEAD``
+        extra multiply-adds per pixel and input channel (tiny GEMMs). ``upsampled``: another
+        head of the same call already upsampled this tap's features, so ``pixels`` gets them free.
+        """
         if self.order != "auto":
             return self.order
         if self.num_sets > 1:
             return "scores"  # per-pixel classifiers for every class set would not fit in memory
         cin = self.classifiers[tap].in_channels
         k2, c, s = self.grid_size**2, self.task_channels, self.output_size
-        scores_cost = k2 * c * (roi_size * roi_size * cin + 2 * s * s)
-        pixels_cost = cin * s * s * (c + (2 if roi_size > 1 else 0))
+        scores_cost = k2 * c * (roi_size * roi_size * cin + UPSAMPLE_COST * s * s)
+        feature_upsampling = 0 if upsampled or roi_size == 1 else UPSAMPLE_COST
+        pixels_cost = cin * s * s * (c + BMM_OVERHEAD + feature_upsampling)
         return "pixels" if pixels_cost < scores_cost else "scores"
 
     def tap_contribution(
@@ -90,9 +103,9 @@ class HypercolumnHead(nn.Module):
         ``pixel_features`` is a per-call memo of ``pixel_major_features`` keyed by tap, so that
         the heads of several tasks upsample a tap's box features only once.
         """
-        if self.evaluation_order(tap, features.shape[-1]) == "pixels":
-            if pixel_features is None:
-                pixel_features = {}
+        if pixel_features is None:
+            pixel_features = {}
+        if self.evaluation_order(tap, features.shape[-1], upsampled=tap in pixel_features) == "pixels":
             if tap not in pixel_features:
                 pixel_features[tap] = pixel_major_features(features, self.output_size)
             return self._contribution_by_pixels(tap, pixel_features[tap])

@@ -114,13 +114,16 @@ class HypercolumnModel(nn.Module):
         box_features = self.box_tap_features(features, rois, taps)
         pixel_features: dict[str, torch.Tensor] = {}  # upsampled once, shared by the task heads
         out = BoxOutputs(logits={})
-        for task in tasks:
+        # Widest head first: it is the one most likely to upsample a tap's features, which the
+        # narrower heads then reuse for free (see HypercolumnHead.evaluation_order).
+        for task in sorted(tasks, key=lambda t: -self.heads[t].task_channels):
             head: HypercolumnHead = self.heads[task]
             logits, contributions = head(box_features, class_index, return_contributions, pixel_features)
             out.logits[task] = logits
             if return_contributions:
                 out.contributions[task] = contributions
                 out.bias[task] = head.bias_map(rois.shape[0], class_index)
+        out.logits = {task: out.logits[task] for task in tasks}
         return out
 
     def forward(
