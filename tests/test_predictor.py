@@ -251,3 +251,14 @@ def test_device_choice() -> None:
         assert fallback.device == torch.device("cpu") and "no usable GPU" in fallback.warning
     with pytest.raises(ValueError, match="auto, cpu or cuda"):
         choose_device("tpu")
+
+
+def test_model_built_under_inference_mode(rgb_image) -> None:
+    """An app may load its checkpoint inside torch.inference_mode(); the predictor must cope."""
+    with torch.inference_mode():
+        model = build_hypercolumn(tiny_person_config(tasks=("figure_ground",)))
+        predictor = HypercolumnPredictor(model, device="cpu")
+        predictor.set_image(rgb_image)
+        inside = predictor.predict(BOXES).figure_ground
+    predictor.set_image(rgb_image)
+    np.testing.assert_array_equal(predictor.predict(BOXES).figure_ground, inside)

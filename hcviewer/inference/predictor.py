@@ -133,7 +133,10 @@ class HypercolumnPredictor:
         results up to float rounding). Rebuilt whenever the model's trunk weights change, so a
         model that is still being trained is never answered with stale weights."""
         body = self.model.backbone.body
-        key = tuple((t.data_ptr(), t._version) for t in (*body.parameters(), *body.buffers()))
+        # Inference tensors (a model built under torch.inference_mode) keep no version counter;
+        # they cannot be trained either, so their storage alone identifies the weights.
+        key = tuple((t.data_ptr(), None if t.is_inference() else t._version)
+                    for t in (*body.parameters(), *body.buffers()))
         if self._trunk is None or key != self._trunk_key:
             trunk = fuse_conv_bn(copy.deepcopy(body).eval(), inplace=True)
             self._trunk = trunk.to(memory_format=torch.channels_last)

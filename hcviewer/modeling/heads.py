@@ -142,7 +142,9 @@ class HypercolumnHead(nn.Module):
         ``w(y, x) = sum_ij a_i(y) a_j(x) w_ij``."""
         weight = self.classifiers[tap].weight
         cacheable = not torch.is_grad_enabled() or not weight.requires_grad
-        key = (weight._version, weight.data_ptr(), weight.device, weight.dtype)
+        # Inference tensors keep no version counter (and cannot be trained): storage is enough.
+        version = None if weight.is_inference() else weight._version
+        key = (version, weight.data_ptr(), weight.device, weight.dtype)
         if cacheable and tap in self._pixel_cache and self._pixel_cache[tap][0] == key:
             return self._pixel_cache[tap][1]
         k, c, s = self.grid_size, self.task_channels, self.output_size
