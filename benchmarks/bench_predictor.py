@@ -336,8 +336,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nMachine: {machine_description(device)}  ")
     print(f"Data: {source}; image sizes (HxW): {', '.join(sizes)}  ")
-    print(f"Repeats per image: hypercolumn and bare trunk {repeats}, Mask R-CNN {heavy_repeats}, SAM 1 "
-          f"on {min(args.sam_images, len(samples))} photo(s). Medians; random weights.\n")
+    repeat_notes = [f"hypercolumn and bare trunk {repeats}"]
+    if "maskrcnn" not in args.skip:
+        repeat_notes.append(f"Mask R-CNN {heavy_repeats}")
+    if "sam" not in args.skip:
+        repeat_notes.append(f"SAM 1 on {min(args.sam_images, len(samples))} photo(s)")
+    print(f"Repeats per image: {', '.join(repeat_notes)}. Medians; random weights.\n")
     reference = "hypercolumn mobilenet_v2"
     print(markdown_table(results, reference if reference in results else next(iter(results))))
     if reference in results:
