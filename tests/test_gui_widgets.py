@@ -1,0 +1,115 @@
+"""The app's widgets on their own, driven offscreen with real mouse events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtTest import QTest
+
+from hcviewer.app.box_items import BoxItem
+from hcviewer.app.compare_view import ComparePanel
+from hcviewer.app.image_view import ImageView, Mode
+from hcviewer.app.layers_panel import LayersPanel
+from hcviewer.app.probe import ProbeWidget
+from hcviewer.app.settings import AppSettings
+
+
+@pytest.fixture
+def view(qtbot):
+    view = ImageView()
+    view.resize(400, 300)
+    qtbot.addWidget(view)
+    view.show()
+    view.set_image(np.zeros((300, 400, 3), np.uint8))
+    qtbot.waitExposed(view)
+    return view
+
+
+def _widget_point(view: ImageView, x: float, y: float) -> QPoint:
+    scene = view.viewbox.mapViewToScene(QPointF(x, y))
+    return view.mapFromScene(scene)
+
+
+def _drag(view: ImageView, start: QPoint, end: QPoint) -> None:
+    viewport = view.viewport()
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    for t in np.linspace(0, 1, 6)[1:]:
+        QTest.mouseMove(viewport, start + (end - start) * float(t))
+        QTest.qWait(25)  # pyqtgraph's scene drops move events that come faster than its frame rate
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+
+
+def test_dragging_in_draw_mode_draws_a_box_in_image_coordinates(qtbot, view):
+    view.set_mode(Mode.DRAW)
+    with qtbot.waitSignal(view.viewbox.boxDrawn, timeout=2000) as blocker:
+        _drag(view, _widget_point(view, 100, 50), _widget_point(view, 250, 200))
+    x0, y0, x1, y1 = blocker.args[0]
+    assert x0 == pytest.approx(100, abs=3) and y0 == pytest.approx(50, abs=3)
+    assert x1 == pytest.approx(250, abs=3) and y1 == pytest.approx(200, abs=3)
+
+
+def test_dragging_in_select_mode_pans_instead_of_drawing(qtbot, view):
+    before = view.viewbox.viewRange()
+    with qtbot.assertNotEmitted(view.viewbox.boxDrawn):
+        _drag(view, _widget_point(view, 100, 50), _widget_point(view, 250, 200))
+    assert view.viewbox.viewRange() != before
+
+
+def test_brush_mode_reports_a_stroke(qtbot, view):
+    view.set_mode(Mode.BRUSH_ADD)
+    points = []
+    view.viewbox.strokePoint.connect(lambda x, y: points.append((x, y)))
+    with qtbot.waitSignal(view.viewbox.strokeFinished, timeout=2000):
+        _drag(view, _widget_point(view, 100, 100), _widget_point(view, 200, 100))
+    assert points[0][0] == pytest.approx(100, abs=3) and points[-1][0] == pytest.approx(200, abs=3)
+
+
+def test_moving_a_box_item_reports_its_new_coordinates(qtbot, view):
+    item = BoxItem(7, np.array([50.0, 50.0, 150.0, 120.0]), "person 0.90")
+    view.viewbox.addItem(item)
+    with qtbot.waitSignal(item.edited, timeout=2000) as blocker:
+        _drag(view, _widget_point(view, 100, 60), _widget_point(view, 140, 90))
+    box_id, xyxy = blocker.args
+    assert box_id == 7
+    np.testing.assert_allclose(xyxy, [90, 80, 190, 150], atol=3)
+
+
+def test_layers_panel_emits_checked_taps_and_keeps_at_least_one(qtbot):
+    panel = LayersPanel()
+    qtbot.addWidget(panel)
+    panel.set_taps(("s4", "s8", "top"))
+    with qtbot.waitSignal(panel.tapsChanged) as blocker:
+        panel.boxes["s8"].setChecked(False)
+    assert blocker.args[0] == ("s4", "top")
+    panel.boxes["s4"].setChecked(False)
+    panel.boxes["top"].setChecked(False)  # the last one: refused
+    assert panel.checked() == ("top",)
+
+
+def test_probe_bars_add_up_to_the_logit(qtbot):
+    probe = ProbeWidget()
+    qtbot.addWidget(probe)
+    probe.show_pixel({"s4": 1.5, "s8": -0.5, "top": 2.0}, bias=-1.0, active=("s4", "top"), where="here")
+    assert probe.values["logit"] == pytest.approx(2.5)  # s8 is unchecked: not counted
+    assert probe.probability == pytest.approx(1 / (1 + np.exp(-2.5)))
+    assert "0.92" in probe.title.text()
+
+
+def test_compare_panel_titles_carry_iou(qtbot):
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    crop = np.zeros((40, 30, 3), np.uint8)
+    masks = {"all taps": np.full((5, 5), 0.9, np.float32), "top alone": np.full((5, 5), 0.1, np.float32)}
+    panel.show_result(crop, np.array([0, 0, 30, 40.0]), masks, {"all taps": 0.75, "top alone": None}, 0.5,
+                      np.ones((40, 30), bool))
+    assert panel.titles == {"all taps": "all taps  IoU 0.75", "top alone": "top alone"}
+
+
+def test_settings_remember_recent_files_most_recent_first(tmp_path):
+    from PySide6.QtCore import QSettings
+
+    settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    for name in ("a", "b", "a", "c"):
+        settings.add_recent(name)
+    assert settings.recent_files() == ["c", "a", "b"]
