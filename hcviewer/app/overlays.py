@@ -113,6 +113,7 @@ class BoxOverlay:
         self.clear()
 
     def clear(self) -> None:
+        self._drawn_key = None
         for item in self.items:
             item.setVisible(False)
 
@@ -124,8 +125,12 @@ class BoxOverlay:
              keypoint_heatmaps: np.ndarray | None, keypoints: np.ndarray | None,
              skeleton: tuple[tuple[int, int], ...], settings: "DisplaySettings") -> None:
         """box [4]; figure_ground [S, S]; parts [P+1, S, S]; keypoint_heatmaps [J, S, S];
-        keypoints [J, 3] (x, y, score) image px."""
+        keypoints [J, 3] (x, y, score) image px. Redraws only when something changed."""
+        key = (tuple(box), *(id(a) for a in (figure_ground, parts, keypoint_heatmaps, keypoints)), settings.key())
+        if key == self._drawn_key:
+            return
         self.clear()
+        self._drawn_key = key
         rect = QRectF(float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1]))
         shape = display_shape(box)
         if figure_ground is not None and settings.show_mask:
@@ -165,6 +170,9 @@ class DisplaySettings:
         self.show_keypoints = True
         self.show_gt = False
         self.keypoint_min_score = 0.0
+
+    def key(self) -> tuple:
+        return tuple(sorted(vars(self).items()))
 
 
 def legend_color(index: int) -> QColor:
