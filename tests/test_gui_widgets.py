@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
@@ -113,3 +117,24 @@ def test_settings_remember_recent_files_most_recent_first(tmp_path):
     for name in ("a", "b", "a", "c"):
         settings.add_recent(name)
     assert settings.recent_files() == ["c", "a", "b"]
+
+
+def test_thousands_of_event_rounds_with_a_python_item_model_do_not_abort(tmp_path):
+    """PySide6 6.12.0 on Python 3.11 drops a reference to None per such round; without
+    ``hcviewer.app.qt_compat`` the interpreter aborts (none_dealloc) after a few thousand."""
+    script = tmp_path / "rounds.py"
+    script.write_text(
+        "import sys\n"
+        "import hcviewer.app\n"
+        "from PySide6.QtWidgets import QApplication, QListView\n"
+        "from hcviewer.app.file_list import FileListModel\n"
+        "app = QApplication([])\n"
+        "model = FileListModel(lambda: 3, lambda i: (f'f{i}', 'tip', ''))\n"
+        "view = QListView(); view.setModel(model); view.show(); model.refresh()\n"
+        "for _ in range(8000):\n"
+        "    model.refresh(0); app.processEvents()\n"
+        "print('survived')\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "survived" in done.stdout

@@ -38,6 +38,8 @@ from hcviewer.app.worker import (
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "hcviewer-person-mobilenet_v2.safetensors"
 
+DRAW_SLICE_S = 0.012  # longest stretch of overlay drawing per event-loop round
+
 
 @dataclass
 class BoxView:
@@ -90,6 +92,7 @@ class MainWindow(QMainWindow):
         self._stroke: list[tuple[float, float]] = []
         self._load_started = time.perf_counter()
         self.compare_window: CompareWindow | None = None
+        self._draw_pending = False
 
         self._build_view()
         self._build_docks()
@@ -599,9 +602,18 @@ class MainWindow(QMainWindow):
         self.probe.clear()
 
     def _draw_results(self) -> None:
+        """Draw (or keep) each box's overlay. Drawing is time-sliced: after DRAW_SLICE_S the rest
+        is drawn in a later event-loop round, so "segment all" on many boxes never blocks the GUI
+        for long (overlays already drawn with the same data are skipped)."""
         skeleton = self.model_info.skeleton if self.model_info else ()
         boxes = self._visible_boxes()
-        for box_id, view in self.views.items():
+        start = time.perf_counter()
+        for box_id, view in list(self.views.items()):
+            if time.perf_counter() - start > DRAW_SLICE_S:
+                if not self._draw_pending:
+                    self._draw_pending = True
+                    QTimer.singleShot(0, self._draw_remaining)
+                return
             overlay = self.overlays.get(box_id)
             if overlay is None:
                 overlay = self.overlays[box_id] = BoxOverlay(self.view.viewbox)
@@ -611,6 +623,10 @@ class MainWindow(QMainWindow):
             selected = box_id == self.selected_id
             overlay.show(view.box, figure_ground, view.parts if selected or not accepted else None,
                          view.keypoint_heatmaps if selected else None, view.keypoints, skeleton, self.display)
+
+    def _draw_remaining(self) -> None:
+        self._draw_pending = False
+        self._draw_results()
 
     def _draw_annotation(self) -> None:
         """Accepted masks (the annotation) in green; ground truth outlines when asked for."""
