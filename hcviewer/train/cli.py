@@ -1,0 +1,318 @@
+"""``hcviewer-train``: train, resume, eval and ablate hypercolumn networks.
+
+    hcviewer-train train --coco ANN.json --images DIR --out runs/person --epochs 20
+    hcviewer-train resume --out runs/person
+    hcviewer-train eval --checkpoint FILE --coco ANN.json --images DIR --json OUT.json
+    hcviewer-train ablate --coco ANN.json --images DIR --out runs/ablation --epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from hcviewer.data.records import AnnotatedDataset, DataError, concatenate, split_images
+
+SPLIT_HELP = "held-out images: the same fraction and seed give the same split in train, eval and ablate"
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data (several sources are mixed)")
+    group.add_argument("--coco", action="append", default=[], metavar="ANN.json[,ANN2.json]",
+                       help="COCO annotation file(s) of one image folder (comma-separated files are merged by "
+                            "annotation id, e.g. COCO's instances + person_keypoints); pair each with --images")
+    group.add_argument("--images", action="append", default=[], metavar="DIR", help="image folder of each --coco")
+    group.add_argument("--voc", action="append", default=[], metavar="ROOT", help="Pascal VOC / SBD folder")
+    group.add_argument("--folder", action="append", default=[], metavar="ROOT",
+                       help="folder of images + per-object mask PNGs + boxes.json")
+    group.add_argument("--synthetic", type=int, default=0, metavar="N",
+                       help="add N generated scenes with parts and keypoints")
+    group.add_argument("--categories", default=None, help="comma-separated category names to keep (default all)")
+    group.add_argument("--val-fraction", type=float, default=0.2, help=SPLIT_HELP)
+    group.add_argument("--split-seed", type=int, default=0, help=SPLIT_HELP)
+
+
+def data_sources(args: argparse.Namespace) -> list[dict]:
+    """The data arguments as plain records (stored in config.json so ``resume`` reloads them)."""
+    if len(args.coco) != len(args.images):
+        raise DataError("give one --images folder for each --coco file (in the same order)")
+    sources = [{"kind": "coco", "annotations": a.split(","), "images": i} for a, i in zip(args.coco, args.images)]
+    sources += [{"kind": "voc", "root": r} for r in args.voc]
+    sources += [{"kind": "folder", "root": r} for r in args.folder]
+    if args.synthetic:
+        sources.append({"kind": "synthetic", "count": args.synthetic})
+    if not sources:
+        raise DataError("no data given: use --coco ANN.json --images DIR, --voc ROOT, --folder ROOT or --synthetic N")
+    return sources
+
+
+def load_sources(sources: list[dict], categories: tuple[str, ...] | None, seed: int) -> list[AnnotatedDataset]:
+    datasets = []
+    for source in sources:
+        if source["kind"] == "coco":
+            from hcviewer.data.coco import read_coco
+
+            datasets.append(read_coco(source["annotations"], source["images"], categories))
+        elif source["kind"] == "voc":
+            from hcviewer.data.voc import read_voc
+
+            datasets.append(read_voc(Path(source["root"])))
+        elif source["kind"] == "folder":
+            from hcviewer.data.folder import read_mask_folder
+
+            datasets.append(read_mask_folder(Path(source["root"])))
+        else:
+            from hcviewer.data.synthetic import make_synthetic_dataset
+
+            datasets.append(make_synthetic_dataset(source["count"], seed=seed))
+    if categories is not None:
+        for d in datasets:
+            for image in d.images:
+                image.objects = [o for o in image.objects if o.category in categories]
+    return datasets
+
+
+def split_sources(datasets: list[AnnotatedDataset], fraction: float, seed: int
+                  ) -> tuple[AnnotatedDataset, AnnotatedDataset]:
+    """Split each source on its own (every source is represented in validation), then mix."""
+    halves = [split_images(d, fraction, seed) for d in datasets]
+    return concatenate([t for t, _ in halves]), concatenate([v for _, v in halves])
+
+
+def _categories(args: argparse.Namespace) -> tuple[str, ...] | None:
+    return tuple(c.strip() for c in args.categories.split(",")) if args.categories else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hcviewer-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="fine-tune a network end to end")
+    add_data_arguments(train)
+    add_model_arguments(train)
+    add_training_arguments(train)
+
+    resume = commands.add_parser("resume", help="continue an interrupted or finished run")
+    resume.add_argument("--out", required=True, help="the run's output folder")
+    resume.add_argument("--epochs", type=int, default=None, help="new total number of epochs")
+    resume.add_argument("--export", default=None, help="also write the best weights (fp16) to this file")
+
+    evaluate = commands.add_parser("eval", help="score a checkpoint and the baselines on ground-truth boxes")
+    evaluate.add_argument("--checkpoint", default=None, help="checkpoint to score (omit: baselines only)")
+    add_data_arguments(evaluate)
+    evaluate.set_defaults(val_fraction=0.0)
+    evaluate.add_argument("--split", choices=("all", "train", "val"), default="all",
+                          help="which half of --val-fraction/--split-seed to score (default all images)")
+    add_eval_arguments(evaluate)
+
+    ablate = commands.add_parser("ablate", help="one result per tap subset, as in the paper's table")
+    add_data_arguments(ablate)
+    ablate.add_argument("--checkpoint", default=None,
+                        help="evaluate every subset of this model's taps (e.g. a layer-dropout model) "
+                             "instead of training one model per subset")
+    ablate.add_argument("--all-subsets", action="store_true", help="every non-empty subset, not just the "
+                        "paper's (all, top alone, each left out)")
+    add_model_arguments(ablate)
+    add_training_arguments(ablate)
+    ablate.add_argument("--baselines", default="box,ellipse,grabcut")
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("network")
+    group.add_argument("--backbone", default="mobilenet_v2", choices=("mobilenet_v2", "vgg16", "alexnet"))
+    group.add_argument("--taps", default=None, help="comma-separated tap names (default: the backbone's)")
+    group.add_argument("--grid", type=int, default=5, help="K of the K x K grid of location-specific classifiers")
+    group.add_argument("--tasks", default="figure_ground,keypoints",
+                       help="comma-separated: figure_ground, parts, keypoints (tasks the data cannot label fail)")
+    group.add_argument("--class-specific", action="store_true", help="one classifier set per category")
+    group.add_argument("--no-pretrained", action="store_true", help="random trunk instead of ImageNet weights")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--out", required=True, help="output folder (checkpoints, metrics.csv, config.json)")
+    group.add_argument("--epochs", type=int, default=20)
+    group.add_argument("--batch", type=int, default=2, help="images per step (per GPU under torchrun)")
+    group.add_argument("--lr", type=float, default=3e-4)
+    group.add_argument("--image-size", type=int, default=512, help="longest image side while training")
+    group.add_argument("--layer-dropout", type=float, default=0.0,
+                       help="probability of training a random tap subset in a step")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    group.add_argument("--export", default=None, help="write the best weights (fp16) to this file at the end")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", default=None, help="write the full report here")
+    parser.add_argument("--markdown", default=None, help="write the table here")
+    parser.add_argument("--subsets", choices=("standard", "all"), default="standard",
+                        help="tap subsets: the paper's (all, top alone, each left out) or every subset")
+    parser.add_argument("--baselines", default="box,ellipse,grabcut", help="comma-separated, or 'none'")
+    parser.add_argument("--min-area", type=float, default=32 * 32)
+    parser.add_argument("--device", default="cpu")
+
+
+def train_config(args: argparse.Namespace, sources: list[dict], taps: tuple[str, ...] | None = None):
+    from hcviewer.train.trainer import TrainConfig
+
+    return TrainConfig(
+        backbone=args.backbone, taps=taps if taps is not None else _names(args.taps), grid_size=args.grid,
+        tasks=_names(args.tasks), class_specific=args.class_specific, epochs=args.epochs, batch_images=args.batch,
+        lr=args.lr, max_side=args.image_size, layer_dropout=args.layer_dropout, seed=args.seed, device=args.device,
+        pretrained=not args.no_pretrained,
+        data={"sources": sources, "categories": args.categories, "val_fraction": args.val_fraction,
+              "split_seed": args.split_seed})
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else ()
+
+
+def run_training(config, out: Path, resume: bool = False, export: str | None = None):
+    """Train (or resume), then score the best weights on the validation split."""
+    from hcviewer.modeling.checkpoint import load_checkpoint, save_checkpoint
+    from hcviewer.train.evaluate import evaluate, validation_mask_iou, write_report
+    from hcviewer.train.files import write_text_atomic
+    from hcviewer.train.trainer import Trainer
+
+    data = config.data
+    datasets = load_sources(data["sources"], _split_names(data["categories"]), config.seed)
+    train_set, val_set = split_sources(datasets, data["val_fraction"], data["split_seed"])
+    print(f"training on {len(train_set.images)} images ({train_set.num_objects} objects), validating on "
+          f"{len(val_set.images)} images ({val_set.num_objects} objects)", file=sys.stderr)
+    trainer = Trainer(config, train_set, val_set, out, validate=validation_mask_iou)
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    best, info = load_checkpoint(out / "best.safetensors")
+    if not val_set.images:
+        return None
+    report = evaluate(best, val_set, device=trainer.device)
+    write_report(report, out / "eval.json")
+    write_text_atomic(out / "eval.md", report.markdown() + "\n")
+    print(report.markdown())
+    if export:
+        training = {**info.training, "validation": f"{val_set.name} ({len(val_set.images)} images)"}
+        save_checkpoint(export, best, training, report.to_json(), dtype=_float16())
+        print(f"exported {export}", file=sys.stderr)
+    return report
+
+
+def _float16():
+    import torch
+
+    return torch.float16
+
+
+def _split_names(text: str | None) -> tuple[str, ...] | None:
+    return _names(text) or None
+
+
+def command_train(args: argparse.Namespace) -> int:
+    config = train_config(args, data_sources(args))
+    run_training(config, Path(args.out), export=args.export)
+    return 0
+
+
+def command_resume(args: argparse.Namespace) -> int:
+    from hcviewer.train.trainer import TrainConfig
+
+    out = Path(args.out)
+    path = out / "config.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; --out must be the folder of an earlier 'hcviewer-train train' run")
+    saved = json.loads(path.read_text())
+    saved["taps"], saved["tasks"] = tuple(saved["taps"]), tuple(saved["tasks"])
+    config = TrainConfig(**saved)
+    if args.epochs is not None:
+        config = replace(config, epochs=args.epochs)
+    run_training(config, out, resume=True, export=args.export)
+    return 0
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from hcviewer.modeling.checkpoint import load_checkpoint
+    from hcviewer.train.evaluate import evaluate, standard_subsets, write_report
+    from hcviewer.train.files import write_text_atomic
+
+    datasets = load_sources(data_sources(args), _categories(args), seed=0)
+    if args.split == "all":
+        dataset = concatenate(datasets)
+    else:
+        train_half, val_half = split_sources(datasets, args.val_fraction, args.split_seed)
+        dataset = val_half if args.split == "val" else train_half
+    model = None
+    subsets = None
+    if args.checkpoint:
+        model, _ = load_checkpoint(args.checkpoint, args.device)
+        subsets = standard_subsets(model.taps, all_subsets=args.subsets == "all")
+    baselines = () if args.baselines == "none" else _names(args.baselines)
+    report = evaluate(model, dataset, subsets, baselines, args.min_area, args.device)
+    print(report.markdown())
+    if args.json:
+        write_report(report, args.json)
+    if args.markdown:
+        write_text_atomic(Path(args.markdown), report.markdown() + "\n")
+    return 0
+
+
+def command_ablate(args: argparse.Namespace) -> int:
+    """With --checkpoint: every subset of one model. Otherwise one model trained per subset, each
+    scored on the validation split; the table goes to OUT/ablation.md and OUT/ablation.json."""
+    from hcviewer.modeling.backbones import get_backbone_spec
+    from hcviewer.modeling.checkpoint import load_checkpoint
+    from hcviewer.train.evaluate import EvaluationReport, evaluate, standard_subsets, subset_name
+    from hcviewer.train.files import write_text_atomic
+
+    out = Path(args.out)
+    sources = data_sources(args)
+    baselines = () if args.baselines == "none" else _names(args.baselines)
+    if args.checkpoint:
+        model, _ = load_checkpoint(args.checkpoint, args.device if args.device != "auto" else "cpu")
+        datasets = load_sources(sources, _categories(args), seed=args.seed)
+        _, val_set = split_sources(datasets, args.val_fraction, args.split_seed)
+        report = evaluate(model, val_set, standard_subsets(model.taps, args.all_subsets), baselines)
+    else:
+        taps = _names(args.taps) or get_backbone_spec(args.backbone).default_taps
+        methods = []
+        report = None
+        for subset in standard_subsets(taps, args.all_subsets):
+            print(f"== training with taps {', '.join(subset)}", file=sys.stderr)
+            config = train_config(args, sources, taps=subset)
+            report = run_training(config, out / "_".join(subset))
+            scores = report.methods[0]
+            scores.name = subset_name(subset, taps)
+            methods.append(scores)
+        report.methods = methods + [m for m in report.methods if m.taps is None and m.name in baselines]
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "ablation.md", report.markdown() + "\n")
+    write_text_atomic(out / "ablation.json", json.dumps(report.to_json(), indent=2))
+    print(report.markdown())
+    return 0
+
+
+COMMANDS = {"train": command_train, "resume": command_resume, "eval": command_eval, "ablate": command_ablate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from hcviewer.modeling.checkpoint import CheckpointError
+    from hcviewer.train.trainer import TrainingInterrupted
+
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingInterrupted as exc:
+        print(f"hcviewer-train: {exc}", file=sys.stderr)
+        return 130
+    except (DataError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"hcviewer-train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Per-task losses on box-aligned targets (shapes as in torchvision's roi_heads)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def figure_ground_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits [N, 1, S, S] (the head already picked each box's classifier set), targets [N, S, S]."""
+    return F.binary_cross_entropy_with_logits(logits[:, 0].float(), targets)
+
+
+def keypoint_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits [N, J, S, S], targets [N, J] cell index (-1 none): cross entropy over the S*S cells
+    of each labelled keypoint (a spatial softmax, as Mask R-CNN's keypoint head)."""
+    flat = logits.flatten(2).float()  # [N, J, S*S]
+    valid = targets >= 0
+    if not valid.any():
+        return flat.sum() * 0.0
+    return F.cross_entropy(flat[valid], targets[valid])
+
+
+def part_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits [N, P+1, S, S], targets [N, S, S] labels (-1: object without part labels)."""
+    if not (targets >= 0).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), targets, ignore_index=-1)

@@ -1,0 +1,356 @@
+"""End-to-end fine-tuning of a hypercolumn network on box-aligned targets.
+
+One process per GPU under ``torchrun`` (DistributedDataParallel), or a single process on one GPU
+or the CPU. Everything a run writes goes to its output folder:
+
+    last.safetensors   the latest weights (the app's checkpoint format)
+    best.safetensors   the weights with the best validation mask IoU so far
+    resume.pt          weights + optimizer + schedule + epoch, to continue (loaded weights_only)
+    metrics.csv        one row per epoch
+    config.json        the training configuration
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from hcviewer.data.records import AnnotatedDataset
+from hcviewer.data.training import BoxTrainingDataset, TargetSpec, TrainingSample, collate
+from hcviewer.modeling.build import build_hypercolumn
+from hcviewer.modeling.checkpoint import save_checkpoint
+from hcviewer.modeling.config import HypercolumnConfig
+from hcviewer.modeling.hypercolumn import HypercolumnModel
+from hcviewer.train.files import write_atomic
+from hcviewer.train.losses import figure_ground_loss, keypoint_loss, part_loss
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "mobilenet_v2"
+    taps: tuple[str, ...] = ()
+    grid_size: int = 5
+    output_size: int = 50
+    tasks: tuple[str, ...] = ("figure_ground", "keypoints")
+    class_specific: bool = False
+    epochs: int = 20
+    batch_images: int = 2
+    lr: float = 3e-4
+    head_lr_scale: float = 10.0  # the new classifiers learn faster than the pretrained trunk
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    max_side: int = 512
+    boxes_per_object: int = 2
+    layer_dropout: float = 0.0  # probability that a step trains a random tap subset
+    seed: int = 0
+    device: str = "auto"
+    pretrained: bool = True
+    data: dict = field(default_factory=dict)  # sources, categories and split, so resume reloads them
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EpochRow:
+    epoch: int
+    steps: int
+    loss: float
+    losses: dict[str, float]
+    val_mask_iou: float
+    lr: float
+    seconds: float
+    images_per_second: float
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; the resume state has been written."""
+
+
+def model_config(config: TrainConfig, dataset: AnnotatedDataset) -> HypercolumnConfig:
+    """The network's configuration from the training options and what the data labels."""
+    tasks = tuple(t for t in config.tasks
+                  if t == "figure_ground" or (t == "keypoints" and dataset.keypoint_names)
+                  or (t == "parts" and dataset.part_names))
+    dropped = set(config.tasks) - set(tasks)
+    if dropped:
+        raise ValueError(f"the training data has no labels for {sorted(dropped)}; "
+                         "drop the task or add data that labels it")
+    categories = sorted({o.category for im in dataset.images for o in im.objects})
+    return HypercolumnConfig(
+        backbone=config.backbone, taps=config.taps, grid_size=config.grid_size,
+        output_size=config.output_size, tasks=tasks,
+        class_names=tuple(categories) if config.class_specific else ("object",),
+        class_specific=config.class_specific,
+        part_names=dataset.part_names if "parts" in tasks else (),
+        keypoint_names=dataset.keypoint_names if "keypoints" in tasks else (),
+        skeleton=dataset.skeleton if "keypoints" in tasks else (),
+        max_image_side=max(640, config.max_side),
+    )
+
+
+def pick_device(request: str) -> torch.device:
+    if request == "auto":
+        request = "cuda" if torch.cuda.is_available() else "cpu"
+    if request.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no usable GPU was found; use --device cpu")
+    if dist.is_available() and dist.is_initialized() and request == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(request)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def freeze_batch_norm(model: HypercolumnModel) -> None:
+    """Keep ImageNet batch-norm statistics: batches of 2 images cannot estimate them."""
+    for module in model.backbone.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+            module.weight.requires_grad_(False)
+            module.bias.requires_grad_(False)
+
+
+def make_optimizer(model: HypercolumnModel, config: TrainConfig) -> torch.optim.Optimizer:
+    trunk = [p for p in model.backbone.parameters() if p.requires_grad]
+    heads = [p for p in model.heads.parameters() if p.requires_grad]
+    return torch.optim.AdamW([{"params": trunk, "lr": config.lr},
+                              {"params": heads, "lr": config.lr * config.head_lr_scale}],
+                             weight_decay=config.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to zero."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def batch_inputs(samples: list[TrainingSample], config: HypercolumnConfig, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad images to one size (bottom/right, zeros after normalising) -> images [B, 3, H, W],
+    rois [N, 5] (image index, x0, y0, x1, y1), class_index [N]."""
+    h = max(s.image.shape[1] for s in samples)
+    w = max(s.image.shape[2] for s in samples)
+    mean = torch.tensor(config.mean).view(3, 1, 1)
+    std = torch.tensor(config.std).view(3, 1, 1)
+    images = torch.zeros(len(samples), 3, h, w)
+    for i, s in enumerate(samples):
+        images[i, :, :s.image.shape[1], :s.image.shape[2]] = (s.image - mean) / std
+    rois = torch.cat([F.pad(s.boxes, (1, 0), value=float(i)) for i, s in enumerate(samples)])
+    class_index = torch.cat([s.class_index for s in samples])
+    return images.to(device), rois.to(device), class_index.to(device)
+
+
+def compute_losses(logits: dict[str, torch.Tensor], samples: list[TrainingSample], device: torch.device
+                   ) -> dict[str, torch.Tensor]:
+    losses = {}
+    if "figure_ground" in logits:
+        losses["figure_ground"] = figure_ground_loss(logits["figure_ground"],
+                                                     torch.cat([s.figure_ground for s in samples]).to(device))
+    if "keypoints" in logits:
+        losses["keypoints"] = keypoint_loss(logits["keypoints"], torch.cat([s.keypoints for s in samples]).to(device))
+    if "parts" in logits:
+        losses["parts"] = part_loss(logits["parts"], torch.cat([s.parts for s in samples]).to(device))
+    return losses
+
+
+def sample_taps(taps: tuple[str, ...], probability: float, generator: random.Random) -> tuple[str, ...]:
+    """Layer dropout: with ``probability`` train a random non-empty proper subset of the taps, so
+    that every subset the app can toggle gives a calibrated prediction on its own."""
+    if probability <= 0 or len(taps) < 2 or generator.random() >= probability:
+        return taps
+    while True:
+        subset = tuple(t for t in taps if generator.random() < 0.5)
+        if subset and len(subset) < len(taps):
+            return subset
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, train_set: AnnotatedDataset, val_set: AnnotatedDataset | None,
+                 out_dir: str | Path, validate: Callable[[HypercolumnModel, AnnotatedDataset], float] | None = None,
+                 progress: bool = True) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.device = pick_device(config.device)
+        seed_everything(config.seed)
+        self.model_config = model_config(config, train_set)
+        self.model = build_hypercolumn(self.model_config, pretrained_backbone=config.pretrained).to(self.device)
+        freeze_batch_norm(self.model)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        spec = TargetSpec(self.model_config.output_size, self.model_config.keypoint_names,
+                          len(self.model_config.part_names), self.model_config.class_names,
+                          self.model_config.class_specific)
+        self.dataset = BoxTrainingDataset(train_set, spec, config.max_side, config.boxes_per_object, seed=config.seed)
+        if len(self.dataset) == 0:
+            raise ValueError("the training data has no usable objects (objects need a mask and a side >= 8 px)")
+        self.val_set = val_set
+        self.validate = validate
+        self.progress = progress and self.rank == 0
+        self.optimizer = make_optimizer(self.model, config)
+        self.steps_per_epoch = math.ceil(len(self.dataset) / (config.batch_images * self.world))
+        self.schedule = make_schedule(self.optimizer, config.warmup_steps, self.steps_per_epoch * config.epochs)
+        self.start_epoch = 0
+        self.best = -math.inf
+        self.history: list[EpochRow] = []
+        self._tap_rng = random.Random(config.seed)
+        self.network = self.model
+        if self.distributed:
+            self.network = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    # -- persistence --------------------------------------------------------------------------
+    def resume(self, path: str | Path | None = None) -> None:
+        """Continue from ``resume.pt`` (weights, optimizer, schedule, epoch, best score)."""
+        path = Path(path) if path else self.out_dir / "resume.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no resume state; start with 'hcviewer-train train' first")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("model_config") != self.model_config.to_dict():
+            raise ValueError(f"{path}: was written for a different network ({state.get('model_config')}); "
+                             "resume with the options of that run")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.start_epoch = int(state["epoch"])
+        self.best = float(state["best"])
+        self._tap_rng.setstate(_tuple_state(state["tap_rng"]))
+        torch.set_rng_state(state["torch_rng"])
+
+    def _save_resume(self, next_epoch: int) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "schedule": self.schedule.state_dict(), "epoch": next_epoch, "best": self.best,
+                 "model_config": self.model_config.to_dict(), "tap_rng": list(_list_state(self._tap_rng.getstate())),
+                 "torch_rng": torch.get_rng_state()}
+        write_atomic(self.out_dir / "resume.pt", lambda tmp: torch.save(state, tmp))
+
+    def _training_header(self, epoch: int, seconds: float) -> dict:
+        return {"trainer": "hcviewer-train", "config": self.config.to_json(), "epochs_done": epoch,
+                "train_images": len(self.dataset), "seconds": round(seconds, 1), "device": str(self.device)}
+
+    # -- loop ---------------------------------------------------------------------------------
+    def fit(self) -> list[EpochRow]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            (self.out_dir / "config.json").write_text(json.dumps(self.config.to_json(), indent=2))
+        started = time.perf_counter()
+        epoch = self.start_epoch
+        try:
+            for epoch in range(self.start_epoch, self.config.epochs):
+                row = self._train_epoch(epoch)
+                self._end_epoch(row, time.perf_counter() - started)
+        except KeyboardInterrupt:
+            if self.rank == 0:
+                self._save_resume(epoch)  # the interrupted epoch is redone on resume
+                save_checkpoint(self.out_dir / "last.safetensors", self.model,
+                                self._training_header(epoch, time.perf_counter() - started))
+            raise TrainingInterrupted(f"interrupted in epoch {epoch + 1}; state saved in {self.out_dir}; "
+                                      f"continue with: hcviewer-train resume --out {self.out_dir}") from None
+        return self.history
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.config.seed + epoch))
+        return order[self.rank::self.world].tolist()
+
+    def _train_epoch(self, epoch: int) -> EpochRow:
+        self.network.train()
+        freeze_batch_norm(self.model)
+        self.dataset.set_epoch(epoch)
+        order = self._epoch_order(epoch)
+        batches = [order[i:i + self.config.batch_images] for i in range(0, len(order), self.config.batch_images)]
+        totals: dict[str, float] = {}
+        start = time.perf_counter()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress,
+                   unit="batch", dynamic_ncols=True)
+        for step, indices in enumerate(bar, start=1):
+            samples = collate([self.dataset[i] for i in indices])
+            losses = self._step(samples)
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0.0) + value
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(loss=f"{sum(losses.values()):.3f}", img_s=f"{step * len(indices) / elapsed:.2f}")
+        seconds = time.perf_counter() - start
+        mean = {k: v / max(1, len(batches)) for k, v in totals.items()}
+        return EpochRow(epoch + 1, len(batches), sum(mean.values()), mean, float("nan"),
+                        self.optimizer.param_groups[0]["lr"], seconds, len(order) / max(seconds, 1e-9))
+
+    def _step(self, samples: list[TrainingSample]) -> dict[str, float]:
+        images, rois, class_index = batch_inputs(samples, self.model_config, self.device)
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        taps = sample_taps(self.model.taps, self.config.layer_dropout, self._tap_rng)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        with autocast:
+            logits = self.network(images, rois, class_index, taps)
+        losses = compute_losses(logits, samples, self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _end_epoch(self, row: EpochRow, seconds: float) -> None:
+        if self.rank != 0:
+            return
+        if self.validate is not None and self.val_set is not None and self.val_set.images:
+            row.val_mask_iou = float(self.validate(self.model, self.val_set))
+            self.model.train()
+            freeze_batch_norm(self.model)
+        self.history.append(row)
+        header = self._training_header(row.epoch, seconds)
+        metrics = {"val_mask_iou": row.val_mask_iou, "epoch": row.epoch}
+        save_checkpoint(self.out_dir / "last.safetensors", self.model, header, metrics)
+        score = row.val_mask_iou if not math.isnan(row.val_mask_iou) else -row.loss
+        if score > self.best:
+            self.best = score
+            save_checkpoint(self.out_dir / "best.safetensors", self.model, header, metrics)
+        self._save_resume(row.epoch)
+        self._append_csv(row)
+        if self.progress:
+            tqdm.write(f"epoch {row.epoch}: loss {row.loss:.4f} ({', '.join(f'{k} {v:.4f}' for k, v in row.losses.items())})"
+                       f", val mask IoU {row.val_mask_iou:.4f}, {row.seconds:.0f} s")
+
+    def _append_csv(self, row: EpochRow) -> None:
+        path = self.out_dir / "metrics.csv"
+        fields = ["epoch", "steps", "loss", *[f"loss_{k}" for k in row.losses], "val_mask_iou", "lr", "seconds",
+                  "images_per_second"]
+        new = not path.exists() or row.epoch == 1
+        with open(path, "w" if new else "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(fields)
+            writer.writerow([row.epoch, row.steps, f"{row.loss:.5f}", *[f"{v:.5f}" for v in row.losses.values()],
+                             f"{row.val_mask_iou:.5f}", f"{row.lr:.3g}", f"{row.seconds:.1f}",
+                             f"{row.images_per_second:.3f}"])
+
+
+def _list_state(state: tuple) -> list:
+    """random.Random's state in plain lists, which ``torch.load(weights_only=True)`` accepts."""
+    return [state[0], list(state[1]), state[2]]
+
+
+def _tuple_state(state: list) -> tuple:
+    return (state[0], tuple(state[1]), state[2])
