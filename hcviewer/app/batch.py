@@ -1,0 +1,200 @@
+"""The headless batch path (Qt-free), shared by ``hcviewer predict`` and the app's worker:
+segment many images' boxes, encode the masks as COCO RLE, and write COCO results JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from hcviewer.inference import HypercolumnPredictor, InputError, Prediction, paste_masks
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+PASTE_CHUNK = 8  # boxes pasted into the full image at once: bounds memory to 8 float [H, W] maps
+
+
+@dataclass
+class BatchItem:
+    image_path: Path
+    boxes: np.ndarray  # [N, 4] x0, y0, x1, y1 pixels
+    labels: list[str]
+    image_id: int
+
+
+@dataclass
+class ImageResult:
+    """One image's masks; ``error`` says why an image was skipped (then the lists are empty)."""
+
+    image_path: Path
+    image_id: int
+    boxes: np.ndarray  # [N, 4] xyxy
+    masks_rle: list[dict]  # COCO compressed RLE, counts as str
+    scores: list[float]  # mean foreground probability inside each mask
+    keypoints: np.ndarray | None  # [N, J, 3] (x, y, score), when the checkpoint predicts them
+    error: str | None = None
+    labels: list[str] = field(default_factory=list)
+
+
+class OutputError(OSError):
+    """A results file that could not be written; the previous file is unchanged."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def read_image_rgb(path: Path) -> np.ndarray:
+    """RGB uint8 [H, W, 3]; ValueError naming the file when it cannot be read or decoded."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # with imdecode: non-ASCII paths work
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError(f"{path}: not an image, or corrupt or truncated")
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def predict_images(
+    predictor: HypercolumnPredictor,
+    items: list[BatchItem],
+    progress_callback: Callable[[int, int], None] | None = None,
+    cancel_flag: threading.Event | None = None,
+    threshold: float = 0.5,
+) -> list[ImageResult]:
+    """Segment every item's boxes, one image at a time. Unreadable images and boxes the
+    predictor refuses become a result with ``error`` set; ``cancel_flag`` stops between images
+    (the results so far are returned). ``progress_callback(done, total)`` follows each image."""
+    if "figure_ground" not in predictor.tasks:
+        raise InputError(f"this checkpoint predicts {list(predictor.tasks)}, not figure-ground masks")
+    tasks = tuple(t for t in ("figure_ground", "keypoints") if t in predictor.tasks)
+    results = []
+    for done, item in enumerate(items, start=1):
+        if cancel_flag is not None and cancel_flag.is_set():
+            break
+        results.append(_predict_item(predictor, item, tasks, threshold))
+        if progress_callback is not None:
+            progress_callback(done, len(items))
+    return results
+
+
+def _predict_item(predictor: HypercolumnPredictor, item: BatchItem, tasks: tuple[str, ...],
+                  threshold: float) -> ImageResult:
+    path = Path(item.image_path)
+    boxes = np.asarray(item.boxes, np.float32).reshape(-1, 4)
+    empty = ImageResult(path, item.image_id, boxes, [], [], None, labels=list(item.labels))
+    if len(boxes) == 0:
+        return empty
+    try:
+        image = read_image_rgb(path)
+    except ValueError as exc:
+        return replace(empty, error=str(exc))
+    try:
+        predictor.set_image(image)
+        prediction = predictor.predict(boxes, tasks=tasks, class_index=_class_index(predictor, item.labels))
+    except InputError as exc:
+        return replace(empty, error=f"{path}: {exc}")
+    masks_rle, scores = _encode_masks(prediction, image.shape[:2], threshold)
+    return ImageResult(path, item.image_id, prediction.boxes, masks_rle, scores, prediction.keypoints,
+                       labels=list(item.labels))
+
+
+def _class_index(predictor: HypercolumnPredictor, labels: list[str]) -> list[int] | None:
+    """Each box's classifier set for a class-specific checkpoint (by label name)."""
+    names = list(predictor.config.class_names)
+    if not predictor.config.class_specific:
+        return None
+    unknown = sorted(set(labels) - set(names))
+    if unknown:
+        raise InputError(f"labels {unknown} are not among the checkpoint's classes {names}")
+    return [names.index(label) for label in labels]
+
+
+def _encode_masks(prediction: Prediction, image_size: tuple[int, int], threshold: float) -> tuple[list[dict], list[float]]:
+    masks_rle, scores = [], []
+    for lo in range(0, len(prediction), PASTE_CHUNK):
+        chunk = Prediction(boxes=prediction.boxes[lo:lo + PASTE_CHUNK], taps=prediction.taps,
+                           figure_ground=prediction.figure_ground[lo:lo + PASTE_CHUNK])
+        for probs in paste_masks(chunk, image_size):
+            mask = probs >= threshold
+            masks_rle.append(encode_rle(mask))
+            scores.append(float(probs[mask].mean()) if mask.any() else 0.0)
+    return masks_rle, scores
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """COCO compressed RLE of a bool [H, W] mask, with ``counts`` as str (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def to_coco_results(results: list[ImageResult], category_ids: dict[str, int]) -> list[dict]:
+    """COCO results format: one record per box (image_id, category_id, bbox [x, y, w, h],
+    score, segmentation RLE, and keypoints as flat [x, y, score] * J when predicted)."""
+    records = []
+    for result in results:
+        if result.error is not None:
+            continue
+        for i, (box, rle, score) in enumerate(zip(result.boxes, result.masks_rle, result.scores)):
+            label = result.labels[i]
+            if label not in category_ids:
+                raise ValueError(f"label {label!r} of {result.image_path} has no category id; "
+                                 f"known labels: {sorted(category_ids)}")
+            x0, y0, x1, y1 = (float(v) for v in box)
+            record = {"image_id": int(result.image_id), "category_id": int(category_ids[label]),
+                      "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                      "score": round(score, 5), "segmentation": rle}
+            if result.keypoints is not None:
+                record["keypoints"] = [round(float(v), 2) for v in result.keypoints[i].reshape(-1)]
+            records.append(record)
+    return records
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON to a temporary file beside ``path``, then rename it over ``path``: a failed
+    write leaves the previous file as it was. Raises OutputError naming the file."""
+    path = Path(path)
+    temp_name = None
+    try:
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False) as handle:
+            temp_name = handle.name
+            json.dump(obj, handle, default=_json_default)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except OSError as exc:
+        if temp_name is not None and os.path.exists(temp_name):
+            os.remove(temp_name)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; the previous file, if any, is unchanged. "
+                          "Choose a folder you can write to, or free disk space") from None
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays as plain JSON numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Image files among ``paths``, folders searched recursively (sorted, without repeats)."""
+    found: dict[Path, None] = {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files = [path]
+        found.update(dict.fromkeys(files))
+    return list(found)
