@@ -100,6 +100,7 @@ BAD_JSON = {
     "not_json": ("{'images': [", "not valid JSON (line 1"),
     "number_top_level": ("3", "JSON top level is a int"),
     "dict_without_annotations": ('{"images": []}', "without 'annotations'"),
+    "coco_without_images": ('{"annotations": []}', "needs 'images', and this one has none"),
     "images_not_list": ('{"images": {}, "annotations": []}', "'images' must be a list"),
     "image_without_file_name": ('{"images": [{"id": 1}], "annotations": []}', "images[0] lacks 'file_name'"),
     "detection_without_score": ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 1}]', "record 0 lacks 'score'"),

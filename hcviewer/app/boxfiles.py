@@ -66,7 +66,7 @@ class BoxFile:
         if name in self._ids_by_name:
             return self._ids_by_name[name]
         key = _stem_key(Path(image_path).stem)
-        return int(key) if self.kind == "detections" and key.isdigit() and key in self._by_stem else None
+        return int(key) if self.kind == "detections" and key.isascii() and key.isdigit() and key in self._by_stem else None
 
     def image_names(self) -> list[str]:
         """The image file names the file mentions, as written there (detection results name none)."""
@@ -88,7 +88,7 @@ class BoxFile:
 
 def _stem_key(stem: str) -> str:
     """'000000391895' and 391895 name the same COCO image."""
-    return str(int(stem)) if stem.isdigit() else stem
+    return str(int(stem)) if stem.isascii() and stem.isdigit() else stem
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -157,7 +157,10 @@ def _read_json(path: Path, text: str) -> BoxFile:
 
 
 def _records(path: Path, data: dict, key: str) -> list:
-    value = data.get(key)
+    if key not in data:
+        raise BoxFileError(f"{path}: a COCO annotation file needs '{key}', and this one has none; "
+                           "re-export the file in COCO format")
+    value = data[key]
     if not isinstance(value, list):
         raise BoxFileError(f"{path}: '{key}' must be a list in a COCO annotation file, "
                            f"got {type(value).__name__}; re-export the file in COCO format")
