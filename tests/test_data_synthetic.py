@@ -107,6 +107,7 @@ def test_keypoint_visibility_matches_the_masks(scenes):
                     assert x == 0 and y == 0
                     continue
                 col, row = int(x), int(y)
+                assert (col, row) == (x, y), "keypoints are pixel indices, as COCO stores them"
                 if v == 2:
                     assert masks[k][row, col]
                     x0, y0, x1, y1 = obj.box
@@ -142,3 +143,19 @@ def test_bad_arguments_are_refused(args):
     params = dict(num_images=1, seed=0) | args
     with pytest.raises(ValueError):
         make_synthetic_dataset(**params)
+
+
+def test_scenes_become_training_targets():
+    """The trainer's sample builder takes the scenes as they are: every object a training box, every
+    part label present, and every visible keypoint a cell of its box."""
+    from hcviewer.data.training import BoxTrainingDataset, TargetSpec
+
+    dataset = make_synthetic_dataset(3, seed=11)
+    spec = TargetSpec(output_size=16, keypoint_names=dataset.keypoint_names, num_parts=len(PART_NAMES))
+    samples = BoxTrainingDataset(dataset, spec, max_side=256, augment=False)
+    for image, sample in zip(dataset.images, (samples[i] for i in range(len(samples)))):
+        assert len(sample.boxes) == len(image.objects)
+        assert set(sample.parts.unique().tolist()) <= set(range(len(PART_NAMES) + 1))
+        for obj, cells in zip(image.objects, sample.keypoints.numpy()):
+            visibility = obj.keypoints[:, 2]
+            assert (cells[visibility == 2] >= 0).all() and (cells[visibility == 0] == -1).all()

@@ -18,8 +18,9 @@ Layout (every path in the JSON is relative to the folder)::
             "label": "person",                the class name (required)
             "mask": "masks/a_0.png",          optional; without it the object has only a box
             "parts": "masks/a_0_parts.png",   optional; needs "part_names"
-            "keypoints": [[x, y, v], ...]}    optional; one per keypoint name, v as COCO:
-         ]}                                   0 not labelled, 1 hidden, 2 visible
+            "keypoints": [[x, y, v], ...]}    optional; one per keypoint name, x/y the pixel's
+         ]}                                   column/row and v as in COCO: 0 not labelled,
+                                              1 hidden, 2 visible
       ],
       "keypoint_names": ["nose", ...],        needed when any object has keypoints
       "skeleton": [[0, 1], ...],              optional, 0-based pairs of keypoint indices

@@ -7,9 +7,10 @@ back to front (smaller, i.e. farther, first); ``ImageRecord.objects`` keeps that
 object's mask and part map hold only the pixels of it that remain visible.
 
 Keypoints are the 17 COCO person keypoints (``left_*`` on the figure's own left, which is the
-image's right: every figure faces the camera), in continuous pixel coordinates (pixel (c, r)
-covers [c, c + 1) x [r, r + 1)) and COCO visibility: 2 on the figure's visible pixels, 1 under
-another figure, 0 outside the image (then x = y = 0, as COCO stores unlabelled points).
+image's right: every figure faces the camera), stored as COCO stores them: the column and row
+of the keypoint's pixel (x = c, y = r; boxes, like COCO's, are continuous: pixel (c, r) covers
+[c, c + 1) x [r, r + 1)), with COCO visibility: 2 on the figure's visible pixels, 1 under another
+figure, 0 outside the image (then x = y = 0, as COCO stores unlabelled points).
 
 The same seed gives identical arrays; image i depends only on (seed, i), so a longer data set of
 the same seed starts with the images of a shorter one.
@@ -129,7 +130,7 @@ def _keypoint_visibility(points: np.ndarray, owner: np.ndarray, k: int) -> np.nd
     for j, (x, y) in enumerate(points):
         col, row = int(round(x)), int(round(y))  # the pixel whose centre is nearest, as drawn
         if 0 <= col < width and 0 <= row < height:
-            keypoints[j] = (col + 0.5, row + 0.5, 2 if owner[row, col] == k else 1)
+            keypoints[j] = (col, row, 2 if owner[row, col] == k else 1)
     return keypoints
 
 
