@@ -420,17 +420,7 @@ BROKEN_COCO_RECORDS = {
 }
 
 
-KNOWN_COCO_GAPS = {
-    "keypoints text": "read_coco converts keypoints with np.asarray unguarded: ValueError escapes",
-    "RLE counts short": "uncompressed RLE counts are not checked to sum to height * width; pycocotools "
-                        "then decodes uninitialised memory",
-}
-
-
-@pytest.mark.parametrize("change", [
-    pytest.param(change, marks=pytest.mark.xfail(strict=True, reason=KNOWN_COCO_GAPS[change]))
-    if change in KNOWN_COCO_GAPS else change
-    for change in sorted(BROKEN_COCO_RECORDS)])
+@pytest.mark.parametrize("change", sorted(BROKEN_COCO_RECORDS))
 def test_coco_broken_annotations_name_file_and_record(coco_files, change: str):
     json_path, images_dir = coco_files
     document = _coco_document()

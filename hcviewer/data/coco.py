@@ -62,6 +62,7 @@ def read_coco(annotation_files: str | Path | list[str | Path], images_dir: str |
                 objects[key] = obj
                 record.objects.append(obj)
             if ann.get("segmentation") and obj.mask is None:
+                _check_segmentation(path, index, ann["segmentation"], record)
                 obj.mask = CocoSegmentation(ann["segmentation"])
             if ann.get("keypoints") and obj.keypoints is None:
                 obj.keypoints = _keypoints(path, index, ann["keypoints"])
@@ -120,6 +121,19 @@ def _box(path: Path, index: int, ann: dict) -> np.ndarray:
 
 
 def _keypoints(path: Path, index: int, flat: list) -> np.ndarray:
-    if len(flat) % 3:
-        raise DataError(f"{path}: annotations[{index}] keypoints must be [x, y, v] triples; got {len(flat)} numbers")
-    return np.asarray(flat, np.float32).reshape(-1, 3)
+    try:
+        values = np.asarray(flat, np.float32)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.ndim != 1 or len(values) % 3 or not np.isfinite(values).all():
+        raise DataError(f"{path}: annotations[{index}] keypoints must be a flat list of numeric [x, y, v] triples")
+    return values.reshape(-1, 3)
+
+
+def _check_segmentation(path: Path, index: int, segm: object, record: ImageRecord) -> None:
+    """Uncompressed RLE whose runs do not cover the image would decode to garbage silently."""
+    if isinstance(segm, dict) and isinstance(segm.get("counts"), list):
+        size = segm.get("size")
+        if size != [record.height, record.width] or sum(segm["counts"]) != record.height * record.width:
+            raise DataError(f"{path}: annotations[{index}] segmentation: an uncompressed RLE needs size [height, width] = "
+                            f"[{record.height}, {record.width}] and counts summing to {record.height * record.width}")

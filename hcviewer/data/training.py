@@ -97,7 +97,8 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
             if torch.rand(1, generator=generator).item() < 0.5:
                 image, boxes, masks, parts, points = (TF.horizontal_flip(t) for t in (image, boxes, masks, parts, points))
                 if self._flip:
-                    points = points.reshape(kp.shape[0], -1, 2)[:, self._flip].reshape(-1, 2)
+                    swapped = points.reshape(kp.shape[0], -1, 2)[:, self._flip].reshape(-1, 2)
+                    points = tv_tensors.wrap(swapped, like=points)  # stay KeyPoints, so resizing moves them
                     visibility = visibility[:, self._flip]
             # v2 draws from torch's global generator; seed it from this sample's generator.
             with torch.random.fork_rng():
@@ -160,7 +161,7 @@ def prepare_image(record: ImageRecord, max_side: int, min_object_side: float, nu
         kp = np.zeros((num_keypoints, 3), np.float32)
         if obj.keypoints is not None and num_keypoints:
             kp = obj.keypoints.astype(np.float32).copy()
-            kp[:, :2] = (kp[:, :2] + 0.5) * scale - 0.5 if scale < 1 else kp[:, :2]
+            kp[:, :2] *= scale  # continuous coordinates, as keypoint_targets reads them
         keypoints.append(kp)
     boxes = np.stack([o.box for o in objects]).astype(np.float32) * scale
     return _Prepared(small, boxes, np.stack(masks), np.stack(keypoints).reshape(len(objects), num_keypoints, 3),
