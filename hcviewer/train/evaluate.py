@@ -93,10 +93,10 @@ def standard_subsets(taps: tuple[str, ...], all_subsets: bool = False) -> list[t
 def subset_name(subset: tuple[str, ...], taps: tuple[str, ...]) -> str:
     if subset == taps:
         return "all taps"
+    if len(subset) == 1:
+        return "top alone" if subset == taps[-1:] else f"{subset[0]} alone"
     if len(subset) == len(taps) - 1:
         return f"without {next(t for t in taps if t not in subset)}"
-    if len(subset) == 1:
-        return f"{subset[0]} alone"
     return "+".join(subset)
 
 

@@ -1,0 +1,113 @@
+"""hcviewer-train end to end on a small COCO folder written from generated scenes: train, resume,
+eval (the command form the issue names) and ablate, with tiny networks on the CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from hcviewer.data.synthetic import make_synthetic_dataset
+from hcviewer.modeling.checkpoint import read_checkpoint_info
+from hcviewer.train.cli import main
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--taps", "s8,top", "--grid", "2", "--image-size", "128", "--no-pretrained", "--device", "cpu",
+        "--batch", "2"]
+
+
+def write_coco(folder: Path, num_images: int = 6) -> tuple[Path, Path]:
+    scenes = make_synthetic_dataset(num_images, seed=5, image_size=(96, 128))
+    images_dir = folder / "images"
+    images_dir.mkdir(parents=True)
+    images, annotations = [], []
+    for record in scenes.images:
+        name = f"{len(images) + 1:04d}.png"
+        cv2.imwrite(str(images_dir / name), cv2.cvtColor(record.pixels, cv2.COLOR_RGB2BGR))
+        images.append({"id": len(images) + 1, "file_name": name, "width": record.width, "height": record.height})
+        for obj in record.objects:
+            mask = obj.mask.decode(record.height, record.width)
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            x0, y0, x1, y1 = (float(v) for v in obj.box)
+            annotations.append({"id": len(annotations) + 1, "image_id": images[-1]["id"], "category_id": 1,
+                                "iscrowd": 0, "segmentation": rle, "area": float(mask.sum()),
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "keypoints": obj.keypoints.reshape(-1).tolist(),
+                                "num_keypoints": int((obj.keypoints[:, 2] > 0).sum())})
+    categories = [{"id": 1, "name": "person", "keypoints": list(scenes.keypoint_names),
+                   "skeleton": [[a + 1, b + 1] for a, b in scenes.skeleton]}]
+    path = folder / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path, images_dir
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    return write_coco(tmp_path_factory.mktemp("coco"))
+
+
+def test_train_resume_eval(coco, tmp_path, capsys):
+    annotations, images = coco
+    out = tmp_path / "run"
+    data = ["--coco", str(annotations), "--images", str(images), "--val-fraction", "0.34"]
+    assert main(["train", *data, *TINY, "--epochs", "1", "--out", str(out), "--export", str(tmp_path / "m.safetensors")]) == 0
+    info = read_checkpoint_info(tmp_path / "m.safetensors")
+    assert info.weights_dtype == "float16" and info.config.tasks == ("figure_ground", "keypoints")
+    assert info.metrics["methods"][0]["name"] == "all taps"
+    assert (out / "eval.md").read_text().count("|") > 20
+
+    assert main(["resume", "--out", str(out), "--epochs", "2"]) == 0
+    assert read_checkpoint_info(out / "last.safetensors").training["epochs_done"] == 2
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+    report_path = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--coco", str(annotations),
+                 "--images", str(images), "--json", str(report_path), "--min-area", "64"]) == 0
+    report = json.loads(report_path.read_text())
+    names = [m["name"] for m in report["methods"]]
+    assert names[:2] == ["all taps", "top alone"] and {"box", "ellipse", "grabcut"} <= set(names)
+    for method in report["methods"]:
+        assert 0.0 <= method["mask_iou"] <= 1.0
+        assert set(method["segm_ap"]) >= {"AP", "AP50", "AP70"}
+    assert report["methods"][0]["pck"] is not None
+    assert "grabcut" in capsys.readouterr().out
+
+
+def test_ablate_from_one_checkpoint(coco, tmp_path):
+    annotations, images = coco
+    run = tmp_path / "run"
+    data = ["--coco", str(annotations), "--images", str(images)]
+    assert main(["train", *data, *TINY, "--taps", "s4,s8,top", "--epochs", "1", "--layer-dropout", "0.5",
+                 "--out", str(run)]) == 0
+    out = tmp_path / "ablation"
+    assert main(["ablate", *data, "--checkpoint", str(run / "best.safetensors"), "--out", str(out),
+                 "--baselines", "ellipse"]) == 0
+    table = json.loads((out / "ablation.json").read_text())
+    names = [m["name"] for m in table["methods"]]
+    assert names == ["all taps", "top alone", "without s4", "without s8", "without top", "ellipse"]
+    assert "without s8" in (out / "ablation.md").read_text()
+
+
+def test_ablate_trains_one_model_per_subset(coco, tmp_path):
+    annotations, images = coco
+    out = tmp_path / "ablation"
+    assert main(["ablate", "--coco", str(annotations), "--images", str(images), *TINY, "--epochs", "1",
+                 "--tasks", "figure_ground", "--out", str(out), "--baselines", "none"]) == 0
+    names = [m["name"] for m in json.loads((out / "ablation.json").read_text())["methods"]]
+    assert names == ["all taps", "top alone"]
+    assert (out / "s8_top" / "best.safetensors").is_file() and (out / "top" / "best.safetensors").is_file()
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["train", "--coco", str(tmp_path / "missing.json"), "--images", str(tmp_path), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "o")]) == 2
+    assert "no data given" in capsys.readouterr().err
+    assert main(["resume", "--out", str(tmp_path / "nothing")]) == 2
+    assert "config.json" in capsys.readouterr().err
