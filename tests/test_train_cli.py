@@ -4,6 +4,9 @@ eval (the command form the issue names) and ablate, with tiny networks on the CP
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -111,3 +114,17 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert "no data given" in capsys.readouterr().err
     assert main(["resume", "--out", str(tmp_path / "nothing")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_on_the_cpu(coco, tmp_path):
+    """DistributedDataParallel over gloo: both ranks train on their share, rank 0 writes."""
+    annotations, images = coco
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+               "-m", "hcviewer.train.cli", "train", "--coco", str(annotations), "--images", str(images),
+               *TINY, "--epochs", "1", "--out", str(out), "--tasks", "figure_ground"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_checkpoint_info(out / "best.safetensors").training["epochs_done"] == 1
+    assert (out / "eval.json").is_file()

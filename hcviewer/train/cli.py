@@ -189,9 +189,9 @@ def run_training(config, out: Path, resume: bool = False, export: str | None = N
     if resume:
         trainer.resume()
     trainer.fit()
-    best, info = load_checkpoint(out / "best.safetensors")
-    if not val_set.images:
+    if trainer.rank != 0 or not val_set.images:
         return None
+    best, info = load_checkpoint(out / "best.safetensors")
     report = evaluate(best, val_set, device=trainer.device)
     write_report(report, out / "eval.json")
     write_text_atomic(out / "eval.md", report.markdown() + "\n")
@@ -285,6 +285,8 @@ def command_ablate(args: argparse.Namespace) -> int:
             print(f"== training with taps {', '.join(subset)}", file=sys.stderr)
             config = train_config(args, sources, taps=subset)
             report = run_training(config, out / "_".join(subset))
+            if report is None:  # a torchrun worker other than rank 0
+                return 0
             scores = report.methods[0]
             scores.name = subset_name(subset, taps)
             methods.append(scores)
@@ -296,6 +298,19 @@ def command_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_distributed_if_launched() -> None:
+    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group: one process per GPU."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        import torch.distributed as dist
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
 COMMANDS = {"train": command_train, "resume": command_resume, "eval": command_eval, "ablate": command_ablate}
 
 
@@ -304,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     from hcviewer.modeling.checkpoint import CheckpointError
     from hcviewer.train.trainer import TrainingInterrupted
 
+    start_distributed_if_launched()
     try:
         return COMMANDS[args.command](args)
     except TrainingInterrupted as exc:

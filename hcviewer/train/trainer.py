@@ -273,6 +273,12 @@ class Trainer:
 
     def _epoch_order(self, epoch: int) -> list[int]:
         order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.config.seed + epoch))
+        if self.world > 1:
+            # Every rank must run the same number of steps (DDP synchronises each backward):
+            # repeat images to fill the last round, as DistributedSampler does.
+            per_round = self.world * self.config.batch_images
+            total = math.ceil(len(order) / per_round) * per_round
+            order = order.repeat(math.ceil(total / len(order)))[:total]
         return order[self.rank::self.world].tolist()
 
     def _train_epoch(self, epoch: int) -> EpochRow:
