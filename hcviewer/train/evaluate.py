@@ -232,7 +232,7 @@ def _score_network(collector: _Collector, logits: dict[str, torch.Tensor], image
 def _summarise(c: _Collector, gt: dict, gt_keypoints: list, gt_boxes: list, gt_parts: list,
                model: HypercolumnModel | None) -> MethodScores:
     scores = MethodScores(c.name, list(c.taps) if c.taps else None, float(np.mean(c.ious)) if c.ious else float("nan"),
-                          coco_segm_ap(gt, c.detections) if c.detections else {}, ious=c.ious)
+                          coco_segm_ap(gt, c.detections), ious=c.ious)
     labelled = [i for i, kp in enumerate(gt_keypoints) if kp is not None and (kp[:, 2] > 0).any()]
     if c.pred_keypoints and labelled:
         pred = np.stack([c.pred_keypoints[i][:, :2] for i in labelled])
