@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication, QDockWidget, QFileDialog, QHBoxLayout, QInputDialog, QLabel, QListView,
@@ -22,7 +22,9 @@ from PySide6.QtWidgets import (
 )
 
 from hcviewer.app.box_items import BoxItem
+from hcviewer.app.boxfiles import DEMO_BOXES, BoxFileError, demo_images
 from hcviewer.app.compare_view import CompareWindow, crop_box, standard_subsets
+from hcviewer.app.document import Change, Project
 from hcviewer.app.file_list import FileListModel
 from hcviewer.app.image_loader import ImageLoaderService, is_image_file
 from hcviewer.app.image_view import ImageView, Mode
@@ -39,6 +41,7 @@ from hcviewer.app.worker import (
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "hcviewer-person-mobilenet_v2.safetensors"
 
 DRAW_SLICE_S = 0.012  # longest stretch of overlay drawing per event-loop round
+AUTOSAVE_MS = 5000  # unsaved edits reach the recovery file within this time
 
 
 @dataclass
@@ -78,6 +81,7 @@ class MainWindow(QMainWindow):
         self.settings.load_display(self.display)
         self.project = Project()
         self.project.add_listener(self._document_changed)
+        self.ask_to_save = True  # on close with unsaved edits (tests turn it off)
         self.model = ModelService(self)
         self.loader = ImageLoaderService(self)
         self.model_info: ModelInfo | None = None
@@ -93,6 +97,7 @@ class MainWindow(QMainWindow):
         self._load_started = time.perf_counter()
         self.compare_window: CompareWindow | None = None
         self._draw_pending = False
+        self._autosave_failed = False
 
         self._build_view()
         self._build_docks()
@@ -108,6 +113,10 @@ class MainWindow(QMainWindow):
             self.device_label.setText("No checkpoint: boxes and annotation only")
         if offer_recovery:
             QTimer.singleShot(0, self.offer_recovery)
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setInterval(AUTOSAVE_MS)
+        self.autosave_timer.timeout.connect(self._autosave)
+        self.autosave_timer.start()
 
     # ------------------------------------------------------------------------------ layout
     def _build_view(self) -> None:
@@ -222,6 +231,7 @@ class MainWindow(QMainWindow):
         segment.addSeparator()
         self.accept_action = self._action(segment, "Accept result", self.accept_selected, "A")
         self.reject_action = self._action(segment, "Reject result", self.reject_selected, "R")
+        self._action(segment, "Accept all results in image", self.accept_all, "Shift+A")
         self.accept_button.clicked.connect(self.accept_selected)
         self.reject_button.clicked.connect(self.reject_selected)
         segment.addSeparator()
@@ -295,6 +305,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Model {Path(info.path).name} ready after {startup:.1f} s", 8000)
         if info.device_warning:
             self.show_message(info.device_warning, "Device")
+        self.project.keypoint_names, self.project.skeleton = info.keypoint_names, info.skeleton
         self.layers.set_taps(info.taps)
         self.display_panel.set_tasks(info.tasks)
         self.display_panel.set_parts(info.part_names)
@@ -310,7 +321,17 @@ class MainWindow(QMainWindow):
             self.timing_label.setText(f"trunk {seconds * 1000:.0f} ms")
 
     # ------------------------------------------------------------------------------ opening
-    def open_paths(self, paths: list[str | os.PathLike], boxes: str | os.PathLike | None = None) -> None:
+    def open_demo(self) -> None:
+        """The scikit-image sample photos with the bundled demo boxes."""
+        images = [p for p in demo_images() if p.exists()]
+        if not images:
+            self.show_message("The demo photos (scikit-image's data folder) are missing; open images with "
+                              "File > Open images, or reinstall scikit-image.")
+            return
+        self.open_paths(images, boxes=DEMO_BOXES, remember=False)
+
+    def open_paths(self, paths: list[str | os.PathLike], boxes: str | os.PathLike | None = None,
+                   remember: bool = True) -> None:
         """Image files and folders (listed lazily: nothing is read until shown)."""
         files: list[Path] = []
         for raw in paths:
@@ -322,26 +343,28 @@ class MainWindow(QMainWindow):
             else:
                 self.show_message(f"{path} does not exist; check the path.")
         if files:
-            first = len(self.project.images)
-            self.project.add_images(files)
-            for raw in paths:
+            first = self.project.add_images(files)
+            for raw in paths if remember else ():
                 self._remember_recent(str(raw))
-            self.file_model.refresh()
             if boxes is not None:
-                self.open_boxes(boxes)
+                self.open_boxes(boxes, remember=remember)
             self.show_image(first)
         elif boxes is not None:
-            self.open_boxes(boxes)
+            self.open_boxes(boxes, remember=remember)
 
-    def open_boxes(self, path: str | os.PathLike) -> None:
+    def open_boxes(self, path: str | os.PathLike, remember: bool = True) -> None:
+        """Add a box file's boxes to the open images (with none open: the images it names)."""
+        opened_images = bool(self.project.images)
         try:
-            self.project.load_boxes(path)
+            added = self.project.load_boxes(path)
         except (BoxFileError, OSError, ValueError) as exc:
             self.show_message(str(exc), "Box file")
             return
-        self._remember_recent(str(path))
-        self.file_model.refresh()
-        self._sync_boxes()
+        if remember:
+            self._remember_recent(str(path))
+        self.statusBar().showMessage(f"{added} boxes from {Path(path).name}", 8000)
+        if not opened_images and self.project.images:
+            self.show_image(0)
 
     def open_images_dialog(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Open images", self.settings.last_folder(),
@@ -425,6 +448,8 @@ class MainWindow(QMainWindow):
         self.project.image_loaded(self.image_index, rgb.shape[:2])
         self.model.show_image(key, rgb)
         self._sync_boxes()
+        if any(b.result is not None for b in self.current_document().boxes):
+            self.segment_all()  # results of "segment all images": redrawn from this image's features
 
     def _image_failed(self, key: str, message: str) -> None:
         if key != self.image_key:
@@ -462,6 +487,9 @@ class MainWindow(QMainWindow):
                 item.set_box(box.xyxy)
                 self._drop_result(box_id)  # the box moved (undo/redo): its result is stale
             item.set_state(box_id == self.selected_id, box.mask is not None, self._box_label(box))
+        for box_id, box in boxes.items():
+            if box_id not in self.views and box.result is not None and box.result.view is not None:
+                self.views[box_id] = box.result.view  # redo (or undo of a move) brings a result back
         if self.selected_id not in boxes:
             self.selected_id = None
         self._draw_annotation()
@@ -581,7 +609,7 @@ class MainWindow(QMainWindow):
             if view.contributions or box_id not in self.views or self.views[box_id].taps != view.taps:
                 self.views[box_id] = view
             if all_taps:
-                self.project.set_result(self.image_index, box_id, view.figure_ground, view.keypoints)
+                self.project.set_result(self.image_index, box_id, view.figure_ground, view.keypoints, view=view)
         seconds = result.prediction.seconds + result.trunk_seconds
         self.timing_label.setText(f"last prediction {seconds * 1000:.0f} ms ({len(request.box_ids)} boxes)")
         self._sync_boxes()
@@ -687,6 +715,12 @@ class MainWindow(QMainWindow):
         if mask is not None:
             self.project.accept(self.image_index, self.selected_id, mask)
 
+    def accept_all(self) -> None:
+        """Accept every shown, not yet accepted result of this image (one undo step)."""
+        boxes = self._visible_boxes()
+        masks = {box_id: self._result_mask(box_id) for box_id, box in boxes.items() if box.mask is None}
+        self.project.accept_many(self.image_index, {i: m for i, m in masks.items() if m is not None})
+
     def reject_selected(self) -> None:
         if self._selected_box() is None:
             return
@@ -731,10 +765,24 @@ class MainWindow(QMainWindow):
     def redo(self) -> None:
         self.project.redo()
 
-    def _document_changed(self, *_event) -> None:
-        self._sync_boxes()
-        self.undo_action.setEnabled(self.project.can_undo())
-        self.redo_action.setEnabled(self.project.can_redo())
+    def _document_changed(self, change: Change) -> None:
+        document = self.current_document()
+        if change.kind in ("undo", "redo") and document is not None and self.model_info is not None:
+            for box in document.boxes:  # an undone model result disappears from the view too
+                view = self.views.get(box.id)
+                if box.result is None and view is not None and view.taps == self.model_info.taps:
+                    self._drop_result(box.id)
+        if change.indices is None:
+            self.file_model.refresh()
+        for index in change.indices or ():
+            self.file_model.refresh(index)
+        if change.kind != "images":
+            self._sync_boxes()
+        undo, redo = self.project.undo_name(), self.project.redo_name()
+        self.undo_action.setEnabled(undo is not None)
+        self.undo_action.setText(f"Undo {undo}" if undo else "Undo")
+        self.redo_action.setEnabled(redo is not None)
+        self.redo_action.setText(f"Redo {redo}" if redo else "Redo")
 
     # ------------------------------------------------------------------------------ inspecting
     def open_compare(self) -> None:
@@ -790,7 +838,7 @@ class MainWindow(QMainWindow):
         if self.model_info is None:
             self.show_message("The model is still loading; try again when the status bar names the device.")
             return
-        items = self.project.batch_items()
+        items = self.project.batch_items(min_score=self.display_panel.score.value() / 100)
         if not items:
             self.show_message("No image has boxes to segment; open a box file first.")
             return
@@ -817,8 +865,11 @@ class MainWindow(QMainWindow):
         count = self.project.apply_batch_results(batch.results)
         verb = "Cancelled after" if batch.cancelled else "Segmented"
         self.statusBar().showMessage(f"{verb} {count} images in {batch.seconds:.1f} s", 10000)
-        self.file_model.refresh()
-        self._sync_boxes()
+        errors = [r.error for r in batch.results if r.error is not None]
+        if errors:
+            self.show_message(f"{len(errors)} images could not be segmented; first: {errors[0]}", "Segment all images")
+        if self.image is not None and any(b.result is not None for b in self.current_document().boxes):
+            self.segment_all()
 
     # ------------------------------------------------------------------------------ saving
     def save_annotation(self) -> bool:
@@ -833,8 +884,8 @@ class MainWindow(QMainWindow):
     def _save_to(self, path: str | os.PathLike) -> bool:
         try:
             written = self.project.save_annotation(path)
-        except OSError as exc:
-            self.show_message(f"Could not save {path}: {exc.strerror or exc}. The previous file is unchanged.", "Save")
+        except OSError as exc:  # AnnotationWriteError names the file and keeps the previous one
+            self.show_message(str(exc), "Save")
             return False
         self._remember_recent(str(path))
         self.statusBar().showMessage(f"Saved {written}", 8000)
@@ -856,6 +907,14 @@ class MainWindow(QMainWindow):
         if self.project.images:
             self.show_image(0 if self.image_index is None else min(self.image_index, len(self.project.images) - 1))
 
+    def _autosave(self) -> None:
+        try:
+            self.project.autosave()
+        except OSError as exc:
+            if not self._autosave_failed:  # said once, not every few seconds
+                self._autosave_failed = True
+                self.show_message(f"Autosave failed: {exc}", "Autosave")
+
     def offer_recovery(self) -> None:
         """After a crash the autosave file is still there: offer to restore it."""
         recovery = self.project.recovery_file()
@@ -865,14 +924,32 @@ class MainWindow(QMainWindow):
             self, "Recover unsaved work",
             f"hcviewer did not close cleanly last time. Restore the unsaved annotation from {recovery}?")
         if answer == QMessageBox.StandardButton.Yes:
-            self.project.recover(recovery)
-            self.file_model.refresh()
+            try:
+                self.project.recover(recovery)
+            except (OSError, ValueError) as exc:
+                self.show_message(str(exc), "Recover")
+                return
             if self.project.images:
                 self.show_image(0)
         else:
             self.project.discard_recovery(recovery)
 
+    def _confirm_close(self) -> bool:
+        """Unsaved edits: save, discard or stay (the recovery file is deleted on a clean exit)."""
+        if not (self.ask_to_save and self.project.modified):
+            return True
+        buttons = QMessageBox.StandardButton
+        answer = QMessageBox.question(self, "Unsaved annotation", "Save the annotation before closing?",
+                                      buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save)
+        if answer == buttons.Save:
+            return self.save_annotation()
+        return answer == buttons.Discard
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        if not self._confirm_close():
+            event.ignore()
+            return
+        self.autosave_timer.stop()
         self.settings.save_window(self.saveGeometry(), self.saveState())
         self.settings.save_display(self.display)
         if self.compare_window is not None:
@@ -886,7 +963,7 @@ class MainWindow(QMainWindow):
 def paint_stroke(mask: np.ndarray, points: list[tuple[float, float]], radius: float, add: bool) -> np.ndarray:
     """A copy of bool [H, W] ``mask`` with a round brush of ``radius`` px dragged through
     ``points`` (image coordinates) set (add) or cleared (erase)."""
-    canvas = mask.astype(np.uint8)
+    canvas = np.ascontiguousarray(mask, dtype=np.uint8)  # a copy; cv2 draws into C-ordered arrays only
     value = 1 if add else 0
     # cv2 draws on pixel centres at integer coordinates; image point (x, y) is pixel (x-0.5, y-0.5).
     pixels = [(round(x - 0.5), round(y - 0.5)) for x, y in points]

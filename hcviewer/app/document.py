@@ -1,0 +1,496 @@
+"""The project document (Qt-free): images, their boxes, model results and accepted masks.
+
+Views subscribe with ``add_listener`` and change the document only through its commands. Every
+edit (boxes added, moved, relabelled or deleted, model results, accepted or painted masks,
+rejections, a whole batch) is one entry on ONE undo/redo stack. Boxes are immutable records; an
+edit replaces an image's tuple of boxes, and the undo entry keeps the tuples before and after.
+
+While there are unsaved changes the window calls ``autosave`` every few seconds: the project goes
+to a recovery file (``~/.cache/hcviewer/recovery/<session>.json``, or ``$HCVIEWER_RECOVERY_DIR``)
+which a clean ``close`` deletes. A recovery file whose process is gone is offered back at the next
+start (``recovery_file``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hcviewer.app.annotation_io import (
+    Annotation, SavedImage, SavedObject, decode_mask, encode_mask, read_annotation,
+    write_annotation,
+)
+from hcviewer.app.boxfiles import BoxFileError, LoadedBox, decode_segmentation, read_boxes
+
+RECOVERY_ENV = "HCVIEWER_RECOVERY_DIR"
+
+
+def default_recovery_dir() -> Path:
+    return Path(os.environ.get(RECOVERY_ENV) or Path.home() / ".cache" / "hcviewer" / "recovery")
+
+
+@dataclass(frozen=True, eq=False)
+class ModelResult:
+    """A model's answer for one box: a box map (interactive) or a full-image mask (batch)."""
+
+    figure_ground: np.ndarray | None = None  # [S, S] foreground probability over the box
+    mask_rle: dict | None = None  # full-image mask from "segment all images"
+    keypoints: np.ndarray | None = None  # [J, 3] (x, y, score) image px
+    score: float | None = None
+    view: Any = None  # what the window drew for it (opaque here): redo can draw it again
+
+
+class GroundTruth:
+    """A box file's mask for a box; decoded once the image size is known. Shared (not copied)
+    by every version of the box, so undo never loses the decoded mask."""
+
+    def __init__(self, segmentation: Any) -> None:
+        self.segmentation = segmentation
+        self.mask: np.ndarray | None = None
+
+    def decode(self, size: tuple[int, int]) -> None:
+        if self.mask is None or self.mask.shape != tuple(size):
+            try:
+                self.mask = decode_segmentation(self.segmentation, *size)
+            except ValueError:
+                self.mask = None  # a segmentation that does not fit this image: shown as none
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: an edit makes new Box objects
+class Box:
+    id: int
+    xyxy: np.ndarray  # [4] float64 x0, y0, x1, y1 image px
+    label: str
+    score: float | None = None  # detector score; None for ground truth and hand-drawn boxes
+    mask_rle: dict | None = None  # the accepted mask (part of the annotation)
+    keypoints: np.ndarray | None = None  # accepted keypoints [J, 3]
+    rejected: bool = False
+    result: ModelResult | None = None
+    gt: GroundTruth | None = None
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The accepted mask, bool [H, W], read-only (copy to edit)."""
+        return None if self.mask_rle is None else decode_mask(self.mask_rle)
+
+    @property
+    def gt_mask(self) -> np.ndarray | None:
+        return None if self.gt is None else self.gt.mask
+
+    @property
+    def accepted(self) -> bool:
+        return self.mask_rle is not None
+
+
+@dataclass
+class ImageDocument:
+    path: Path
+    boxes: tuple[Box, ...] = ()
+    size: tuple[int, int] | None = None  # (height, width) once read
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        """For the file list: 'error: …', 'done: …', 'segmented …', 'N boxes' or ''."""
+        if self.error:
+            return f"error: {self.error}"
+        n = len(self.boxes)
+        accepted = sum(b.accepted for b in self.boxes)
+        decided = accepted + sum(b.rejected and not b.accepted for b in self.boxes)
+        segmented = sum(b.result is not None or b.accepted for b in self.boxes)
+        if n and decided == n:
+            return f"done: {accepted} accepted"
+        if segmented:
+            return f"segmented {segmented}/{n}" + (f", {accepted} accepted" if accepted else "")
+        return f"{n} boxes" if n else ""
+
+    def box(self, box_id: int) -> Box:
+        for box in self.boxes:
+            if box.id == box_id:
+                return box
+        raise KeyError(f"box {box_id} is not in {self.path.name}")
+
+
+@dataclass
+class Edit:
+    """One undo entry: each touched image's boxes before and after."""
+
+    name: str
+    before: dict[int, tuple[Box, ...]]
+    after: dict[int, tuple[Box, ...]]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What listeners are told: which images changed (None: the whole project)."""
+
+    kind: str  # "edit", "undo", "redo", "images", "reset", "status"
+    indices: tuple[int, ...] | None = None
+
+
+@dataclass
+class _Session:
+    """Where this process autosaves; ``modified`` is set by edits and cleared by saves."""
+
+    recovery_dir: Path
+    path: Path = field(init=False)
+    modified: bool = False
+    autosaved: bool = True
+
+    def __post_init__(self) -> None:
+        self.path = self.recovery_dir / f"{os.getpid()}-{time.time_ns()}.json"
+
+
+class Project:
+    def __init__(self, recovery_dir: str | os.PathLike | None = None) -> None:
+        self.images: list[ImageDocument] = []
+        self.annotation_path: Path | None = None
+        self.category_ids: dict[str, int] = {}  # label -> COCO id (from box files, kept on save)
+        self.keypoint_names: tuple[str, ...] = ()  # set by the window from the checkpoint
+        self.skeleton: tuple[tuple[int, int], ...] = ()
+        self._undo: list[Edit] = []
+        self._redo: list[Edit] = []
+        self._listeners: list[Callable[[Change], None]] = []
+        self._next_id = 1
+        self._loaded_index: int | None = None
+        self._batch_boxes: dict[int, list[tuple[int, np.ndarray]]] = {}  # image -> (box id, box) sent
+        self._session = _Session(Path(recovery_dir) if recovery_dir else default_recovery_dir())
+
+    # ------------------------------------------------------------------------------ listeners
+    def add_listener(self, callback: Callable[[Change], None]) -> None:
+        self._listeners.append(callback)
+
+    def _notify(self, change: Change) -> None:
+        for callback in list(self._listeners):
+            callback(change)
+
+    @property
+    def modified(self) -> bool:
+        """Edits since the last save (or load)."""
+        return self._session.modified
+
+    # ------------------------------------------------------------------------------ images
+    def add_images(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Append images (nothing is read now); returns the index of the first one added."""
+        first = len(self.images)
+        self.images += [ImageDocument(Path(p)) for p in paths]
+        self._notify(Change("images"))
+        return first
+
+    def image_loaded(self, index: int, size: tuple[int, int]) -> None:
+        """The window has read image ``index``: decode its ground-truth masks (and drop the
+        previous image's, so thousands of images never hold thousands of masks)."""
+        previous = self._loaded_index
+        if previous is not None and previous != index and previous < len(self.images):
+            for box in self.images[previous].boxes:
+                if box.gt is not None:
+                    box.gt.mask = None
+        document = self.images[index]
+        document.size = (int(size[0]), int(size[1]))
+        document.error = None
+        self._loaded_index = index
+        for box in document.boxes:
+            if box.gt is not None:
+                box.gt.decode(document.size)
+
+    def image_failed(self, index: int, message: str) -> None:
+        self.images[index].error = message
+        self._notify(Change("status", (index,)))
+
+    # ------------------------------------------------------------------------------ box files
+    def load_boxes(self, path: str | os.PathLike) -> int:
+        """Add a box file's boxes to the open images (matched by file name; boxes already there
+        are not added twice). With no images open, the images the file names are opened from
+        its folder. Returns the number of boxes added; BoxFileError when none match."""
+        box_file = read_boxes(path)
+        if not self.images:
+            folder = Path(box_file.path).parent if not Path(box_file.path).is_dir() else Path(box_file.path)
+            self.add_images(p for p in (folder / name for name in box_file.image_names()) if p.is_file())
+        for name, cid in box_file.category_ids.items():
+            self.category_ids.setdefault(name, cid)
+        changes = {}
+        for index, document in enumerate(self.images):
+            new = [b for b in box_file.boxes_for(document.path) if not _has_box(document.boxes, b)]
+            if new:
+                changes[index] = document.boxes + tuple(self._make_box(b, document.size) for b in new)
+        if not changes and len(box_file):
+            names = ", ".join(box_file.image_names()[:3]) or "image ids"
+            raise BoxFileError(f"{box_file.path}: none of its {len(box_file)} boxes belong to the open images "
+                               f"(it names {names}…); open the images it describes, or their folder")
+        added = sum(len(boxes) - len(self.images[i].boxes) for i, boxes in changes.items())
+        self._edit(f"load boxes from {Path(path).name}", changes)
+        return added
+
+    def _make_box(self, loaded: LoadedBox, size: tuple[int, int] | None) -> Box:
+        gt = GroundTruth(loaded.segmentation) if loaded.segmentation is not None else None
+        if gt is not None and size is not None:
+            gt.decode(size)
+        return Box(self._new_id(), np.array(loaded.xyxy, np.float64), loaded.label, loaded.score, gt=gt)
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    # ------------------------------------------------------------------------------ box edits
+    def add_box(self, index: int, xyxy: np.ndarray, label: str) -> int:
+        box = Box(self._new_id(), np.asarray(xyxy, np.float64).copy(), label)
+        self._edit("add box", {index: self.images[index].boxes + (box,)})
+        return box.id
+
+    def delete_box(self, index: int, box_id: int) -> None:
+        self._edit("delete box", {index: tuple(b for b in self.images[index].boxes if b.id != box_id)})
+
+    def move_box(self, index: int, box_id: int, xyxy: np.ndarray) -> None:
+        """Move or resize a box; its model result is stale and dropped (an accepted mask stays)."""
+        self._replace(index, box_id, "move box", xyxy=np.asarray(xyxy, np.float64).copy(), result=None)
+
+    def set_label(self, index: int, box_id: int, label: str) -> None:
+        self._replace(index, box_id, "set class", label=label)
+
+    def set_result(self, index: int, box_id: int, figure_ground: np.ndarray | None,
+                   keypoints: np.ndarray | None = None, view: Any = None) -> None:
+        """Record the model's result for a box. The first result is an undoable edit; the same
+        box segmented again (the model is deterministic) only refreshes it."""
+        box = self.images[index].box(box_id)
+        result = ModelResult(figure_ground=figure_ground, keypoints=keypoints, view=view)
+        if box.result is None:
+            self._replace(index, box_id, "segment box", result=result)
+        else:
+            self._set_boxes(index, _swap(self.images[index].boxes, replace(box, result=result)))
+            self._notify(Change("edit", (index,)))
+
+    def accept(self, index: int, box_id: int, mask: np.ndarray) -> None:
+        """Make ``mask`` (bool [H, W]) the box's annotation: accepting a result or painting."""
+        box = self.images[index].box(box_id)
+        keypoints = box.keypoints if box.result is None or box.result.keypoints is None else box.result.keypoints
+        self._replace(index, box_id, "paint mask" if box.accepted else "accept",
+                      mask_rle=encode_mask(mask), keypoints=keypoints, rejected=False)
+
+    def accept_many(self, index: int, masks: dict[int, np.ndarray]) -> None:
+        """Accept several boxes' masks as one edit."""
+        boxes = self.images[index].boxes
+        for box_id, mask in masks.items():
+            box = self.images[index].box(box_id)
+            keypoints = box.result.keypoints if box.result is not None else box.keypoints
+            boxes = _swap(boxes, replace(box, mask_rle=encode_mask(mask), keypoints=keypoints, rejected=False))
+        if masks:
+            self._edit(f"accept {len(masks)} masks", {index: boxes})
+
+    def reject(self, index: int, box_id: int) -> None:
+        """Discard the box's result and accepted mask; the box stays, marked rejected."""
+        self._replace(index, box_id, "reject", mask_rle=None, keypoints=None, result=None, rejected=True)
+
+    def _replace(self, index: int, box_id: int, name: str, **changes: Any) -> None:
+        box = self.images[index].box(box_id)
+        self._edit(name, {index: _swap(self.images[index].boxes, replace(box, **changes))})
+
+    # ------------------------------------------------------------------------------ batch
+    def batch_items(self, min_score: float = 0.0) -> list:
+        """``BatchItem``s for every image with boxes that are neither accepted nor rejected
+        (detections under ``min_score`` are left out, as they are hidden)."""
+        from hcviewer.app.batch import BatchItem  # imports torch: only when a batch is run
+
+        items = []
+        self._batch_boxes.clear()
+        for index, document in enumerate(self.images):
+            boxes = [b for b in document.boxes if not (b.accepted or b.rejected) and (b.score is None or b.score >= min_score)]
+            if boxes and not document.error:
+                items.append(BatchItem(document.path, np.array([b.xyxy for b in boxes]), [b.label for b in boxes],
+                                       image_id=index))
+                self._batch_boxes[index] = [(b.id, b.xyxy) for b in boxes]
+        return items
+
+    def apply_batch_results(self, results: list) -> int:
+        """Store ``predict_images`` results (one undoable edit); returns the images segmented.
+        Boxes moved or deleted since the batch started keep what they have."""
+        changes, errors = {}, []
+        for result in results:
+            index = int(result.image_id)
+            if result.error is not None:
+                self.images[index].error = result.error
+                errors.append(index)
+                continue
+            boxes = self.images[index].boxes
+            sent = self._batch_boxes.get(index, [])
+            for i, ((box_id, xyxy), rle, score) in enumerate(zip(sent, result.masks_rle, result.scores)):
+                box = next((b for b in boxes if b.id == box_id), None)
+                if box is not None and np.allclose(box.xyxy, xyxy):
+                    keypoints = None if result.keypoints is None else np.asarray(result.keypoints[i])
+                    boxes = _swap(boxes, replace(box, result=ModelResult(mask_rle=rle, keypoints=keypoints, score=score)))
+            changes[index] = boxes
+        self._batch_boxes.clear()
+        self._edit(f"segment {len(changes)} images", changes)
+        if errors:
+            self._notify(Change("status", tuple(errors)))
+        return len(changes)
+
+    # ------------------------------------------------------------------------------ undo
+    def _edit(self, name: str, changes: dict[int, tuple[Box, ...]]) -> None:
+        changes = {i: boxes for i, boxes in changes.items() if boxes != self.images[i].boxes}
+        if not changes:
+            return
+        edit = Edit(name, {i: self.images[i].boxes for i in changes}, changes)
+        self._undo.append(edit)
+        self._redo.clear()
+        self._apply(edit.after, "edit")
+
+    def _apply(self, boxes_by_index: dict[int, tuple[Box, ...]], kind: str) -> None:
+        for index, boxes in boxes_by_index.items():
+            self._set_boxes(index, boxes)
+        self._session.modified = True
+        self._session.autosaved = False
+        self._notify(Change(kind, tuple(boxes_by_index)))
+
+    def _set_boxes(self, index: int, boxes: tuple[Box, ...]) -> None:
+        document = self.images[index]
+        document.boxes = boxes
+        if document.size is not None and index == self._loaded_index:
+            for box in boxes:
+                if box.gt is not None:
+                    box.gt.decode(document.size)
+
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def undo_name(self) -> str | None:
+        return self._undo[-1].name if self._undo else None
+
+    def redo_name(self) -> str | None:
+        return self._redo[-1].name if self._redo else None
+
+    def undo(self) -> None:
+        if self._undo:
+            edit = self._undo.pop()
+            self._redo.append(edit)
+            self._apply(edit.before, "undo")
+
+    def redo(self) -> None:
+        if self._redo:
+            edit = self._redo.pop()
+            self._undo.append(edit)
+            self._apply(edit.after, "redo")
+
+    # ------------------------------------------------------------------------------ saving
+    def to_annotation(self, extra: dict | None = None) -> Annotation:
+        images = [SavedImage(d.path, d.size, [_saved(b) for b in d.boxes]) for d in self.images]
+        return Annotation(images, dict(self.category_ids), self.keypoint_names, self.skeleton, extra or {})
+
+    def save_annotation(self, path: str | os.PathLike) -> str:
+        """Write the annotation (COCO JSON + PNG mask folder); an OSError
+        naming the file) leaves the previous files. Returns what was written, for the user."""
+        path = Path(path)
+        written = write_annotation(path, self.to_annotation())
+        self.annotation_path = path
+        self._session.modified = False
+        self._delete_own_recovery()
+        objects = sum(b.accepted for d in self.images for b in d.boxes)
+        return f"{objects} objects to {written[0]} (PNG masks in {written[1].name}/)"
+
+    def load_annotation(self, path: str | os.PathLike) -> None:
+        """Continue an annotation: its images, accepted masks and pending boxes replace the project."""
+        annotation = read_annotation(path)
+        self._reset(annotation)
+        self.annotation_path = Path(path)
+
+    def _reset(self, annotation: Annotation) -> None:
+        self.images = [ImageDocument(Path(image.path), size=image.size,
+                                     boxes=tuple(self._box_from_saved(o) for o in image.objects))
+                       for image in annotation.images]
+        self.category_ids = dict(annotation.category_ids)
+        self.keypoint_names = self.keypoint_names or annotation.keypoint_names
+        self.skeleton = self.skeleton or annotation.skeleton
+        self._undo.clear()
+        self._redo.clear()
+        self._loaded_index = None
+        self._session.modified = False
+        self._notify(Change("reset"))
+
+    def _box_from_saved(self, obj: SavedObject) -> Box:
+        return Box(self._new_id(), np.array(obj.xyxy, np.float64), obj.label, obj.score, obj.mask_rle,
+                   obj.keypoints, obj.rejected)
+
+    # ------------------------------------------------------------------------------ recovery
+    def autosave(self) -> Path | None:
+        """Write the recovery file when there are unsaved edits not yet autosaved. A failure
+        (disk full) is not fatal: AnnotationWriteError says which file."""
+        if not self._session.modified or self._session.autosaved:
+            return None
+        self._session.recovery_dir.mkdir(parents=True, exist_ok=True)
+        extra = {"recovery": {"pid": os.getpid(), "annotation_path": str(self.annotation_path or ""),
+                              "saved_at": time.time()}}
+        write_annotation(self._session.path, self.to_annotation(extra), png_masks=False)
+        self._session.autosaved = True
+        return self._session.path
+
+    def recovery_file(self) -> Path | None:
+        """The newest recovery file left by a process that is gone (a crash), else None."""
+        folder = self._session.recovery_dir
+        candidates = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+        for path in candidates:
+            if path != self._session.path and not _process_alive(_pid_of(path)):
+                return path
+        return None
+
+    def recover(self, path: str | os.PathLike) -> None:
+        """Load a recovery file as the project (marked modified: it was never saved), then delete it."""
+        path = Path(path)
+        annotation = read_annotation(path)
+        self._reset(annotation)
+        saved_to = annotation.extra.get("recovery", {}).get("annotation_path")
+        self.annotation_path = Path(saved_to) if saved_to else None
+        self._session.modified = True
+        self._session.autosaved = False
+        self.discard_recovery(path)
+
+    def discard_recovery(self, path: str | os.PathLike) -> None:
+        Path(path).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """A clean exit: the recovery file goes."""
+        self._delete_own_recovery()
+
+    def _delete_own_recovery(self) -> None:
+        self._session.path.unlink(missing_ok=True)
+        self._session.autosaved = True
+
+
+def _swap(boxes: tuple[Box, ...], new: Box) -> tuple[Box, ...]:
+    return tuple(new if b.id == new.id else b for b in boxes)
+
+
+def _has_box(boxes: tuple[Box, ...], loaded: LoadedBox) -> bool:
+    return any(b.label == loaded.label and np.allclose(b.xyxy, loaded.xyxy) for b in boxes)
+
+
+def _saved(box: Box) -> SavedObject:
+    return SavedObject(tuple(float(v) for v in box.xyxy), box.label, box.score, box.mask_rle, box.keypoints, box.rejected)
+
+
+def _pid_of(path: Path) -> int | None:
+    """The process that wrote a recovery file (its name starts with the pid)."""
+    head = path.stem.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _process_alive(pid: int | None) -> bool:
+    if pid is None or pid == 0:
+        return False
+    if pid == os.getpid():
+        return True  # another project in this process (tests, a second window)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
