@@ -192,3 +192,144 @@ def test_closing_the_window_while_the_worker_runs(window, qtbot):
     window.segment_all()
     window.close()  # must not hang or crash; the worker thread is stopped
     assert not window.model.thread.isRunning()
+
+
+def test_no_argument_opens_the_demo_photos_with_their_boxes(make_window, qtbot):
+    window = make_window()
+    window.open_demo()
+    assert [d.path.name for d in window.project.images] == [
+        "astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png"]
+    _wait(qtbot, lambda: window.image is not None and window.box_items)
+    assert window.image.shape == (512, 512, 3)
+    assert [b.label for b in window.current_document().boxes] == ["person"]
+    assert window.settings.recent_files() == []  # the demo is not a recent file
+
+
+def test_undo_of_a_segmentation_removes_its_overlay_and_redo_brings_it_back(window, qtbot):
+    box_id = _segment_first_box(qtbot, window)
+    assert window.project.undo_name() == "segment box"
+    assert window.undo_action.text() == "Undo segment box"
+    window.undo()
+    assert box_id not in window.views and box_id not in window.overlays
+    window.redo()
+    assert box_id in window.views and _shown_mask(window, box_id).max() > 0
+
+
+def test_ground_truth_iou_is_reported_and_its_outline_shown_on_demand(window, qtbot):
+    _segment_first_box(qtbot, window)
+    assert "IoU vs ground truth: " in window.result_label.text()
+    assert window.gt_curve.xData is None or len(window.gt_curve.xData) == 0
+    window.display_panel.show_gt.setChecked(True)
+    assert len(window.gt_curve.xData) > 0
+
+
+def test_the_score_slider_hides_weak_detections(make_window, qtbot, tmp_path):
+    _write_dataset(tmp_path)
+    (tmp_path / "detections.csv").write_text("image,x0,y0,x1,y1,label,score\n"
+                                             "a.png,40,20,120,100,person,0.9\na.png,10,60,50,110,person,0.3\n")
+    window = make_window()
+    window.open_paths([tmp_path / "a.png"], boxes=tmp_path / "detections.csv")
+    window.display_panel.score.setValue(0)
+    _wait(qtbot, lambda: len(window.box_items) == 2)
+    window.display_panel.score.setValue(50)
+    assert len(window.box_items) == 1
+    assert next(iter(window.box_items.values())).label.toPlainText() == "person 0.90"
+
+
+def test_segment_all_draws_every_box_and_accept_all_is_one_undo_step(window, qtbot):
+    window.segment_all()
+    _wait(qtbot, lambda: len(window.views) == 2 and len(window.overlays) == 2)
+    window.accept_all()
+    assert all(b.mask is not None for b in window.current_document().boxes)
+    assert window.current_document().status == "done: 2 accepted"
+    window.undo()
+    assert all(b.mask is None for b in window.current_document().boxes)
+
+
+def test_segment_all_images_fills_the_file_list_status(window, qtbot):
+    window.segment_all_images()
+    _wait(qtbot, lambda: not window.progress.isVisible(), timeout_ms=60000)
+    rows = [window.file_model.data(window.file_model.index(i)) for i in range(2)]
+    assert rows == ["a.png  —  segmented 2/2", "b.png  —  segmented 1/1"]
+    assert window.project.undo_name() == "segment 2 images"
+
+
+def test_a_failed_save_shows_a_message_and_keeps_the_previous_file(window, qtbot, tmp_path, monkeypatch):
+    import os
+
+    box_id = _segment_first_box(qtbot, window)
+    window.accept_selected()
+    assert window._save_to(tmp_path / "annotation.json")
+    before = (tmp_path / "annotation.json").read_bytes()
+    window.reject_selected()
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    assert not window._save_to(tmp_path / "annotation.json")
+    assert "annotation.json" in window.messages[-1] and "No space left on device" in window.messages[-1]
+    assert (tmp_path / "annotation.json").read_bytes() == before
+    assert window.project.modified and box_id in window.box_items
+
+
+def test_a_folder_of_thousands_of_images_opens_lazily(make_window, qtbot, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "00000.png"), np.zeros((20, 30, 3), np.uint8))
+    for i in range(1, 3000):
+        (folder / f"{i:05d}.png").touch()  # never read unless shown
+    window = make_window()
+    start = time.perf_counter()
+    window.open_paths([folder])
+    assert time.perf_counter() - start < 2.0
+    assert window.file_model.rowCount() == 3000
+    _wait(qtbot, lambda: window.image is not None)
+    assert window.project.images[1].size is None  # only the shown image was read
+    window.show_image(1)
+    _wait(qtbot, lambda: window.messages)
+    assert "00001.png" in window.messages[-1]
+    assert window.file_model.data(window.file_model.index(1)).startswith("00001.png  —  error")
+
+
+def test_cuda_requested_without_a_gpu_says_so_once(make_window, qtbot, tiny_checkpoint):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: CUDA is used")
+    window = make_window()
+    window.model.load(str(tiny_checkpoint), "cuda")
+    _wait(qtbot, lambda: window.messages)
+    assert window.messages == ["CUDA was requested but no usable GPU was found; running on the CPU"]
+    assert window.device_label.text().startswith("Device: CPU")
+
+
+def test_dropping_files_opens_images_and_boxes_and_remembers_them(make_window, qtbot, tmp_path):
+    from PySide6.QtCore import QMimeData, QPoint, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    boxes = _write_dataset(tmp_path)
+    window = make_window()
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "a.png")), QUrl.fromLocalFile(str(boxes))])
+    event = QDropEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    _wait(qtbot, lambda: len(window.box_items) == 2)
+    recent = window.settings.recent_files()
+    assert recent[:2] == [str(boxes.resolve()), str((tmp_path / "a.png").resolve())]
+    assert [a.text() for a in window.recent_menu.actions()][:2] == recent[:2]
+
+
+def test_a_crashed_session_is_offered_back(make_window, qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    _write_dataset(tmp_path)
+    first = make_window()
+    first.open_paths([tmp_path / "a.png"])
+    _wait(qtbot, lambda: first.image is not None)
+    first.project.add_box(0, np.array([10, 10, 50, 50]), "person")
+    recovery = first.project.autosave()
+    recovery.rename(recovery.with_name("999999999-1.json"))  # as if that process had died
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    second = make_window()
+    second.offer_recovery()
+    _wait(qtbot, lambda: second.image is not None and len(second.box_items) == 1)
+    assert second.project.modified and not list((tmp_path / "recovery").glob("999999999-*"))

@@ -214,12 +214,14 @@ class Project:
             self.add_images(p for p in (folder / name for name in box_file.image_names()) if p.is_file())
         for name, cid in box_file.category_ids.items():
             self.category_ids.setdefault(name, cid)
-        changes = {}
+        changes, matched = {}, False
         for index, document in enumerate(self.images):
-            new = [b for b in box_file.boxes_for(document.path) if not _has_box(document.boxes, b)]
+            boxes = box_file.boxes_for(document.path)
+            matched = matched or bool(boxes)
+            new = [b for b in boxes if not _has_box(document.boxes, b)]
             if new:
                 changes[index] = document.boxes + tuple(self._make_box(b, document.size) for b in new)
-        if not changes and len(box_file):
+        if not matched and len(box_file):
             names = ", ".join(box_file.image_names()[:3]) or "image ids"
             raise BoxFileError(f"{box_file.path}: none of its {len(box_file)} boxes belong to the open images "
                                f"(it names {names}…); open the images it describes, or their folder")
@@ -288,6 +290,8 @@ class Project:
 
     def _replace(self, index: int, box_id: int, name: str, **changes: Any) -> None:
         box = self.images[index].box(box_id)
+        if all(_same(getattr(box, key), value) for key, value in changes.items()):
+            return  # nothing would change: not an edit
         self._edit(name, {index: _swap(self.images[index].boxes, replace(box, **changes))})
 
     # ------------------------------------------------------------------------------ batch
@@ -465,6 +469,12 @@ class Project:
 
 def _swap(boxes: tuple[Box, ...], new: Box) -> tuple[Box, ...]:
     return tuple(new if b.id == new.id else b for b in boxes)
+
+
+def _same(old: Any, new: Any) -> bool:
+    if isinstance(old, np.ndarray) or isinstance(new, np.ndarray):
+        return old is not None and new is not None and np.array_equal(old, new)
+    return old is new or old == new
 
 
 def _has_box(boxes: tuple[Box, ...], loaded: LoadedBox) -> bool:
