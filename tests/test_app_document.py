@@ -258,3 +258,12 @@ def test_saving_removes_the_recovery_file(project):
     path = project.autosave()
     project.save_annotation(path.parent.parent / "saved.json")
     assert not path.exists()
+
+
+def test_reading_boxes_and_segmenting_leave_nothing_unsaved(project, tmp_path):
+    project.load_boxes(_coco(tmp_path, {"a.png": [[1, 1, 20, 20]]}))
+    box_id = project.images[0].boxes[0].id
+    project.set_result(0, box_id, np.ones((4, 4)))
+    assert not project.modified and project.autosave() is None and project.can_undo()
+    project.set_label(0, box_id, "cat")
+    assert project.modified

@@ -333,3 +333,32 @@ def test_a_crashed_session_is_offered_back(make_window, qtbot, tmp_path, monkeyp
     second.offer_recovery()
     _wait(qtbot, lambda: second.image is not None and len(second.box_items) == 1)
     assert second.project.modified and not list((tmp_path / "recovery").glob("999999999-*"))
+
+
+def test_run_app_without_paths_opens_the_demo_and_quits_cleanly(qtbot, tiny_checkpoint, tmp_path, monkeypatch):
+    import argparse
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from hcviewer.app import main_window
+
+    monkeypatch.setenv("HCVIEWER_RECOVERY_DIR", str(tmp_path / "recovery"))
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    monkeypatch.setattr(main_window, "AppSettings", lambda: settings)
+    seen = {}
+
+    def inspect_then_close() -> None:
+        window = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible())
+        if window.image is None or window.model_info is None:
+            QTimer.singleShot(50, inspect_then_close)
+            return
+        seen["images"] = [d.path.name for d in window.project.images]
+        seen["device"] = window.device_label.text()
+        window.close()  # nothing was annotated: no question asked
+
+    QTimer.singleShot(0, inspect_then_close)
+    args = argparse.Namespace(paths=[], boxes=None, checkpoint=str(tiny_checkpoint), device="cpu")
+    assert main_window.run_app(args) == 0
+    assert seen["images"][0] == "astronaut.png" and len(seen["images"]) == 4
+    assert seen["device"].startswith("Device: CPU")

@@ -124,6 +124,7 @@ class Edit:
     name: str
     before: dict[int, tuple[Box, ...]]
     after: dict[int, tuple[Box, ...]]
+    annotates: bool = True  # False for boxes read from a file and model results: nothing to save yet
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,8 @@ class Project:
 
     @property
     def modified(self) -> bool:
-        """Edits since the last save (or load)."""
+        """Annotation edits since the last save (or load); boxes read from a file and model
+        results alone are not (closing after only looking asks nothing)."""
         return self._session.modified
 
     # ------------------------------------------------------------------------------ images
@@ -226,7 +228,7 @@ class Project:
             raise BoxFileError(f"{box_file.path}: none of its {len(box_file)} boxes belong to the open images "
                                f"(it names {names}…); open the images it describes, or their folder")
         added = sum(len(boxes) - len(self.images[i].boxes) for i, boxes in changes.items())
-        self._edit(f"load boxes from {Path(path).name}", changes)
+        self._edit(f"load boxes from {Path(path).name}", changes, annotates=False)
         return added
 
     def _make_box(self, loaded: LoadedBox, size: tuple[int, int] | None) -> Box:
@@ -262,7 +264,8 @@ class Project:
         box = self.images[index].box(box_id)
         result = ModelResult(figure_ground=figure_ground, keypoints=keypoints, view=view)
         if box.result is None:
-            self._replace(index, box_id, "segment box", result=result)
+            self._edit("segment box", {index: _swap(self.images[index].boxes, replace(box, result=result))},
+                       annotates=False)
         else:
             self._set_boxes(index, _swap(self.images[index].boxes, replace(box, result=result)))
             self._notify(Change("edit", (index,)))
@@ -329,26 +332,27 @@ class Project:
                     boxes = _swap(boxes, replace(box, result=ModelResult(mask_rle=rle, keypoints=keypoints, score=score)))
             changes[index] = boxes
         self._batch_boxes.clear()
-        self._edit(f"segment {len(changes)} images", changes)
+        self._edit(f"segment {len(changes)} images", changes, annotates=False)
         if errors:
             self._notify(Change("status", tuple(errors)))
         return len(changes)
 
     # ------------------------------------------------------------------------------ undo
-    def _edit(self, name: str, changes: dict[int, tuple[Box, ...]]) -> None:
+    def _edit(self, name: str, changes: dict[int, tuple[Box, ...]], annotates: bool = True) -> None:
         changes = {i: boxes for i, boxes in changes.items() if boxes != self.images[i].boxes}
         if not changes:
             return
-        edit = Edit(name, {i: self.images[i].boxes for i in changes}, changes)
+        edit = Edit(name, {i: self.images[i].boxes for i in changes}, changes, annotates)
         self._undo.append(edit)
         self._redo.clear()
-        self._apply(edit.after, "edit")
+        self._apply(edit.after, "edit", annotates)
 
-    def _apply(self, boxes_by_index: dict[int, tuple[Box, ...]], kind: str) -> None:
+    def _apply(self, boxes_by_index: dict[int, tuple[Box, ...]], kind: str, annotates: bool) -> None:
         for index, boxes in boxes_by_index.items():
             self._set_boxes(index, boxes)
-        self._session.modified = True
-        self._session.autosaved = False
+        if annotates:
+            self._session.modified = True
+            self._session.autosaved = False
         self._notify(Change(kind, tuple(boxes_by_index)))
 
     def _set_boxes(self, index: int, boxes: tuple[Box, ...]) -> None:
@@ -375,13 +379,13 @@ class Project:
         if self._undo:
             edit = self._undo.pop()
             self._redo.append(edit)
-            self._apply(edit.before, "undo")
+            self._apply(edit.before, "undo", edit.annotates)
 
     def redo(self) -> None:
         if self._redo:
             edit = self._redo.pop()
             self._undo.append(edit)
-            self._apply(edit.after, "redo")
+            self._apply(edit.after, "redo", edit.annotates)
 
     # ------------------------------------------------------------------------------ saving
     def to_annotation(self, extra: dict | None = None) -> Annotation:

@@ -128,14 +128,16 @@ class MainWindow(QMainWindow):
         canvas.strokePoint.connect(self._stroke_point)
         canvas.strokeFinished.connect(self._stroke_finished)
         self.view.hovered.connect(self._hovered)
-        self.view.left.connect(lambda: self.probe.clear())
+        self.view.left.connect(self._probe_left)
         self.annotation_item = pg.ImageItem()  # accepted masks, one RGBA layer over the image
         self.annotation_item.setZValue(5)
         self.gt_curve = pg.PlotCurveItem(pen=brush_pen(GT_COLOR, width=2, dashed=True), connect="finite")
         self.stroke_curve = pg.PlotCurveItem()
-        for item in (self.annotation_item, self.gt_curve, self.stroke_curve):
+        self.probe_marker = pg.ScatterPlotItem(symbol="+", size=16, pen=pg.mkPen("w", width=2), brush=None)
+        for item in (self.annotation_item, self.gt_curve, self.stroke_curve, self.probe_marker):
             canvas.addItem(item, ignoreBounds=True)
         self.stroke_curve.setZValue(50)
+        self.probe_marker.setZValue(60)
 
     def _build_docks(self) -> None:
         self.file_model = FileListModel(lambda: len(self.project.images), self._file_row)
@@ -627,7 +629,7 @@ class MainWindow(QMainWindow):
             self._drop_result(box_id)
         self.annotation_item.clear()
         self.gt_curve.setData([], [])
-        self.probe.clear()
+        self._probe_left()
 
     def _draw_results(self) -> None:
         """Draw (or keep) each box's overlay. Drawing is time-sliced: after DRAW_SLICE_S the rest
@@ -829,9 +831,15 @@ class MainWindow(QMainWindow):
             return
         values = {tap: sample_box_map(c, view.box, x, y) for tap, c in view.contributions.items()}
         if any(v is None for v in values.values()):
+            self._probe_left()
             self.probe.clear("Probe: move the pointer inside the selected box")
             return
+        self.probe_marker.setData([x], [y])  # the probed pixel (also seen in screenshots)
         self.probe.show_pixel(values, view.bias, view.taps, f"at ({x:.0f}, {y:.0f})")
+
+    def _probe_left(self) -> None:
+        self.probe_marker.setData([], [])
+        self.probe.clear()
 
     # ------------------------------------------------------------------------------ batch
     def segment_all_images(self) -> None:
