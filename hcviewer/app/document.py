@@ -259,15 +259,23 @@ class Project:
 
     def set_result(self, index: int, box_id: int, figure_ground: np.ndarray | None,
                    keypoints: np.ndarray | None = None, view: Any = None) -> None:
-        """Record the model's result for a box. The first result is an undoable edit; the same
-        box segmented again (the model is deterministic) only refreshes it."""
-        box = self.images[index].box(box_id)
-        result = ModelResult(figure_ground=figure_ground, keypoints=keypoints, view=view)
-        if box.result is None:
-            self._edit("segment box", {index: _swap(self.images[index].boxes, replace(box, result=result))},
+        """Record the model's result for a box (see ``set_results``)."""
+        self.set_results(index, {box_id: ModelResult(figure_ground=figure_ground, keypoints=keypoints, view=view)})
+
+    def set_results(self, index: int, results: dict[int, ModelResult]) -> None:
+        """Record the model's results for boxes of one image, with one notification. Boxes
+        getting their first result make one undoable edit; boxes segmented again (the model is
+        deterministic) are only refreshed."""
+        boxes, first = self.images[index].boxes, 0
+        for box_id, result in results.items():
+            box = self.images[index].box(box_id)
+            first += box.result is None
+            boxes = _swap(boxes, replace(box, result=result))
+        if first:
+            self._edit("segment box" if len(results) == 1 else f"segment {len(results)} boxes", {index: boxes},
                        annotates=False)
-        else:
-            self._set_boxes(index, _swap(self.images[index].boxes, replace(box, result=result)))
+        elif results:
+            self._set_boxes(index, boxes)
             self._notify(Change("edit", (index,)))
 
     def accept(self, index: int, box_id: int, mask: np.ndarray) -> None:

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from hcviewer.app.box_items import BoxItem
 from hcviewer.app.boxfiles import DEMO_BOXES, BoxFileError, demo_images
 from hcviewer.app.compare_view import CompareWindow, crop_box, standard_subsets
-from hcviewer.app.document import Change, Project
+from hcviewer.app.document import Change, ModelResult, Project
 from hcviewer.app.file_list import FileListModel
 from hcviewer.app.image_loader import ImageLoaderService, is_image_file
 from hcviewer.app.image_view import ImageView, Mode
@@ -603,6 +603,7 @@ class MainWindow(QMainWindow):
             return  # an answer for an image no longer shown
         boxes = self._visible_boxes()
         all_taps = self.model_info is not None and tuple(request.taps or ()) == self.model_info.taps
+        results = {}
         for i, box_id in enumerate(request.box_ids):
             box = boxes.get(box_id)
             if box is None or not np.allclose(box.xyxy, request.boxes[i]):
@@ -611,7 +612,9 @@ class MainWindow(QMainWindow):
             if view.contributions or box_id not in self.views or self.views[box_id].taps != view.taps:
                 self.views[box_id] = view
             if all_taps:
-                self.project.set_result(self.image_index, box_id, view.figure_ground, view.keypoints, view=view)
+                results[box_id] = ModelResult(figure_ground=view.figure_ground, keypoints=view.keypoints, view=view)
+        if results:
+            self.project.set_results(self.image_index, results)  # one redraw for all boxes
         seconds = result.prediction.seconds + result.trunk_seconds
         self.timing_label.setText(f"last prediction {seconds * 1000:.0f} ms ({len(request.box_ids)} boxes)")
         self._sync_boxes()

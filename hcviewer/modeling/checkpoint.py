@@ -71,6 +71,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(state, tmp, metadata={HEADER_KEY: json.dumps(header)})
+        os.chmod(tmp, _default_mode())  # mkstemp (and safetensors) make 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -154,3 +155,9 @@ def load_checkpoint(
             state[key] = tensor.to(expected[key].dtype)
     model.load_state_dict(state)
     return model.to(device).eval(), info
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
