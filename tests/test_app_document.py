@@ -267,3 +267,15 @@ def test_reading_boxes_and_segmenting_leave_nothing_unsaved(project, tmp_path):
     assert not project.modified and project.autosave() is None and project.can_undo()
     project.set_label(0, box_id, "cat")
     assert project.modified
+
+
+def test_results_for_many_boxes_are_one_edit_and_one_notification(project):
+    from hcviewer.app.document import ModelResult
+
+    ids = [project.add_box(0, np.array([1, 2, 30, 20]) + i, "person") for i in range(3)]
+    heard: list[Change] = []
+    project.add_listener(heard.append)
+    project.set_results(0, {i: ModelResult(figure_ground=np.ones((4, 4))) for i in ids})
+    assert len(heard) == 1 and project.undo_name() == "segment 3 boxes"
+    project.undo()
+    assert all(b.result is None for b in project.images[0].boxes)

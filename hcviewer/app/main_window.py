@@ -613,11 +613,12 @@ class MainWindow(QMainWindow):
                 self.views[box_id] = view
             if all_taps:
                 results[box_id] = ModelResult(figure_ground=view.figure_ground, keypoints=view.keypoints, view=view)
-        if results:
-            self.project.set_results(self.image_index, results)  # one redraw for all boxes
         seconds = result.prediction.seconds + result.trunk_seconds
         self.timing_label.setText(f"last prediction {seconds * 1000:.0f} ms ({len(request.box_ids)} boxes)")
-        self._sync_boxes()
+        if results:
+            self.project.set_results(self.image_index, results)  # its listener redraws, once for all boxes
+        else:
+            self._sync_boxes()
 
     def _drop_result(self, box_id: int) -> None:
         self.views.pop(box_id, None)
@@ -645,7 +646,7 @@ class MainWindow(QMainWindow):
             if time.perf_counter() - start > DRAW_SLICE_S:
                 if not self._draw_pending:
                     self._draw_pending = True
-                    QTimer.singleShot(0, self._draw_remaining)
+                    QTimer.singleShot(1, self._draw_remaining)  # a timer, not a posted event: other timers run first
                 return
             overlay = self.overlays.get(box_id)
             if overlay is None:
