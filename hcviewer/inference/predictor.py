@@ -16,6 +16,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
 from hcviewer.inference.device import DeviceChoice, choose_device
+from hcviewer.modeling.backbones import FX_TRACE_LOCK
 from hcviewer.modeling import (
     CheckpointInfo,
     HypercolumnModel,
@@ -118,7 +119,7 @@ class HypercolumnPredictor:
         tensor = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device)
         tensor = tensor.permute(2, 0, 1)[None].float().div_(255)
         tensor = (tensor - self._mean) / self._std
-        with torch.inference_mode(), self._autocast():
+        with FX_TRACE_LOCK, torch.inference_mode(), self._autocast():
             features = self._inference_trunk()(tensor.contiguous(memory_format=torch.channels_last))
             # roi_align reads NCHW; convert once here rather than on every predict.
             self._features = {node: f.contiguous() for node, f in features.items()}
@@ -194,7 +195,7 @@ class HypercolumnPredictor:
     def _predict_chunk(self, boxes: np.ndarray, labels, tasks, taps, return_contributions):
         rois = torch.zeros(len(boxes), 5, device=self.device)
         rois[:, 1:] = torch.from_numpy(boxes).to(self.device) * self._scale
-        with torch.inference_mode(), self._autocast():
+        with FX_TRACE_LOCK, torch.inference_mode(), self._autocast():
             out = self.model.forward_boxes(self._features, rois, labels, tasks, taps, return_contributions)
         return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,12 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
+
+# torch.fx tracing (create_feature_extractor) patches nn.Module.__call__ process-wide while it
+# runs: any module another thread calls meanwhile fails ("module is not installed as a
+# submodule"). Building a backbone holds this lock; code that runs a model in a thread while
+# other threads may build one (the app's worker) holds it around its forward calls.
+FX_TRACE_LOCK = threading.RLock()
 from torchvision.ops import roi_align
 
 
@@ -194,7 +201,7 @@ class Backbone(nn.Module):
         self.tap_specs = {name: spec.tap(name) for name in taps}
         tv_model = spec.make_model(pretrained)
         nodes = sorted({t.node for t in self.tap_specs.values()}, key=int)
-        with warnings.catch_warnings():
+        with FX_TRACE_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FX tracing chatter
             self.body = create_feature_extractor(tv_model.features, return_nodes={n: n for n in nodes})
         box_taps = [t for t in self.tap_specs.values() if t.box_level]
