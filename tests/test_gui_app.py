@@ -362,3 +362,15 @@ def test_run_app_without_paths_opens_the_demo_and_quits_cleanly(qtbot, tiny_chec
     assert main_window.run_app(args) == 0
     assert seen["images"][0] == "astronaut.png" and len(seen["images"]) == 4
     assert seen["device"].startswith("Device: CPU")
+
+
+def test_menu_shortcuts_are_shown_and_unique(make_window):
+    window = make_window()
+    menus = {menu.title().replace("&", ""): menu for menu in window.menuBar().findChildren(type(window.recent_menu))}
+    actions = [a for name in ("File", "Edit", "Segment", "View") for a in menus[name].actions()
+               if not a.isSeparator() and a.menu() is None]
+    keys = [a.shortcut().toString() for a in actions if not a.shortcut().isEmpty()]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    by_text = {a.text(): a.shortcut().toString() for a in actions}
+    assert by_text["Save annotation"] == "Ctrl+S" and by_text["Accept result"] == "A"
+    assert by_text["Segment all boxes in image"] == "Ctrl+Return" and by_text["Undo"] == "Ctrl+Z"
