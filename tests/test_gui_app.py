@@ -236,9 +236,18 @@ def test_the_score_slider_hides_weak_detections(make_window, qtbot, tmp_path):
     assert next(iter(window.box_items.values())).label.toPlainText() == "person 0.90"
 
 
-def test_segment_all_draws_every_box_and_accept_all_is_one_undo_step(window, qtbot):
+def test_segment_all_draws_every_box_in_one_layer_and_accept_all_is_one_undo_step(window, qtbot):
     window.segment_all()
-    _wait(qtbot, lambda: len(window.views) == 2 and len(window.overlays) == 2)
+    _wait(qtbot, lambda: len(window.views) == 2)
+    assert window.overlays == {}  # no box selected: all results are in the composite layer
+    layer = window.result_layer
+    assert layer.image.isVisible() and layer.image.image.shape == (120, 160, 4)
+    both = layer.image.image[..., 3].copy()
+    assert both.any() and len(layer.outline.xData) > 0
+    first = sorted(window.box_items)[0]
+    window.select_box(first)  # the selected box moves to its own overlay, out of the layer
+    assert set(window.overlays) == {first}
+    assert not np.array_equal(layer.image.image[..., 3], both)
     window.accept_all()
     assert all(b.mask is not None for b in window.current_document().boxes)
     assert window.current_document().status == "done: 2 accepted"

@@ -33,6 +33,7 @@ from hcviewer.app.overlays import (
     ACCEPTED_COLOR, GT_COLOR, BoxOverlay, DisplaySettings, brush_pen, full_mask_outline_xy, mask_rgba,
 )
 from hcviewer.app.probe import ProbeWidget, sample_box_map
+from hcviewer.app.result_layer import LayerEntry, ResultLayer, compose
 from hcviewer.app.settings import AppSettings
 from hcviewer.app.worker import (
     BoxRequest, BoxResult, CompareRequest, ModelInfo, ModelService, box_mask_iou, paste_box_map,
@@ -40,7 +41,6 @@ from hcviewer.app.worker import (
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "hcviewer-person-mobilenet_v2.safetensors"
 
-DRAW_SLICE_S = 0.012  # longest stretch of overlay drawing per event-loop round
 AUTOSAVE_MS = 5000  # unsaved edits reach the recovery file within this time
 
 
@@ -89,14 +89,13 @@ class MainWindow(QMainWindow):
         self.image_index: int | None = None
         self.image_key = ""  # changes on every (re)load: answers for an old key are stale
         self.box_items: dict[int, BoxItem] = {}
-        self.overlays: dict[int, BoxOverlay] = {}
+        self.overlays: dict[int, BoxOverlay] = {}  # the selected box's (the others: result_layer)
         self.views: dict[int, BoxView] = {}  # model results drawn per box id
         self.selected_id: int | None = None
         self.messages: list[str] = []  # every message shown to the user (tests read it)
         self._stroke: list[tuple[float, float]] = []
         self._load_started = time.perf_counter()
         self.compare_window: CompareWindow | None = None
-        self._draw_pending = False
         self._autosave_failed = False
 
         self._build_view()
@@ -138,6 +137,7 @@ class MainWindow(QMainWindow):
             canvas.addItem(item, ignoreBounds=True)
         self.stroke_curve.setZValue(50)
         self.probe_marker.setZValue(60)
+        self.result_layer = ResultLayer(canvas)
 
     def _build_docks(self) -> None:
         self.file_model = FileListModel(lambda: len(self.project.images), self._file_row)
@@ -510,8 +510,9 @@ class MainWindow(QMainWindow):
             return
         self.selected_id = box_id
         self._sync_boxes()
-        if box_id not in self.views or self.views[box_id].taps != self._taps():
-            self.segment_selected()
+        view = self.views.get(box_id)
+        if view is None or view.taps != self._taps() or not view.contributions:
+            self.segment_selected()  # "segment all" results lack the probe's per-tap contributions
 
     def _box_edited(self, box_id: int, xyxy: np.ndarray) -> None:
         document = self.current_document()
@@ -632,35 +633,44 @@ class MainWindow(QMainWindow):
         for box_id in list(self.views) + list(self.overlays):
             self._drop_result(box_id)
         self.annotation_item.clear()
+        self.result_layer.clear()
         self.gt_curve.setData([], [])
         self._probe_left()
 
     def _draw_results(self) -> None:
-        """Draw (or keep) each box's overlay. Drawing is time-sliced: after DRAW_SLICE_S the rest
-        is drawn in a later event-loop round, so "segment all" on many boxes never blocks the GUI
-        for long (overlays already drawn with the same data are skipped)."""
+        """The selected box's result in its own overlay (with its keypoint heatmap); every other
+        box's in the one composite layer (a few items however many boxes: repaints stay short)."""
         skeleton = self.model_info.skeleton if self.model_info else ()
-        boxes = self._visible_boxes()
-        start = time.perf_counter()
-        for box_id, view in list(self.views.items()):
-            if time.perf_counter() - start > DRAW_SLICE_S:
-                if not self._draw_pending:
-                    self._draw_pending = True
-                    QTimer.singleShot(1, self._draw_remaining)  # a timer, not a posted event: other timers run first
-                return
-            overlay = self.overlays.get(box_id)
+        selected = self.views.get(self.selected_id) if self.selected_id is not None else None
+        for box_id in [i for i in self.overlays if selected is None or i != self.selected_id]:
+            self.overlays.pop(box_id).remove()
+        if selected is not None:
+            overlay = self.overlays.get(self.selected_id)
             if overlay is None:
-                overlay = self.overlays[box_id] = BoxOverlay(self.view.viewbox)
-            accepted = boxes[box_id].mask is not None if box_id in boxes else True
-            # An accepted mask is drawn by the annotation layer; the model's mask would hide edits.
-            figure_ground = None if accepted and box_id != self.selected_id else view.figure_ground
-            selected = box_id == self.selected_id
-            overlay.show(view.box, figure_ground, view.parts if selected or not accepted else None,
-                         view.keypoint_heatmaps if selected else None, view.keypoints, skeleton, self.display)
+                overlay = self.overlays[self.selected_id] = BoxOverlay(self.view.viewbox)
+            overlay.show(selected.box, selected.figure_ground, selected.parts, selected.keypoint_heatmaps,
+                         selected.keypoints, skeleton, self.display)
+        self._draw_result_layer(skeleton)
 
-    def _draw_remaining(self) -> None:
-        self._draw_pending = False
-        self._draw_results()
+    def _draw_result_layer(self, skeleton: tuple[tuple[int, int], ...]) -> None:
+        boxes = self._visible_boxes()
+        entries, key = [], [self.image_key, self.display.key(), skeleton]
+        for box_id, view in self.views.items():
+            if box_id == self.selected_id or box_id not in boxes:
+                continue
+            # An accepted mask is drawn by the annotation layer; the model's mask would hide edits.
+            accepted = boxes[box_id].accepted
+            entries.append(LayerEntry(view.box, None if accepted else view.figure_ground,
+                                      None if accepted else view.parts, view.keypoints))
+            key.append((box_id, id(view), accepted))
+        if tuple(key) == self.result_layer.key:
+            return  # drawn already
+        if not entries or self.image is None:
+            self.result_layer.clear()
+            return
+        shape = self.image.shape[:2]
+        self.result_layer.show(compose(entries, shape, skeleton, self.display), shape)
+        self.result_layer.key = tuple(key)
 
     def _draw_annotation(self) -> None:
         """Accepted masks (the annotation) in green; ground truth outlines when asked for."""
