@@ -383,3 +383,48 @@ def test_menu_shortcuts_are_shown_and_unique(make_window):
     by_text = {a.text(): a.shortcut().toString() for a in actions}
     assert by_text["Save annotation"] == "Ctrl+S" and by_text["Accept result"] == "A"
     assert by_text["Segment all boxes in image"] == "Ctrl+Return" and by_text["Undo"] == "Ctrl+Z"
+
+
+def test_each_task_is_drawn_and_can_be_hidden(window, qtbot):
+    box_id = _segment_first_box(qtbot, window)
+    overlay = window.overlays[box_id]
+    panel = window.display_panel
+    assert panel.legend.count() == 3  # head, torso, legs with their colours
+    assert overlay.heatmap_image.isVisible() and overlay.peaks.isVisible()  # keypoints shown by default
+    panel.show_parts.setChecked(True)
+    assert overlay.parts_image.isVisible()
+    panel.show_mask.setChecked(False)
+    panel.show_keypoints.setChecked(False)
+    assert not overlay.mask_image.isVisible() and not overlay.outline.isVisible()
+    assert not overlay.heatmap_image.isVisible() and not overlay.peaks.isVisible()
+
+
+def test_display_choices_are_remembered(make_window, qtbot):
+    first = make_window()
+    first.display_panel.opacity.setValue(80)
+    first.display_panel.show_gt.setChecked(True)
+    first.close()
+    second = make_window()
+    assert second.display.opacity == 0.8 and second.display.show_gt
+    assert second.display_panel.opacity.value() == 80
+
+
+def test_a_checkpoint_that_cannot_load_is_a_message(make_window, qtbot, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    window = make_window(checkpoint=broken)
+    _wait(qtbot, lambda: window.messages)
+    assert "broken.safetensors" in window.messages[0] and window.device_label.text() == "Model: not loaded"
+    assert window.isVisible()
+
+
+def test_segment_all_images_reports_an_image_it_could_not_read(make_window, qtbot, tmp_path):
+    boxes = _write_dataset(tmp_path)
+    window = make_window()
+    window.open_paths([tmp_path / "a.png", tmp_path / "b.png"], boxes=boxes)
+    _wait(qtbot, lambda: window.image is not None and window.model_info is not None)
+    (tmp_path / "b.png").write_bytes(b"truncated")
+    window.segment_all_images()
+    _wait(qtbot, lambda: not window.progress.isVisible())
+    assert "1 images could not be segmented" in window.messages[-1] and "b.png" in window.messages[-1]
+    assert window.file_model.data(window.file_model.index(1)).startswith("b.png  —  error")
