@@ -153,6 +153,19 @@ def test_a_failed_mask_folder_write_keeps_the_previous_folder(annotation, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "ann.json", "ann_masks"]
 
 
+def test_without_png_masks_no_image_is_opened_and_unknown_sizes_stay_unknown(tmp_path, monkeypatch):
+    opened = []
+    monkeypatch.setattr(annotation_io, "_read_size", lambda path: opened.append(path) or (40, 60))
+    images = [SavedImage(tmp_path / "never_shown.png", None, [SavedObject((1, 1, 5, 5), "person")]),
+              SavedImage(tmp_path / "no_boxes.png", None, [])]
+    annotation = Annotation(images, {})
+    write_annotation(tmp_path / "recovery.json", annotation, png_masks=False)
+    assert opened == [] and not (tmp_path / "recovery_masks").exists()
+    assert [image.size for image in read_annotation(tmp_path / "recovery.json").images] == [None, None]
+    write_annotation(tmp_path / "saved.json", annotation)
+    assert opened == [tmp_path / "never_shown.png"]  # a real save reads the size of images with boxes
+
+
 def test_decoded_masks_are_read_only_and_c_ordered():
     mask = decode_mask(encode_mask(_mask(5, 7, 1, 3, 2, 6)))
     assert mask.flags.c_contiguous and not mask.flags.writeable

@@ -101,11 +101,12 @@ def mask_bbox(mask: np.ndarray) -> list[float]:
 # ------------------------------------------------------------------------------------ writing
 def write_annotation(path: str | os.PathLike, annotation: Annotation, png_masks: bool = True) -> list[Path]:
     """Write the COCO JSON (and, with ``png_masks``, the PNG mask folder beside it). Returns
-    what was written."""
+    what was written. Without ``png_masks`` (the autosave) no image header is read either:
+    images never shown get size 0 x 0 (thousands of files are not opened every few seconds)."""
     from hcviewer.app.batch import write_json_atomic  # imports torch (loaded by the worker by then)
 
     path = Path(path)
-    coco, pngs = to_coco(annotation, path.parent)
+    coco, pngs = to_coco(annotation, path.parent, read_sizes=png_masks)
     written = [write_json_atomic(path, coco)]
     if png_masks:
         written.append(_write_mask_folder(mask_folder(path), pngs))
@@ -116,12 +117,13 @@ def mask_folder(path: Path) -> Path:
     return path.with_name(f"{path.stem}_masks")
 
 
-def to_coco(annotation: Annotation, folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """The COCO dict, and the PNG masks by relative file name."""
+def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """The COCO dict, and the PNG masks by relative file name. ``read_sizes``: read the header
+    of images with boxes whose size is unknown (never shown); others are written as 0 x 0."""
     images, annotations, pending, pngs = [], [], [], {}
     category_ids = dict(annotation.category_ids)
     for image_id, image in enumerate(annotation.images, start=1):
-        images.append(_image_record(image, image_id, folder))
+        images.append(_image_record(image, image_id, folder, read_sizes and bool(image.objects)))
         for obj in image.objects:
             category_ids.setdefault(obj.label, max(category_ids.values(), default=0) + 1)
             if obj.mask_rle is None:
@@ -144,8 +146,11 @@ def to_coco(annotation: Annotation, folder: Path) -> tuple[dict, dict[str, np.nd
     return coco, pngs
 
 
-def _image_record(image: SavedImage, image_id: int, folder: Path) -> dict:
-    height, width = image.size if image.size is not None else _read_size(image.path)
+def _image_record(image: SavedImage, image_id: int, folder: Path, read_size: bool) -> dict:
+    if image.size is not None:
+        height, width = image.size
+    else:
+        height, width = _read_size(image.path) if read_size else (0, 0)
     return {"id": image_id, "file_name": _relative_name(Path(image.path), folder), "height": height, "width": width}
 
 
@@ -229,7 +234,8 @@ def read_annotation(path: str | os.PathLike) -> Annotation:
     images: dict[Any, SavedImage] = {}
     for i, record in enumerate(_list(path, coco, "images")):
         _need(path, f"images[{i}]", record, ("id", "file_name"))
-        size = (int(record["height"]), int(record["width"])) if "height" in record and "width" in record else None
+        size = (int(record.get("height") or 0), int(record.get("width") or 0))
+        size = size if min(size) > 0 else None  # 0 x 0: never read
         images[record["id"]] = SavedImage(path.parent / record["file_name"], size)
     for i, record in enumerate(_list(path, coco, "annotations")):
         where = f"annotations[{i}] (id {record.get('id', '?')})" if isinstance(record, dict) else f"annotations[{i}]"
