@@ -428,3 +428,17 @@ def test_segment_all_images_reports_an_image_it_could_not_read(make_window, qtbo
     _wait(qtbot, lambda: not window.progress.isVisible())
     assert "1 images could not be segmented" in window.messages[-1] and "b.png" in window.messages[-1]
     assert window.file_model.data(window.file_model.index(1)).startswith("b.png  —  error")
+
+
+def test_opening_an_annotation_replaces_what_is_shown(window, qtbot, tmp_path):
+    from hcviewer.app.annotation_io import Annotation, SavedImage, SavedObject, write_annotation
+
+    window.show_image(1)
+    _wait(qtbot, lambda: window.image is not None and window.image_index == 1 and window.box_items)
+    cv2.imwrite(str(tmp_path / "c.png"), np.zeros((30, 40, 3), np.uint8))
+    write_annotation(tmp_path / "other.json", Annotation(
+        [SavedImage(tmp_path / "c.png", (30, 40), [SavedObject((2, 2, 20, 20), "person")])], {"person": 1}))
+    window.open_annotation(tmp_path / "other.json")
+    _wait(qtbot, lambda: window.image is not None and window.image.shape == (30, 40, 3) and window.box_items)
+    assert window.image_index == 0 and window.file_model.rowCount() == 1 and len(window.box_items) == 1
+    assert window.project.annotation_path == tmp_path / "other.json"

@@ -430,17 +430,22 @@ class MainWindow(QMainWindow):
         """Show image ``index``: decoded in the loader thread; its boxes appear at once."""
         if not 0 <= index < len(self.project.images):
             return
+        self._forget_shown_image()
         self.image_index = index
         self.image_key = f"{index}:{time.monotonic_ns()}"
+        self.file_list.setCurrentIndex(self.file_model.index(index))
+        image = self.project.images[index]
+        self.setWindowTitle(f"hcviewer — {Path(image.path).name}")
+        self.loader.load(self.image_key, str(image.path))
+
+    def _forget_shown_image(self) -> None:
+        self.image_index = None
+        self.image_key = ""  # answers still on their way are for no image now
         self.model.forget_image()
         self.image = None
         self.view.set_image(None)
         self._clear_results()
         self.selected_id = None
-        self.file_list.setCurrentIndex(self.file_model.index(index))
-        image = self.project.images[index]
-        self.setWindowTitle(f"hcviewer — {Path(image.path).name}")
-        self.loader.load(self.image_key, str(image.path))
 
     def _image_loaded(self, key: str, rgb: np.ndarray) -> None:
         if key != self.image_key:
@@ -782,6 +787,8 @@ class MainWindow(QMainWindow):
         self.project.redo()
 
     def _document_changed(self, change: Change) -> None:
+        if change.kind == "reset":  # another annotation or a recovered one: nothing shown is valid
+            self._forget_shown_image()
         document = self.current_document()
         if change.kind in ("undo", "redo") and document is not None and self.model_info is not None:
             for box in document.boxes:  # an undone model result disappears from the view too
@@ -927,7 +934,7 @@ class MainWindow(QMainWindow):
             return
         self.file_model.refresh()
         if self.project.images:
-            self.show_image(0 if self.image_index is None else min(self.image_index, len(self.project.images) - 1))
+            self.show_image(0)
 
     def _autosave(self) -> None:
         try:
