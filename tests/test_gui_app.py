@@ -442,3 +442,11 @@ def test_opening_an_annotation_replaces_what_is_shown(window, qtbot, tmp_path):
     _wait(qtbot, lambda: window.image is not None and window.image.shape == (30, 40, 3) and window.box_items)
     assert window.image_index == 0 and window.file_model.rowCount() == 1 and len(window.box_items) == 1
     assert window.project.annotation_path == tmp_path / "other.json"
+
+
+def test_a_box_file_alone_opens_the_images_beside_it(make_window, qtbot, tmp_path):
+    boxes = _write_dataset(tmp_path)
+    window = make_window()
+    window.open_boxes(boxes)
+    _wait(qtbot, lambda: window.image is not None and len(window.box_items) == 2)
+    assert [d.path.name for d in window.project.images] == ["a.png", "b.png"]

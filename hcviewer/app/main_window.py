@@ -1007,7 +1007,8 @@ def paint_stroke(mask: np.ndarray, points: list[tuple[float, float]], radius: fl
 def run_app(args: argparse.Namespace) -> int:
     """Open the window at once; the checkpoint loads in the worker thread meanwhile.
 
-    ``args``: paths (images or folders; none opens the demo), boxes, checkpoint, device."""
+    ``args``: paths (images or folders), boxes, checkpoint, device; neither paths nor boxes
+    opens the demo."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("hcviewer")
     app.setApplicationName("hcviewer")
@@ -1016,10 +1017,10 @@ def run_app(args: argparse.Namespace) -> int:
     window.show()
     if args.paths:
         window.open_paths(args.paths, boxes=args.boxes)
+    elif args.boxes:
+        window.open_boxes(args.boxes)  # with no images open: the images it names, from its folder
     else:
         window.open_demo()
-        if args.boxes:
-            window.open_boxes(args.boxes)
     if checkpoint is None:
         window.show_message(f"No checkpoint: {DEFAULT_CHECKPOINT} is missing and --checkpoint was not given. "
                             "Boxes can be drawn and annotated by hand; pass --checkpoint FILE to segment.")
