@@ -279,3 +279,15 @@ def test_results_for_many_boxes_are_one_edit_and_one_notification(project):
     assert len(heard) == 1 and project.undo_name() == "segment 3 boxes"
     project.undo()
     assert all(b.result is None for b in project.images[0].boxes)
+
+
+def test_the_oldest_undo_steps_are_dropped_beyond_the_limit(project, monkeypatch):
+    from hcviewer.app import document
+
+    monkeypatch.setattr(document, "MAX_UNDO", 3)
+    box_id = project.add_box(0, np.array([1, 2, 30, 20]), "a")
+    for label in "bcd":
+        project.set_label(0, box_id, label)
+    while project.can_undo():
+        project.undo()
+    assert project.images[0].box(box_id).label == "a"  # the add box step is gone; the box stays

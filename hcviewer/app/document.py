@@ -29,6 +29,7 @@ from hcviewer.app.annotation_io import (
 from hcviewer.app.boxfiles import BoxFileError, LoadedBox, decode_segmentation, read_boxes
 
 RECOVERY_ENV = "HCVIEWER_RECOVERY_DIR"
+MAX_UNDO = 1000  # undo steps kept (each holds its boxes' results and drawings)
 
 
 def default_recovery_dir() -> Path:
@@ -352,6 +353,7 @@ class Project:
             return
         edit = Edit(name, {i: self.images[i].boxes for i in changes}, changes, annotates)
         self._undo.append(edit)
+        del self._undo[:-MAX_UNDO]
         self._redo.clear()
         self._apply(edit.after, "edit", annotates)
 
