@@ -223,7 +223,8 @@ class Project:
             matched = matched or bool(boxes)
             new = [b for b in boxes if not _has_box(document.boxes, b)]
             if new:
-                changes[index] = document.boxes + tuple(self._make_box(b, document.size) for b in new)
+                size = document.size if index == self._loaded_index else None  # decoded when shown
+                changes[index] = document.boxes + tuple(self._make_box(b, size) for b in new)
         if not matched and len(box_file):
             names = ", ".join(box_file.image_names()[:3]) or "image ids"
             raise BoxFileError(f"{box_file.path}: none of its {len(box_file)} boxes belong to the open images "
