@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from hcviewer.fileio import write_json_atomic
+
 FORMAT_VERSION = 1
 
 
@@ -103,8 +105,6 @@ def write_annotation(path: str | os.PathLike, annotation: Annotation, png_masks:
     """Write the COCO JSON (and, with ``png_masks``, the PNG mask folder beside it). Returns
     what was written. Without ``png_masks`` (the autosave) no image header is read either:
     images never shown get size 0 x 0 (thousands of files are not opened every few seconds)."""
-    from hcviewer.app.batch import write_json_atomic  # imports torch (loaded by the worker by then)
-
     path = Path(path)
     coco, pngs = to_coco(annotation, path.parent, read_sizes=png_masks)
     written = [write_json_atomic(path, coco)]

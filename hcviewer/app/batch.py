@@ -3,19 +3,17 @@ segment many images' boxes, encode the masks as COCO RLE, and write COCO results
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from hcviewer.fileio import OutputError, write_json_atomic  # noqa: F401 - re-exported: how results are written
 from hcviewer.inference import HypercolumnPredictor, InputError, Prediction, paste_masks
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -42,13 +40,6 @@ class ImageResult:
     keypoints: np.ndarray | None  # [N, J, 3] (x, y, score), when the checkpoint predicts them
     error: str | None = None
     labels: list[str] = field(default_factory=list)
-
-
-class OutputError(OSError):
-    """A results file that could not be written; the previous file is unchanged."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
@@ -156,36 +147,6 @@ def to_coco_results(results: list[ImageResult], category_ids: dict[str, int]) ->
                 record["keypoints"] = [round(float(v), 2) for v in result.keypoints[i].reshape(-1)]
             records.append(record)
     return records
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON to a temporary file beside ``path``, then rename it over ``path``: a failed
-    write leaves the previous file as it was. Raises OutputError naming the file."""
-    path = Path(path)
-    temp_name = None
-    try:
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False) as handle:
-            temp_name = handle.name
-            json.dump(obj, handle, default=_json_default)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except OSError as exc:
-        if temp_name is not None and os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; the previous file, if any, is unchanged. "
-                          "Choose a folder you can write to, or free disk space") from None
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    """numpy scalars and arrays as plain JSON numbers and lists."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def find_images(paths: list[str | os.PathLike]) -> list[Path]:

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from hcviewer.app.box_items import BoxItem
 from hcviewer.app.boxfiles import DEMO_BOXES, BoxFileError, demo_images
+from hcviewer.app.cli import DEFAULT_CHECKPOINT
 from hcviewer.app.compare_view import CompareWindow, crop_box, standard_subsets
 from hcviewer.app.document import Change, ModelResult, Project
 from hcviewer.app.file_list import FileListModel
@@ -39,7 +40,6 @@ from hcviewer.app.worker import (
     BoxRequest, BoxResult, CompareRequest, ModelInfo, ModelService, box_mask_iou, paste_box_map,
 )
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "hcviewer-person-mobilenet_v2.safetensors"
 
 AUTOSAVE_MS = 5000  # unsaved edits reach the recovery file within this time
 

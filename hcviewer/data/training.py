@@ -151,8 +151,7 @@ def prepare_image(record: ImageRecord, max_side: int, min_object_side: float, nu
     masks, parts, keypoints = [], [], []
     for obj in objects:
         full = obj.mask.decode(record.height, record.width).astype(np.uint8)
-        masks.append(cv2.resize(full, size, interpolation=cv2.INTER_LINEAR if scale < 1 else cv2.INTER_NEAREST)
-                     if scale < 1 else full)
+        masks.append(cv2.resize(full, size, interpolation=cv2.INTER_LINEAR) if scale < 1 else full)
         if obj.parts is not None:
             labels = obj.parts.decode(record.height, record.width).astype(np.int16)
             parts.append(cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST) if scale < 1 else labels)
@@ -167,7 +166,3 @@ def prepare_image(record: ImageRecord, max_side: int, min_object_side: float, nu
     return _Prepared(small, boxes, np.stack(masks), np.stack(keypoints).reshape(len(objects), num_keypoints, 3),
                      np.stack(parts), [o.category for o in objects])
 
-
-def collate(samples: list[TrainingSample]) -> list[TrainingSample]:
-    """Images differ in size; the trainer pads them into one batch itself."""
-    return samples

@@ -9,7 +9,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -17,6 +16,7 @@ from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
 from hcviewer.inference.device import DeviceChoice, choose_device
 from hcviewer.modeling.backbones import FX_TRACE_LOCK
+from hcviewer.modeling.preprocess import resize_for_model
 from hcviewer.modeling import (
     CheckpointInfo,
     HypercolumnModel,
@@ -109,13 +109,7 @@ class HypercolumnPredictor:
         """Run the trunk on an RGB uint8 image [H, W, 3]; returns the seconds it took."""
         image = _check_image(image)
         start = time.perf_counter()
-        h, w = image.shape[:2]
-        scale = min(1.0, self.config.max_image_side / max(h, w))
-        if scale < 1.0:
-            resized = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                                 interpolation=cv2.INTER_AREA)
-        else:
-            resized = image
+        resized, box_scale = resize_for_model(image, self.config.max_image_side)
         tensor = torch.from_numpy(np.ascontiguousarray(resized)).to(self.device)
         tensor = tensor.permute(2, 0, 1)[None].float().div_(255)
         tensor = (tensor - self._mean) / self._std
@@ -123,9 +117,8 @@ class HypercolumnPredictor:
             features = self._inference_trunk()(tensor.contiguous(memory_format=torch.channels_last))
             # roi_align reads NCHW; convert once here rather than on every predict.
             self._features = {node: f.contiguous() for node, f in features.items()}
-        self._image_size = (h, w)
-        # Boxes scale by the actual resize ratio per axis; use the mean (they differ < 1 px).
-        self._scale = (resized.shape[0] / h + resized.shape[1] / w) / 2
+        self._image_size = image.shape[:2]
+        self._scale = box_scale
         return time.perf_counter() - start
 
     def _inference_trunk(self) -> nn.Module:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from hcviewer.fileio import write_atomic
 from hcviewer.modeling.config import HypercolumnConfig
 from hcviewer.modeling.hypercolumn import HypercolumnModel
 
@@ -67,15 +67,7 @@ def save_checkpoint(
         "weights_dtype": str(dtype or torch.float32).removeprefix("torch."),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={HEADER_KEY: json.dumps(header)})
-        os.chmod(tmp, _default_mode())  # mkstemp (and safetensors) make 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: save_file(state, tmp, metadata={HEADER_KEY: json.dumps(header)}))
     return path
 
 
@@ -156,8 +148,3 @@ def load_checkpoint(
     model.load_state_dict(state)
     return model.to(device).eval(), info
 
-
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask

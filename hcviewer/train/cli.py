@@ -83,7 +83,7 @@ def split_sources(datasets: list[AnnotatedDataset], fraction: float, seed: int
 
 
 def _categories(args: argparse.Namespace) -> tuple[str, ...] | None:
-    return tuple(c.strip() for c in args.categories.split(",")) if args.categories else None
+    return _split_names(args.categories)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,9 +175,11 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 def run_training(config, out: Path, resume: bool = False, export: str | None = None):
     """Train (or resume), then score the best weights on the validation split."""
+    import torch
+
     from hcviewer.modeling.checkpoint import load_checkpoint, save_checkpoint
     from hcviewer.train.evaluate import evaluate, validation_mask_iou, write_report
-    from hcviewer.train.files import write_text_atomic
+    from hcviewer.fileio import write_text_atomic
     from hcviewer.train.trainer import Trainer
 
     data = config.data
@@ -198,15 +200,9 @@ def run_training(config, out: Path, resume: bool = False, export: str | None = N
     print(report.markdown())
     if export:
         training = {**info.training, "validation": f"{val_set.name} ({len(val_set.images)} images)"}
-        save_checkpoint(export, best, training, report.to_json(), dtype=_float16())
+        save_checkpoint(export, best, training, report.to_json(), dtype=torch.float16)
         print(f"exported {export}", file=sys.stderr)
     return report
-
-
-def _float16():
-    import torch
-
-    return torch.float16
 
 
 def _split_names(text: str | None) -> tuple[str, ...] | None:
@@ -238,7 +234,7 @@ def command_resume(args: argparse.Namespace) -> int:
 def command_eval(args: argparse.Namespace) -> int:
     from hcviewer.modeling.checkpoint import load_checkpoint
     from hcviewer.train.evaluate import evaluate, standard_subsets, write_report
-    from hcviewer.train.files import write_text_atomic
+    from hcviewer.fileio import write_text_atomic
 
     datasets = load_sources(data_sources(args), _categories(args), seed=0)
     if args.split == "all":
@@ -254,6 +250,9 @@ def command_eval(args: argparse.Namespace) -> int:
     baselines = () if args.baselines == "none" else _names(args.baselines)
     report = evaluate(model, dataset, subsets, baselines, args.min_area, args.device)
     print(report.markdown())
+    for target in (args.json, args.markdown):
+        if target:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
     if args.json:
         write_report(report, args.json)
     if args.markdown:
@@ -266,8 +265,8 @@ def command_ablate(args: argparse.Namespace) -> int:
     scored on the validation split; the table goes to OUT/ablation.md and OUT/ablation.json."""
     from hcviewer.modeling.backbones import get_backbone_spec
     from hcviewer.modeling.checkpoint import load_checkpoint
-    from hcviewer.train.evaluate import EvaluationReport, evaluate, standard_subsets, subset_name
-    from hcviewer.train.files import write_text_atomic
+    from hcviewer.train.evaluate import evaluate, standard_subsets, subset_name
+    from hcviewer.fileio import write_text_atomic
 
     out = Path(args.out)
     sources = data_sources(args)

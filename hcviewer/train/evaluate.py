@@ -14,18 +14,18 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from hcviewer.data.records import AnnotatedDataset, ImageRecord, ObjectAnnotation
+from hcviewer.data.targets import part_targets
+from hcviewer.fileio import write_text_atomic
 from hcviewer.modeling.hypercolumn import HypercolumnModel
 from hcviewer.modeling.postprocess import heatmaps_to_keypoints, paste_masks_in_image
-from hcviewer.train.files import write_text_atomic
+from hcviewer.modeling.preprocess import resize_for_model
 from hcviewer.train.baselines import BASELINES
 from hcviewer.train.metrics import coco_keypoint_ap, coco_segm_ap, mask_iou, part_mean_iou, pck
 
@@ -116,9 +116,7 @@ def predict_subsets(model: HypercolumnModel, rgb: np.ndarray, boxes: np.ndarray,
                     device: torch.device) -> dict[tuple[str, ...], dict[str, torch.Tensor]]:
     """Run the trunk once, then the heads under each subset -> {subset: {task: logits [N, C, S, S]}}."""
     config = model.config
-    h, w = rgb.shape[:2]
-    scale = min(1.0, config.max_image_side / max(h, w))
-    small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+    small, scale = resize_for_model(rgb, config.max_image_side)
     image = torch.from_numpy(small).permute(2, 0, 1).float().div(255)
     image = (image - torch.tensor(config.mean).view(3, 1, 1)) / torch.tensor(config.std).view(3, 1, 1)
     features = model.forward_trunk(image[None].to(device))
@@ -204,8 +202,6 @@ def evaluate(model: HypercolumnModel | None, dataset: AnnotatedDataset, subsets:
 
 
 def _box_parts(obj: ObjectAnnotation, h: int, w: int, size: int) -> np.ndarray:
-    from hcviewer.data.targets import part_targets
-
     labels = torch.from_numpy(obj.parts.decode(h, w).astype(np.int64))[None]
     return part_targets(labels, torch.from_numpy(obj.box[None].astype(np.float32)), torch.zeros(1, dtype=torch.long),
                         size)[0].numpy()

@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hcviewer.data.records import AnnotatedDataset
-from hcviewer.data.training import BoxTrainingDataset, TargetSpec, TrainingSample, collate
+from hcviewer.data.training import BoxTrainingDataset, TargetSpec, TrainingSample
+from hcviewer.fileio import write_atomic
 from hcviewer.modeling.build import build_hypercolumn
 from hcviewer.modeling.checkpoint import save_checkpoint
 from hcviewer.modeling.config import HypercolumnConfig
 from hcviewer.modeling.hypercolumn import HypercolumnModel
-from hcviewer.train.files import write_atomic
 from hcviewer.train.losses import figure_ground_loss, keypoint_loss, part_loss
 
 
@@ -292,7 +292,7 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress,
                    unit="batch", dynamic_ncols=True)
         for step, indices in enumerate(bar, start=1):
-            samples = collate([self.dataset[i] for i in indices])
+            samples = [self.dataset[i] for i in indices]  # images differ in size: batch_inputs pads
             losses = self._step(samples)
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value
@@ -322,9 +322,7 @@ class Trainer:
         if self.rank != 0:
             return
         if self.validate is not None and self.val_set is not None and self.val_set.images:
-            row.val_mask_iou = float(self.validate(self.model, self.val_set))
-            self.model.train()
-            freeze_batch_norm(self.model)
+            row.val_mask_iou = float(self.validate(self.model, self.val_set))  # the next epoch sets train mode
         self.history.append(row)
         header = self._training_header(row.epoch, seconds)
         metrics = {"val_mask_iou": row.val_mask_iou, "epoch": row.epoch}
