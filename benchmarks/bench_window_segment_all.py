@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from hcviewer.app.main_window import DEFAULT_CHECKPOINT, MainWindow  # noqa: E402
+from hcviewer.app.defaults import DEFAULT_CHECKPOINT  # noqa: E402
+from hcviewer.app.main_window import MainWindow  # noqa: E402
 from hcviewer.app.settings import AppSettings  # noqa: E402
 
 
@@ -42,23 +43,23 @@ def measure(app: QApplication, window: MainWindow, boxes: int, rounds: int) -> n
     rng = np.random.default_rng(0)
     document = window.current_document()
     for box in document.boxes:
-        window.project.delete_box(window.image_index, box.id)
-    h, w = window.image.shape[:2]
+        window.project.delete_box(window.state.image_index, box.id)
+    h, w = window.state.image.shape[:2]
     for _ in range(boxes):
         x0, y0 = rng.uniform(0, w * 0.7), rng.uniform(0, h * 0.7)
         xyxy = np.array([x0, y0, x0 + rng.uniform(40, w * 0.3), y0 + rng.uniform(40, h * 0.3)])
-        window.project.add_box(window.image_index, xyxy, "person")
-    wait(app, lambda: len(window.box_items) == boxes)
+        window.project.add_box(window.state.image_index, xyxy, "person")
+    wait(app, lambda: len(window.canvas.box_items) == boxes)
     ticks: list[float] = []
     heartbeat = QTimer()
     heartbeat.setInterval(5)
     heartbeat.timeout.connect(lambda: ticks.append(time.perf_counter()))
     heartbeat.start()
     for _ in range(rounds):
-        window.views.clear()  # forget the results: the next round predicts and draws them again
-        window._sync_boxes()
-        window.segment_all()
-        wait(app, lambda: len(window.views) == boxes and window.result_layer.key is not None)
+        window.state.views.clear()  # forget the results: the next round predicts and draws them again
+        window.canvas.sync_boxes()
+        window.segmentation.segment_all()
+        wait(app, lambda: len(window.state.views) == boxes and window.canvas.result_layer.key is not None)
     heartbeat.stop()
     return np.diff(ticks) * 1000
 
@@ -81,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     window.ask_to_save = False
     window.resize(1400, 900)
     window.show()
-    window.open_demo()
-    wait(app, lambda: window.model_info is not None and window.image is not None)
-    print(f"checkpoint: {args.checkpoint.name}, device: {window.model_info.device}, "
-          f"image {window.image.shape[1]}x{window.image.shape[0]}")
+    window.files.open_demo()
+    wait(app, lambda: window.state.model_info is not None and window.state.image is not None)
+    print(f"checkpoint: {args.checkpoint.name}, device: {window.state.model_info.device}, "
+          f"image {window.state.image.shape[1]}x{window.state.image.shape[0]}")
     for boxes in args.boxes:
         gaps = measure(app, window, boxes, args.rounds)
         print(f"{args.rounds} x segment all on {boxes} boxes: heartbeat gaps over {len(gaps)} ticks: "

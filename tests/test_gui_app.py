@@ -67,13 +67,13 @@ def make_window(qtbot, tiny_checkpoint, tmp_path, monkeypatch):
 def window(make_window, qtbot, tmp_path):
     boxes = _write_dataset(tmp_path)
     window = make_window()
-    window.open_paths([tmp_path / "a.png", tmp_path / "b.png"], boxes=boxes)
-    _wait(qtbot, lambda: window.image is not None and window.model_info is not None and len(window.box_items) == 2)
+    window.files.open_paths([tmp_path / "a.png", tmp_path / "b.png"], boxes=boxes)
+    _wait(qtbot, lambda: window.state.image is not None and window.state.model_info is not None and len(window.canvas.box_items) == 2)
     return window
 
 
 def _click_box(qtbot, window: MainWindow, box_id: int) -> None:
-    item = window.box_items[box_id]
+    item = window.canvas.box_items[box_id]
     x0, y0, x1, y1 = item.xyxy()
     scene = window.view.viewbox.mapViewToScene(QPointF((x0 + x1) / 2, (y0 + y1) / 2))
     QTest.mouseClick(window.view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
@@ -82,37 +82,37 @@ def _click_box(qtbot, window: MainWindow, box_id: int) -> None:
 
 def _shown_mask(window: MainWindow, box_id: int) -> np.ndarray:
     """The alpha channel of the mask overlay drawn for a box."""
-    overlay = window.overlays[box_id]
+    overlay = window.canvas.overlays[box_id]
     assert overlay.mask_image.isVisible()
     return overlay.mask_image.image[..., 3].copy()
 
 
 def _segment_first_box(qtbot, window: MainWindow) -> int:
-    box_id = sorted(window.box_items)[0]
+    box_id = sorted(window.canvas.box_items)[0]
     _click_box(qtbot, window, box_id)
-    _wait(qtbot, lambda: box_id in window.views and box_id in window.overlays)
+    _wait(qtbot, lambda: box_id in window.state.views and box_id in window.canvas.overlays)
     return box_id
 
 
 def test_window_is_usable_before_the_model_has_loaded(make_window, qtbot):
     start = time.perf_counter()
     window = make_window()
-    assert window.isVisible() and window.model_info is None
+    assert window.isVisible() and window.state.model_info is None
     assert time.perf_counter() - start < 5.0  # torch loads in the worker meanwhile
     assert "loading" in window.device_label.text()
-    _wait(qtbot, lambda: window.model_info is not None)
-    assert window.device_label.text() == "Device: " + window.model_info.device
+    _wait(qtbot, lambda: window.state.model_info is not None)
+    assert window.device_label.text() == "Device: " + window.state.model_info.device
     assert [b.text() for b in window.layers.boxes.values()] == ["s4", "s8", "s16", "top"]
 
 
 def test_clicking_a_box_shows_its_mask_and_the_probe(window, qtbot):
     box_id = _segment_first_box(qtbot, window)
-    assert window.selected_id == box_id
+    assert window.state.selected_id == box_id
     alpha = _shown_mask(window, box_id)
     assert alpha.max() > 0 and alpha.min() == 0  # some pixels in, some out (random model)
     assert "last prediction" in window.timing_label.text()
-    x0, y0, x1, y1 = window.box_items[box_id].xyxy()
-    window._hovered((x0 + x1) / 2, (y0 + y1) / 2)
+    x0, y0, x1, y1 = window.canvas.box_items[box_id].xyxy()
+    window.canvas.probe_at((x0 + x1) / 2, (y0 + y1) / 2)
     assert set(window.probe.values) == {"s4", "s8", "s16", "top", "bias", "logit"}
     assert 0 < window.probe.probability < 1
 
@@ -123,15 +123,15 @@ def test_toggling_a_tap_changes_the_overlay_without_rerunning_the_trunk(window, 
     trunk_runs = []
     window.model.worker.imageReady.connect(lambda *a: trunk_runs.append(a))
     window.layers.boxes["s4"].setChecked(False)
-    _wait(qtbot, lambda: window.views[box_id].taps == ("s8", "s16", "top"))
+    _wait(qtbot, lambda: window.state.views[box_id].taps == ("s8", "s16", "top"))
     assert not np.array_equal(_shown_mask(window, box_id), before)
     assert trunk_runs == []
 
 
 def test_compare_view_shows_every_subset_with_iou(window, qtbot):
     _segment_first_box(qtbot, window)
-    window.open_compare()
-    panel = window.compare_window.panel
+    window.segmentation.open_compare()
+    panel = window.segmentation.compare_window.panel
     _wait(qtbot, lambda: len(panel.titles) == 6)
     assert panel.titles["all taps"].startswith("all taps  IoU ")
     assert set(panel.titles) == {"all taps", "top alone", "without s4", "without s8", "without s16", "without top"}
@@ -139,17 +139,17 @@ def test_compare_view_shows_every_subset_with_iou(window, qtbot):
 
 def test_accept_save_and_reload_the_annotation(window, qtbot, make_window, tmp_path):
     box_id = _segment_first_box(qtbot, window)
-    window.accept_selected()
+    window.annotation.accept_selected()
     accepted = next(b for b in window.current_document().boxes if b.id == box_id).mask.copy()
     assert accepted.any()
-    window.undo()
+    window.annotation.undo()
     assert next(b for b in window.current_document().boxes if b.id == box_id).mask is None
-    window.redo()
-    assert window._save_to(tmp_path / "annotation.json")
+    window.annotation.redo()
+    assert window.saving.save_to(tmp_path / "annotation.json")
 
     reopened = make_window()
-    reopened.open_annotation(tmp_path / "annotation.json")
-    _wait(qtbot, lambda: reopened.image is not None and reopened.box_items)
+    reopened.saving.open_annotation(tmp_path / "annotation.json")
+    _wait(qtbot, lambda: reopened.state.image is not None and reopened.canvas.box_items)
     masks = [b.mask for b in reopened.current_document().boxes if b.mask is not None]
     assert len(masks) == 1 and np.array_equal(masks[0], accepted)
 
@@ -158,18 +158,18 @@ def test_brush_adds_to_the_mask_and_undo_takes_it_back(window, qtbot):
     from hcviewer.app.image_view import Mode
 
     box_id = _segment_first_box(qtbot, window)
-    window.accept_selected()
+    window.annotation.accept_selected()
     before = next(b for b in window.current_document().boxes if b.id == box_id).mask.copy()
-    window.set_mode(Mode.BRUSH_ADD)
+    window.annotation.set_mode(Mode.BRUSH_ADD)
     window.view.brush_radius = 4
-    window._stroke_started()
+    window.annotation.stroke_started()
     for x in range(130, 150, 2):
-        window._stroke_point(x, 10)
-    window._stroke_finished()
+        window.annotation.stroke_point(x, 10)
+    window.annotation.stroke_finished()
     after = next(b for b in window.current_document().boxes if b.id == box_id).mask
     # radius 4 along y = 10 from x = 130 to 148: rows 7-13 are inside the brush at every x there
     assert after[7:14, 130:149].all() and not before[7:14, 130:149].any()
-    window.undo()
+    window.annotation.undo()
     assert np.array_equal(next(b for b in window.current_document().boxes if b.id == box_id).mask, before)
 
 
@@ -177,30 +177,30 @@ def test_a_corrupt_image_and_a_malformed_box_file_give_messages(make_window, qtb
     window = make_window()
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    window.open_paths([corrupt])
+    window.files.open_paths([corrupt])
     _wait(qtbot, lambda: window.messages)
     assert "corrupt.png" in window.messages[-1]
     malformed = tmp_path / "boxes.json"
     malformed.write_text('{"images": [{"id": 1}], "annotations": [')
-    window.open_boxes(malformed)
+    window.files.open_boxes(malformed)
     assert len(window.messages) == 2 and "boxes.json" in window.messages[-1]
     assert window.isVisible()
 
 
 def test_closing_the_window_while_the_worker_runs(window, qtbot):
-    window.segment_all_images()
-    window.segment_all()
+    window.segmentation.segment_all_images()
+    window.segmentation.segment_all()
     window.close()  # must not hang or crash; the worker thread is stopped
     assert not window.model.thread.isRunning()
 
 
 def test_no_argument_opens_the_demo_photos_with_their_boxes(make_window, qtbot):
     window = make_window()
-    window.open_demo()
+    window.files.open_demo()
     assert [d.path.name for d in window.project.images] == [
         "astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png"]
-    _wait(qtbot, lambda: window.image is not None and window.box_items)
-    assert window.image.shape == (512, 512, 3)
+    _wait(qtbot, lambda: window.state.image is not None and window.canvas.box_items)
+    assert window.state.image.shape == (512, 512, 3)
     assert [b.label for b in window.current_document().boxes] == ["person"]
     assert window.settings.recent_files() == []  # the demo is not a recent file
 
@@ -209,18 +209,18 @@ def test_undo_of_a_segmentation_removes_its_overlay_and_redo_brings_it_back(wind
     box_id = _segment_first_box(qtbot, window)
     assert window.project.undo_name() == "segment box"
     assert window.undo_action.text() == "Undo segment box"
-    window.undo()
-    assert box_id not in window.views and box_id not in window.overlays
-    window.redo()
-    assert box_id in window.views and _shown_mask(window, box_id).max() > 0
+    window.annotation.undo()
+    assert box_id not in window.state.views and box_id not in window.canvas.overlays
+    window.annotation.redo()
+    assert box_id in window.state.views and _shown_mask(window, box_id).max() > 0
 
 
 def test_ground_truth_iou_is_reported_and_its_outline_shown_on_demand(window, qtbot):
     _segment_first_box(qtbot, window)
     assert "IoU vs ground truth: " in window.result_label.text()
-    assert window.gt_curve.xData is None or len(window.gt_curve.xData) == 0
+    assert window.canvas.gt_curve.xData is None or len(window.canvas.gt_curve.xData) == 0
     window.display_panel.show_gt.setChecked(True)
-    assert len(window.gt_curve.xData) > 0
+    assert len(window.canvas.gt_curve.xData) > 0
 
 
 def test_the_score_slider_hides_weak_detections(make_window, qtbot, tmp_path):
@@ -228,35 +228,35 @@ def test_the_score_slider_hides_weak_detections(make_window, qtbot, tmp_path):
     (tmp_path / "detections.csv").write_text("image,x0,y0,x1,y1,label,score\n"
                                              "a.png,40,20,120,100,person,0.9\na.png,10,60,50,110,person,0.3\n")
     window = make_window()
-    window.open_paths([tmp_path / "a.png"], boxes=tmp_path / "detections.csv")
+    window.files.open_paths([tmp_path / "a.png"], boxes=tmp_path / "detections.csv")
     window.display_panel.score.setValue(0)
-    _wait(qtbot, lambda: len(window.box_items) == 2)
+    _wait(qtbot, lambda: len(window.canvas.box_items) == 2)
     window.display_panel.score.setValue(50)
-    assert len(window.box_items) == 1
-    assert next(iter(window.box_items.values())).label.toPlainText() == "person 0.90"
+    assert len(window.canvas.box_items) == 1
+    assert next(iter(window.canvas.box_items.values())).label.toPlainText() == "person 0.90"
 
 
 def test_segment_all_draws_every_box_in_one_layer_and_accept_all_is_one_undo_step(window, qtbot):
-    window.segment_all()
-    _wait(qtbot, lambda: len(window.views) == 2)
-    assert window.overlays == {}  # no box selected: all results are in the composite layer
-    layer = window.result_layer
+    window.segmentation.segment_all()
+    _wait(qtbot, lambda: len(window.state.views) == 2)
+    assert window.canvas.overlays == {}  # no box selected: all results are in the composite layer
+    layer = window.canvas.result_layer
     assert layer.image.isVisible() and layer.image.image.shape == (120, 160, 4)
     both = layer.image.image[..., 3].copy()
     assert both.any() and len(layer.outline.xData) > 0
-    first = sorted(window.box_items)[0]
-    window.select_box(first)  # the selected box moves to its own overlay, out of the layer
-    assert set(window.overlays) == {first}
+    first = sorted(window.canvas.box_items)[0]
+    window.canvas.select_box(first)  # the selected box moves to its own overlay, out of the layer
+    assert set(window.canvas.overlays) == {first}
     assert not np.array_equal(layer.image.image[..., 3], both)
-    window.accept_all()
+    window.annotation.accept_all()
     assert all(b.mask is not None for b in window.current_document().boxes)
     assert window.current_document().status == "done: 2 accepted"
-    window.undo()
+    window.annotation.undo()
     assert all(b.mask is None for b in window.current_document().boxes)
 
 
 def test_segment_all_images_fills_the_file_list_status(window, qtbot):
-    window.segment_all_images()
+    window.segmentation.segment_all_images()
     _wait(qtbot, lambda: not window.progress.isVisible(), timeout_ms=60000)
     rows = [window.file_model.data(window.file_model.index(i)) for i in range(2)]
     assert rows == ["a.png  —  segmented 2/2", "b.png  —  segmented 1/1"]
@@ -267,15 +267,15 @@ def test_a_failed_save_shows_a_message_and_keeps_the_previous_file(window, qtbot
     import os
 
     box_id = _segment_first_box(qtbot, window)
-    window.accept_selected()
-    assert window._save_to(tmp_path / "annotation.json")
+    window.annotation.accept_selected()
+    assert window.saving.save_to(tmp_path / "annotation.json")
     before = (tmp_path / "annotation.json").read_bytes()
-    window.reject_selected()
+    window.annotation.reject_selected()
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
-    assert not window._save_to(tmp_path / "annotation.json")
+    assert not window.saving.save_to(tmp_path / "annotation.json")
     assert "annotation.json" in window.messages[-1] and "No space left on device" in window.messages[-1]
     assert (tmp_path / "annotation.json").read_bytes() == before
-    assert window.project.modified and box_id in window.box_items
+    assert window.project.modified and box_id in window.canvas.box_items
 
 
 def test_a_folder_of_thousands_of_images_opens_lazily(make_window, qtbot, tmp_path):
@@ -286,12 +286,12 @@ def test_a_folder_of_thousands_of_images_opens_lazily(make_window, qtbot, tmp_pa
         (folder / f"{i:05d}.png").touch()  # never read unless shown
     window = make_window()
     start = time.perf_counter()
-    window.open_paths([folder])
+    window.files.open_paths([folder])
     assert time.perf_counter() - start < 2.0
     assert window.file_model.rowCount() == 3000
-    _wait(qtbot, lambda: window.image is not None)
+    _wait(qtbot, lambda: window.state.image is not None)
     assert window.project.images[1].size is None  # only the shown image was read
-    window.show_image(1)
+    window.files.show_image(1)
     _wait(qtbot, lambda: window.messages)
     assert "00001.png" in window.messages[-1]
     assert window.file_model.data(window.file_model.index(1)).startswith("00001.png  —  error")
@@ -320,7 +320,7 @@ def test_dropping_files_opens_images_and_boxes_and_remembers_them(make_window, q
     event = QDropEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                        Qt.KeyboardModifier.NoModifier)
     window.dropEvent(event)
-    _wait(qtbot, lambda: len(window.box_items) == 2)
+    _wait(qtbot, lambda: len(window.canvas.box_items) == 2)
     recent = window.settings.recent_files()
     assert recent[:2] == [str(boxes.resolve()), str((tmp_path / "a.png").resolve())]
     assert [a.text() for a in window.recent_menu.actions()][:2] == recent[:2]
@@ -331,16 +331,16 @@ def test_a_crashed_session_is_offered_back(make_window, qtbot, tmp_path, monkeyp
 
     _write_dataset(tmp_path)
     first = make_window()
-    first.open_paths([tmp_path / "a.png"])
-    _wait(qtbot, lambda: first.image is not None)
+    first.files.open_paths([tmp_path / "a.png"])
+    _wait(qtbot, lambda: first.state.image is not None)
     first.project.add_box(0, np.array([10, 10, 50, 50]), "person")
     recovery = first.project.autosave()
     recovery.rename(recovery.with_name("999999999-1.json"))  # as if that process had died
 
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     second = make_window()
-    second.offer_recovery()
-    _wait(qtbot, lambda: second.image is not None and len(second.box_items) == 1)
+    second.saving.offer_recovery()
+    _wait(qtbot, lambda: second.state.image is not None and len(second.canvas.box_items) == 1)
     assert second.project.modified and not list((tmp_path / "recovery").glob("999999999-*"))
 
 
@@ -359,7 +359,7 @@ def test_run_app_without_paths_opens_the_demo_and_quits_cleanly(qtbot, tiny_chec
 
     def inspect_then_close() -> None:
         window = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible())
-        if window.image is None or window.model_info is None:
+        if window.state.image is None or window.state.model_info is None:
             QTimer.singleShot(50, inspect_then_close)
             return
         seen["images"] = [d.path.name for d in window.project.images]
@@ -387,7 +387,7 @@ def test_menu_shortcuts_are_shown_and_unique(make_window):
 
 def test_each_task_is_drawn_and_can_be_hidden(window, qtbot):
     box_id = _segment_first_box(qtbot, window)
-    overlay = window.overlays[box_id]
+    overlay = window.canvas.overlays[box_id]
     panel = window.display_panel
     assert panel.legend.count() == 3  # head, torso, legs with their colours
     assert overlay.heatmap_image.isVisible() and overlay.peaks.isVisible()  # keypoints shown by default
@@ -421,10 +421,10 @@ def test_a_checkpoint_that_cannot_load_is_a_message(make_window, qtbot, tmp_path
 def test_segment_all_images_reports_an_image_it_could_not_read(make_window, qtbot, tmp_path):
     boxes = _write_dataset(tmp_path)
     window = make_window()
-    window.open_paths([tmp_path / "a.png", tmp_path / "b.png"], boxes=boxes)
-    _wait(qtbot, lambda: window.image is not None and window.model_info is not None)
+    window.files.open_paths([tmp_path / "a.png", tmp_path / "b.png"], boxes=boxes)
+    _wait(qtbot, lambda: window.state.image is not None and window.state.model_info is not None)
     (tmp_path / "b.png").write_bytes(b"truncated")
-    window.segment_all_images()
+    window.segmentation.segment_all_images()
     _wait(qtbot, lambda: not window.progress.isVisible())
     assert "1 images could not be segmented" in window.messages[-1] and "b.png" in window.messages[-1]
     assert window.file_model.data(window.file_model.index(1)).startswith("b.png  —  error")
@@ -433,20 +433,20 @@ def test_segment_all_images_reports_an_image_it_could_not_read(make_window, qtbo
 def test_opening_an_annotation_replaces_what_is_shown(window, qtbot, tmp_path):
     from hcviewer.app.annotation_io import Annotation, SavedImage, SavedObject, write_annotation
 
-    window.show_image(1)
-    _wait(qtbot, lambda: window.image is not None and window.image_index == 1 and window.box_items)
+    window.files.show_image(1)
+    _wait(qtbot, lambda: window.state.image is not None and window.state.image_index == 1 and window.canvas.box_items)
     cv2.imwrite(str(tmp_path / "c.png"), np.zeros((30, 40, 3), np.uint8))
     write_annotation(tmp_path / "other.json", Annotation(
         [SavedImage(tmp_path / "c.png", (30, 40), [SavedObject((2, 2, 20, 20), "person")])], {"person": 1}))
-    window.open_annotation(tmp_path / "other.json")
-    _wait(qtbot, lambda: window.image is not None and window.image.shape == (30, 40, 3) and window.box_items)
-    assert window.image_index == 0 and window.file_model.rowCount() == 1 and len(window.box_items) == 1
+    window.saving.open_annotation(tmp_path / "other.json")
+    _wait(qtbot, lambda: window.state.image is not None and window.state.image.shape == (30, 40, 3) and window.canvas.box_items)
+    assert window.state.image_index == 0 and window.file_model.rowCount() == 1 and len(window.canvas.box_items) == 1
     assert window.project.annotation_path == tmp_path / "other.json"
 
 
 def test_a_box_file_alone_opens_the_images_beside_it(make_window, qtbot, tmp_path):
     boxes = _write_dataset(tmp_path)
     window = make_window()
-    window.open_boxes(boxes)
-    _wait(qtbot, lambda: window.image is not None and len(window.box_items) == 2)
+    window.files.open_boxes(boxes)
+    _wait(qtbot, lambda: window.state.image is not None and len(window.canvas.box_items) == 2)
     assert [d.path.name for d in window.project.images] == ["a.png", "b.png"]

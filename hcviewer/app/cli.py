@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from hcviewer.app.boxfiles import BoxFile, BoxFileError, read_boxes
+from hcviewer.app.defaults import DEFAULT_CHECKPOINT
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "hcviewer-person-mobilenet_v2.safetensors"
 DEVICES = ("auto", "cpu", "cuda")
 
 

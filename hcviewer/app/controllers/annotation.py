@@ -1,0 +1,197 @@
+"""Annotating: accept and reject results, paint accepted masks with the brush, draw, move,
+relabel and delete boxes, the pointer mode, and undo/redo of all of it (one document stack)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtWidgets import QInputDialog
+
+from hcviewer.app.document import Change
+from hcviewer.app.image_view import Mode
+from hcviewer.app.overlays import ACCEPTED_COLOR
+from hcviewer.app.worker import paste_box_map
+
+if TYPE_CHECKING:
+    from hcviewer.app.main_window import MainWindow
+
+ERASE_COLOR = (255, 60, 60)
+
+
+class AnnotationController(QObject):
+    def __init__(self, window: "MainWindow") -> None:
+        super().__init__(window)  # a QObject of the GUI thread: worker signals reach it queued
+        self.window = window
+        self.state = window.state
+        self.project = window.project
+        self._stroke: list[tuple[float, float]] = []
+        self.stroke_curve = pg.PlotCurveItem()  # the brush stroke being painted
+        self.stroke_curve.setZValue(50)
+        canvas = window.view.viewbox
+        canvas.addItem(self.stroke_curve, ignoreBounds=True)
+        canvas.boxDrawn.connect(self._box_drawn)
+        canvas.strokeStarted.connect(self.stroke_started)
+        canvas.strokePoint.connect(self.stroke_point)
+        canvas.strokeFinished.connect(self.stroke_finished)
+        self.project.add_listener(self._document_changed)
+
+    # ------------------------------------------------------------------------------ results
+    def _result_mask(self, box_id: int) -> np.ndarray | None:
+        """The shown model result for a box as a bool [H, W] image mask."""
+        view = self.state.views.get(box_id)
+        if view is None or view.figure_ground is None or self.state.image is None:
+            return None
+        return paste_box_map(view.figure_ground, view.box, self.state.image.shape[:2]) >= self.window.display.threshold
+
+    def accept_selected(self) -> None:
+        mask = self._result_mask(self.state.selected_id) if self.state.selected_id is not None else None
+        if mask is not None:
+            self.project.accept(self.state.image_index, self.state.selected_id, mask)
+
+    def accept_all(self) -> None:
+        """Accept every shown, not yet accepted result of this image (one undo step)."""
+        boxes = self.window.canvas.visible_boxes()
+        masks = {box_id: self._result_mask(box_id) for box_id, box in boxes.items() if box.mask is None}
+        self.project.accept_many(self.state.image_index, {i: m for i, m in masks.items() if m is not None})
+
+    def reject_selected(self) -> None:
+        if self.window.canvas.selected_box() is None:
+            return
+        self.project.reject(self.state.image_index, self.state.selected_id)
+        self.window.canvas.drop_result(self.state.selected_id)
+        self.window.canvas.sync_boxes()
+
+    # ------------------------------------------------------------------------------ brush
+    def _editable_mask(self) -> np.ndarray | None:
+        box = self.window.canvas.selected_box()
+        if box is None:
+            return None
+        return box.mask if box.mask is not None else self._result_mask(box.id)
+
+    def stroke_started(self) -> None:
+        self._stroke = []
+        view = self.window.view
+        add = view.viewbox.mode == Mode.BRUSH_ADD
+        pen = pg.mkPen((*(ACCEPTED_COLOR if add else ERASE_COLOR), 150), width=2 * view.brush_radius)
+        pen.setCosmetic(False)  # width in image pixels, like the brush
+        pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+        pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
+        self.stroke_curve.setPen(pen)
+        self.stroke_curve.setVisible(True)
+
+    def stroke_point(self, x: float, y: float) -> None:
+        self._stroke.append((x, y))
+        points = np.array(self._stroke)
+        self.stroke_curve.setData(points[:, 0], points[:, 1])
+
+    def stroke_finished(self) -> None:
+        self.stroke_curve.setVisible(False)
+        mask = self._editable_mask()
+        if mask is None or not self._stroke:
+            return
+        view = self.window.view
+        painted = paint_stroke(mask, self._stroke, view.brush_radius, add=view.viewbox.mode == Mode.BRUSH_ADD)
+        self._stroke = []
+        self.project.accept(self.state.image_index, self.state.selected_id, painted)
+
+    def scale_brush(self, factor: float) -> None:
+        view = self.window.view
+        view.brush_radius = float(np.clip(view.brush_radius * factor, 1, 500))
+        self.window.statusBar().showMessage(f"Brush radius {view.brush_radius:.0f} px", 3000)
+
+    def set_mode(self, mode: Mode) -> None:
+        window = self.window
+        if mode in (Mode.BRUSH_ADD, Mode.BRUSH_ERASE) and self._editable_mask() is None:
+            window.statusBar().showMessage("Select a segmented box to paint its mask.", 5000)
+            mode = Mode.SELECT
+        for key, action in window.mode_actions.items():
+            action.setChecked(key == mode)
+        window.view.set_mode(mode)
+        for item in window.canvas.box_items.values():
+            item.translatable = mode == Mode.SELECT  # boxes stay put while drawing or painting
+
+    # ------------------------------------------------------------------------------ boxes
+    def box_edited(self, box_id: int, xyxy: np.ndarray) -> None:
+        """A box item was moved or resized with the mouse."""
+        document = self.window.current_document()
+        box = next((b for b in document.boxes if b.id == box_id), None)
+        if box is None or np.allclose(box.xyxy, xyxy):
+            return
+        self.project.move_box(self.state.image_index, box_id, xyxy)
+        if box_id == self.state.selected_id:
+            self.window.segmentation.segment_selected()
+
+    def _box_drawn(self, xyxy: np.ndarray) -> None:
+        if self.state.image is None:
+            return
+        h, w = self.state.image.shape[:2]
+        xyxy = np.clip(xyxy, 0, [w, h, w, h])
+        info = self.state.model_info
+        label = info.class_names[0] if info else "object"
+        box_id = self.project.add_box(self.state.image_index, xyxy, label)
+        self.set_mode(Mode.SELECT)
+        self.window.canvas.select_box(box_id)
+
+    def delete_selected(self) -> None:
+        if self.state.selected_id is not None:
+            self.project.delete_box(self.state.image_index, self.state.selected_id)
+
+    def set_class_dialog(self) -> None:
+        if self.state.selected_id is None:
+            return
+        info = self.state.model_info
+        names = list(info.class_names) if info else []
+        box = next(b for b in self.window.current_document().boxes if b.id == self.state.selected_id)
+        if box.label not in names:
+            names.insert(0, box.label)
+        label, ok = QInputDialog.getItem(self.window, "Class", "Class of the box:", names, names.index(box.label), True)
+        if ok and label.strip():
+            self.project.set_label(self.state.image_index, self.state.selected_id, label.strip())
+
+    # ------------------------------------------------------------------------------ undo
+    def undo(self) -> None:
+        self.project.undo()
+
+    def redo(self) -> None:
+        self.project.redo()
+
+    def _document_changed(self, change: Change) -> None:
+        window, canvas = self.window, self.window.canvas
+        if change.kind == "reset":  # another annotation or a recovered one: nothing shown is valid
+            window.files.forget_shown_image()
+        document, info = window.current_document(), self.state.model_info
+        if change.kind in ("undo", "redo") and document is not None and info is not None:
+            for box in document.boxes:  # an undone model result disappears from the view too
+                view = self.state.views.get(box.id)
+                if box.result is None and view is not None and view.taps == info.taps:
+                    canvas.drop_result(box.id)
+        if change.indices is None:
+            window.file_model.refresh()
+        for index in change.indices or ():
+            window.file_model.refresh(index)
+        if change.kind != "images":
+            canvas.sync_boxes()
+        undo, redo = self.project.undo_name(), self.project.redo_name()
+        window.undo_action.setEnabled(undo is not None)
+        window.undo_action.setText(f"Undo {undo}" if undo else "Undo")
+        window.redo_action.setEnabled(redo is not None)
+        window.redo_action.setText(f"Redo {redo}" if redo else "Redo")
+
+
+def paint_stroke(mask: np.ndarray, points: list[tuple[float, float]], radius: float, add: bool) -> np.ndarray:
+    """A copy of bool [H, W] ``mask`` with a round brush of ``radius`` px dragged through
+    ``points`` (image coordinates) set (add) or cleared (erase)."""
+    canvas = np.ascontiguousarray(mask, dtype=np.uint8)  # a copy; cv2 draws into C-ordered arrays only
+    value = 1 if add else 0
+    # cv2 draws on pixel centres at integer coordinates; image point (x, y) is pixel (x-0.5, y-0.5).
+    pixels = [(round(x - 0.5), round(y - 0.5)) for x, y in points]
+    thickness = max(1, round(2 * radius))
+    for start, end in zip(pixels, pixels[1:] or pixels):
+        cv2.line(canvas, start, end, value, thickness=thickness, lineType=cv2.LINE_8)
+    for point in pixels[:1] + pixels[-1:]:
+        cv2.circle(canvas, point, max(0, round(radius)), value, thickness=-1)
+    return canvas.astype(bool)

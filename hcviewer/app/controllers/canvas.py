@@ -1,0 +1,210 @@
+"""Overlays and display: keeps what the canvas draws (box items, the selected box's overlay,
+the composite result layer, accepted masks, ground-truth outlines, the probe) in step with the
+project document and the viewer state, and fills the result panel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject
+
+from hcviewer.app.box_items import BoxItem
+from hcviewer.app.overlays import ACCEPTED_COLOR, GT_COLOR, BoxOverlay, brush_pen, full_mask_outline_xy, mask_rgba
+from hcviewer.app.probe import sample_box_map
+from hcviewer.app.result_layer import LayerEntry, ResultLayer, compose
+from hcviewer.app.worker import box_mask_iou
+
+if TYPE_CHECKING:
+    from hcviewer.app.document import Box
+    from hcviewer.app.main_window import MainWindow
+
+
+class CanvasController(QObject):
+    def __init__(self, window: "MainWindow") -> None:
+        super().__init__(window)  # a QObject of the GUI thread: worker signals reach it queued
+        self.window = window
+        self.state = window.state
+        self.display = window.display
+        canvas = window.view.viewbox
+        self.box_items: dict[int, BoxItem] = {}
+        self.overlays: dict[int, BoxOverlay] = {}  # the selected box's (the others: result_layer)
+        self.annotation_item = pg.ImageItem()  # accepted masks, one RGBA layer over the image
+        self.annotation_item.setZValue(5)
+        self.gt_curve = pg.PlotCurveItem(pen=brush_pen(GT_COLOR, width=2, dashed=True), connect="finite")
+        self.probe_marker = pg.ScatterPlotItem(symbol="+", size=16, pen=pg.mkPen("w", width=2), brush=None)
+        for item in (self.annotation_item, self.gt_curve, self.probe_marker):
+            canvas.addItem(item, ignoreBounds=True)
+        self.probe_marker.setZValue(60)
+        self.result_layer = ResultLayer(canvas)
+        window.view.hovered.connect(self.probe_at)
+        window.view.left.connect(self.probe_left)
+
+    # ------------------------------------------------------------------------------ boxes
+    def visible_boxes(self) -> dict[int, "Box"]:
+        """The shown image's boxes that pass the score slider, by id."""
+        document = self.window.current_document()
+        if document is None or self.state.image is None:
+            return {}
+        min_score = self.window.display_panel.score.value() / 100
+        return {box.id: box for box in document.boxes if box.score is None or box.score >= min_score}
+
+    def selected_box(self) -> "Box | None":
+        return self.visible_boxes().get(self.state.selected_id) if self.state.selected_id is not None else None
+
+    def sync_boxes(self) -> None:
+        """Make the drawn boxes and overlays match the document (after any change)."""
+        boxes = self.visible_boxes()
+        viewbox = self.window.view.viewbox
+        for box_id in [i for i in self.box_items if i not in boxes]:
+            viewbox.removeItem(self.box_items.pop(box_id))
+            self.drop_result(box_id)
+        for box_id, box in boxes.items():
+            item = self.box_items.get(box_id)
+            if item is None:
+                item = BoxItem(box_id, box.xyxy, "")
+                item.selected.connect(self.select_box)
+                item.edited.connect(self.window.annotation.box_edited)
+                viewbox.addItem(item)
+                self.box_items[box_id] = item
+            elif not np.allclose(item.xyxy(), box.xyxy):
+                item.set_box(box.xyxy)
+                self.drop_result(box_id)  # the box moved (undo/redo): its result is stale
+            item.set_state(box_id == self.state.selected_id, box.mask is not None, box_label(box))
+        for box_id, box in boxes.items():
+            if box_id not in self.state.views and box.result is not None and box.result.view is not None:
+                self.state.views[box_id] = box.result.view  # redo (or undo of a move) brings a result back
+        if self.state.selected_id not in boxes:
+            self.state.selected_id = None
+        self.draw_annotation()
+        self.draw_results()
+        self.update_result_panel()
+        if self.state.image_index is not None:
+            self.window.file_model.refresh(self.state.image_index)
+
+    def select_box(self, box_id: int) -> None:
+        if box_id == self.state.selected_id:
+            return
+        self.state.selected_id = box_id
+        self.sync_boxes()
+        view = self.state.views.get(box_id)
+        segmentation = self.window.segmentation
+        if view is None or view.taps != segmentation.taps() or not view.contributions:
+            segmentation.segment_selected()  # "segment all" results lack the probe's per-tap contributions
+
+    # ------------------------------------------------------------------------------ results
+    def drop_result(self, box_id: int) -> None:
+        self.state.views.pop(box_id, None)
+        overlay = self.overlays.pop(box_id, None)
+        if overlay is not None:
+            overlay.remove()
+
+    def clear_results(self) -> None:
+        """Nothing drawn: before another image is shown."""
+        for box_id in list(self.box_items):
+            self.window.view.viewbox.removeItem(self.box_items.pop(box_id))
+        for box_id in list(self.state.views) + list(self.overlays):
+            self.drop_result(box_id)
+        self.annotation_item.clear()
+        self.result_layer.clear()
+        self.gt_curve.setData([], [])
+        self.probe_left()
+
+    def draw_results(self) -> None:
+        """The selected box's result in its own overlay (with its keypoint heatmap); every other
+        box's in the one composite layer (a few items however many boxes: repaints stay short)."""
+        info, selected_id = self.state.model_info, self.state.selected_id
+        skeleton = info.skeleton if info else ()
+        selected = self.state.views.get(selected_id) if selected_id is not None else None
+        for box_id in [i for i in self.overlays if selected is None or i != selected_id]:
+            self.overlays.pop(box_id).remove()
+        if selected is not None:
+            overlay = self.overlays.get(selected_id)
+            if overlay is None:
+                overlay = self.overlays[selected_id] = BoxOverlay(self.window.view.viewbox)
+            overlay.show(selected.box, selected.figure_ground, selected.parts, selected.keypoint_heatmaps,
+                         selected.keypoints, skeleton, self.display)
+        self._draw_result_layer(skeleton)
+
+    def _draw_result_layer(self, skeleton: tuple[tuple[int, int], ...]) -> None:
+        boxes = self.visible_boxes()
+        entries, key = [], [self.state.image_key, self.display.key(), skeleton]
+        for box_id, view in self.state.views.items():
+            if box_id == self.state.selected_id or box_id not in boxes:
+                continue
+            # An accepted mask is drawn by the annotation layer; the model's mask would hide edits.
+            accepted = boxes[box_id].accepted
+            entries.append(LayerEntry(view.box, None if accepted else view.figure_ground,
+                                      None if accepted else view.parts, view.keypoints))
+            key.append((box_id, id(view), accepted))
+        if tuple(key) == self.result_layer.key:
+            return  # drawn already
+        if not entries or self.state.image is None:
+            self.result_layer.clear()
+            return
+        shape = self.state.image.shape[:2]
+        self.result_layer.show(compose(entries, shape, skeleton, self.display), shape)
+        self.result_layer.key = tuple(key)
+
+    def draw_annotation(self) -> None:
+        """Accepted masks (the annotation) in green; ground truth outlines when asked for."""
+        boxes = self.visible_boxes().values()
+        masks = [b.mask for b in boxes if b.mask is not None]
+        if masks and self.state.image is not None:
+            union = np.logical_or.reduce(masks)
+            self.annotation_item.setImage(mask_rgba(union, ACCEPTED_COLOR, self.display.opacity), levels=(0, 255))
+            self.annotation_item.setVisible(True)
+        else:
+            self.annotation_item.setVisible(False)
+        gts = [b.gt_mask for b in boxes if b.gt_mask is not None] if self.display.show_gt else []
+        if gts:
+            self.gt_curve.setData(*full_mask_outline_xy(np.logical_or.reduce(gts)))
+        else:
+            self.gt_curve.setData([], [])
+
+    def display_changed(self) -> None:
+        self.window.settings.save_display(self.display)
+        self.draw_annotation()
+        self.draw_results()
+
+    def update_result_panel(self) -> None:
+        window, box = self.window, self.selected_box()
+        view = self.state.views.get(self.state.selected_id) if box is not None else None
+        window.accept_button.setEnabled(view is not None and view.figure_ground is not None)
+        window.reject_button.setEnabled(box is not None and (view is not None or box.mask is not None))
+        if box is None:
+            window.result_label.setText("Click a box to segment it; D draws a new box.")
+            return
+        state = "accepted" if box.mask is not None else "segmented" if view is not None else "not segmented"
+        taps = "" if view is None else f" — taps {'+'.join(view.taps)}"
+        area = f", mask {int(box.mask.sum())} px" if box.mask is not None else ""
+        iou = ""
+        if box.gt_mask is not None and view is not None and view.figure_ground is not None:
+            value = box_mask_iou(view.figure_ground, view.box, box.gt_mask, self.display.threshold)
+            iou = f"<br>IoU vs ground truth: {value:.2f}"
+        window.result_label.setText(f"<b>{box.label}</b> box {box.id}: {state}{taps}{area}{iou}")
+
+    # ------------------------------------------------------------------------------ probe
+    def probe_at(self, x: float, y: float) -> None:
+        """Per-tap contributions of the selected box's result at image point (x, y)."""
+        view = self.state.views.get(self.state.selected_id) if self.state.selected_id is not None else None
+        if view is None or not view.contributions:
+            return
+        values = {tap: sample_box_map(c, view.box, x, y) for tap, c in view.contributions.items()}
+        if any(v is None for v in values.values()):
+            self.probe_left()
+            self.window.probe.clear("Probe: move the pointer inside the selected box")
+            return
+        self.probe_marker.setData([x], [y])  # the probed pixel (also seen in screenshots)
+        self.window.probe.show_pixel(values, view.bias, view.taps, f"at ({x:.0f}, {y:.0f})")
+
+    def probe_left(self) -> None:
+        self.probe_marker.setData([], [])
+        self.window.probe.clear()
+
+
+def box_label(box: "Box") -> str:
+    """The text drawn at a box: its class and detector score."""
+    score = "" if box.score is None else f" {box.score:.2f}"
+    return f"{box.label}{score}"

@@ -1,0 +1,110 @@
+"""Saving: the annotation (save, save as, open to continue), the autosave every few seconds,
+recovery after a crash, and the question on closing with unsaved edits."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from hcviewer.app.boxfiles import BoxFileError
+
+if TYPE_CHECKING:
+    from hcviewer.app.main_window import MainWindow
+
+AUTOSAVE_MS = 5000  # unsaved edits reach the recovery file within this time
+
+
+class SavingController(QObject):
+    def __init__(self, window: "MainWindow") -> None:
+        super().__init__(window)  # a QObject of the GUI thread: worker signals reach it queued
+        self.window = window
+        self.project = window.project
+        self._autosave_failed = False
+        self.autosave_timer = QTimer(window)
+        self.autosave_timer.setInterval(AUTOSAVE_MS)
+        self.autosave_timer.timeout.connect(self.autosave)
+        self.autosave_timer.start()
+
+    # ------------------------------------------------------------------------------ annotation
+    def save_annotation(self) -> bool:
+        path = self.project.annotation_path
+        return self.save_to(path) if path else self.save_annotation_as()
+
+    def save_annotation_as(self) -> bool:
+        path, _ = QFileDialog.getSaveFileName(self.window, "Save annotation", self.window.settings.last_folder(),
+                                              "COCO annotation (*.json)")
+        return bool(path) and self.save_to(path)
+
+    def save_to(self, path: str | os.PathLike) -> bool:
+        """Write the annotation to ``path``; a failure is a message and returns False."""
+        try:
+            written = self.project.save_annotation(path)
+        except OSError as exc:  # AnnotationWriteError names the file and keeps the previous one
+            self.window.show_message(str(exc), "Save")
+            return False
+        self.window.files.remember_recent(str(path))
+        self.window.statusBar().showMessage(f"Saved {written}", 8000)
+        return True
+
+    def open_annotation_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.window, "Open annotation", self.window.settings.last_folder(),
+                                              "COCO annotation (*.json)")
+        if path:
+            self.open_annotation(path)
+
+    def open_annotation(self, path: str | os.PathLike) -> None:
+        try:
+            self.project.load_annotation(path)
+        except (BoxFileError, OSError, ValueError) as exc:
+            self.window.show_message(str(exc), "Annotation")
+            return
+        self.window.file_model.refresh()
+        if self.project.images:
+            self.window.files.show_image(0)
+
+    # ------------------------------------------------------------------------------ recovery
+    def autosave(self) -> None:
+        try:
+            self.project.autosave()
+        except OSError as exc:
+            if not self._autosave_failed:  # said once, not every few seconds
+                self._autosave_failed = True
+                self.window.show_message(f"Autosave failed: {exc}", "Autosave")
+
+    def offer_recovery(self) -> None:
+        """After a crash the autosave file is still there: offer to restore it."""
+        recovery = self.project.recovery_file()
+        if recovery is None:
+            return
+        answer = QMessageBox.question(
+            self.window, "Recover unsaved work",
+            f"hcviewer did not close cleanly last time. Restore the unsaved annotation from {recovery}?")
+        if answer == QMessageBox.StandardButton.Yes:
+            try:
+                self.project.recover(recovery)
+            except (OSError, ValueError) as exc:
+                self.window.show_message(str(exc), "Recover")
+                return
+            if self.project.images:
+                self.window.files.show_image(0)
+        else:
+            self.project.discard_recovery(recovery)
+
+    def confirm_close(self) -> bool:
+        """Unsaved edits: save, discard or stay (the recovery file is deleted on a clean exit)."""
+        if not (self.window.ask_to_save and self.project.modified):
+            return True
+        buttons = QMessageBox.StandardButton
+        answer = QMessageBox.question(self.window, "Unsaved annotation", "Save the annotation before closing?",
+                                      buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save)
+        if answer == buttons.Save:
+            return self.save_annotation()
+        return answer == buttons.Discard
+
+    def stop(self) -> None:
+        """A clean exit: no more autosaves, and the recovery file goes."""
+        self.autosave_timer.stop()
+        self.project.close()

@@ -1,0 +1,218 @@
+"""Segmentation: the model's life in the window (loaded, failed), requests for the selected box,
+all boxes of the image or all images (in the worker thread), their answers, the tap subset and
+the compare view."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QObject
+
+from hcviewer.app.compare_view import CompareWindow, crop_box, standard_subsets
+from hcviewer.app.document import ModelResult
+from hcviewer.app.image_view import Mode
+from hcviewer.app.viewer_state import BoxView
+from hcviewer.app.worker import BoxRequest, BoxResult, CompareRequest, ModelInfo
+
+if TYPE_CHECKING:
+    from hcviewer.app.document import Box
+    from hcviewer.app.main_window import MainWindow
+
+
+class SegmentationController(QObject):
+    def __init__(self, window: "MainWindow") -> None:
+        super().__init__(window)  # a QObject of the GUI thread: worker signals reach it queued
+        self.window = window
+        self.state = window.state
+        self.compare_window: CompareWindow | None = None
+        self._load_started = time.perf_counter()
+        worker = window.model.worker
+        worker.modelLoaded.connect(self._model_loaded)
+        worker.modelFailed.connect(self._model_failed)
+        worker.predicted.connect(self._predicted)
+        worker.compared.connect(self._compared)
+        worker.failed.connect(window.show_message)
+        worker.imageReady.connect(self._image_ready)
+        worker.batchProgress.connect(self._batch_progress)
+        worker.batchFinished.connect(self._batch_finished)
+        window.layers.tapsChanged.connect(self._taps_changed)
+
+    # ------------------------------------------------------------------------------ model
+    def _model_loaded(self, info: ModelInfo) -> None:
+        window = self.window
+        self.state.model_info = info
+        startup = time.perf_counter() - self._load_started
+        window.device_label.setText(f"Device: {info.device}")
+        window.statusBar().showMessage(f"Model {Path(info.path).name} ready after {startup:.1f} s", 8000)
+        if info.device_warning:
+            window.show_message(info.device_warning, "Device")
+        window.project.keypoint_names, window.project.skeleton = info.keypoint_names, info.skeleton
+        window.layers.set_taps(info.taps)
+        window.display_panel.set_tasks(info.tasks)
+        window.display_panel.set_parts(info.part_names)
+        if self.state.selected_id is not None and self.state.selected_id not in self.state.views:
+            self.segment_selected()
+
+    def _model_failed(self, message: str) -> None:
+        self.window.device_label.setText("Model: not loaded")
+        self.window.show_message(message, "Checkpoint")
+
+    def _image_ready(self, key: str, seconds: float) -> None:
+        if key == self.state.image_key:
+            self.window.timing_label.setText(f"trunk {seconds * 1000:.0f} ms")
+
+    # ------------------------------------------------------------------------------ requests
+    def taps(self) -> tuple[str, ...]:
+        """The checked taps (all of the checkpoint's when none is listed yet)."""
+        if self.state.model_info is None:
+            return ()
+        return self.window.layers.checked() or self.state.model_info.taps
+
+    def _ready_for_model(self) -> bool:
+        if self.state.image is None:
+            return False
+        if self.state.model_info is None:
+            self.window.statusBar().showMessage("The model is still loading; boxes are segmented when it is ready.", 5000)
+            return False
+        return True
+
+    def _request(self, boxes: list["Box"], contributions: bool) -> None:
+        self.window.model.predict(BoxRequest(
+            self.state.image_key, [b.id for b in boxes], np.array([b.xyxy for b in boxes], np.float64),
+            taps=self.taps(), class_index=self._class_index(boxes), contributions=contributions))
+        self.window.result_label.setText("Segmenting…")
+
+    def _class_index(self, boxes: list["Box"]) -> list[int] | None:
+        info = self.state.model_info
+        if info is None or not info.class_specific:
+            return None
+        return [info.class_names.index(b.label) if b.label in info.class_names else 0 for b in boxes]
+
+    def segment_selected(self) -> None:
+        box = self.window.canvas.selected_box()
+        if box is not None and self._ready_for_model():
+            self._request([box], contributions=True)
+
+    def segment_all(self) -> None:
+        boxes = list(self.window.canvas.visible_boxes().values())
+        if boxes and self._ready_for_model():
+            self._request(boxes, contributions=False)
+
+    def _predicted(self, result: BoxResult) -> None:
+        request, state = result.request, self.state
+        if request.image_key != state.image_key:
+            return  # an answer for an image no longer shown
+        boxes = self.window.canvas.visible_boxes()
+        all_taps = state.model_info is not None and tuple(request.taps or ()) == state.model_info.taps
+        results = {}
+        for i, box_id in enumerate(request.box_ids):
+            box = boxes.get(box_id)
+            if box is None or not np.allclose(box.xyxy, request.boxes[i]):
+                continue  # deleted or moved since the request: a newer request follows
+            view = BoxView.from_prediction(result.prediction, i)
+            if view.contributions or box_id not in state.views or state.views[box_id].taps != view.taps:
+                state.views[box_id] = view
+            if all_taps:
+                results[box_id] = ModelResult(figure_ground=view.figure_ground, keypoints=view.keypoints, view=view)
+        seconds = result.prediction.seconds + result.trunk_seconds
+        self.window.timing_label.setText(f"last prediction {seconds * 1000:.0f} ms ({len(request.box_ids)} boxes)")
+        if results:
+            self.window.project.set_results(state.image_index, results)  # its listener redraws, once for all boxes
+        else:
+            self.window.canvas.sync_boxes()
+
+    def _taps_changed(self, taps: tuple[str, ...]) -> None:
+        """Re-render the selected box with this tap subset from the cached features."""
+        self.segment_selected()
+        if self.compare_window is not None and self.compare_window.isVisible():
+            self.refresh_compare()
+
+    # ------------------------------------------------------------------------------ compare
+    def open_compare(self) -> None:
+        if self.compare_window is None:
+            self.compare_window = CompareWindow(self.window)
+            self.compare_window.refreshRequested.connect(self.refresh_compare)
+        self.compare_window.show()
+        self.compare_window.raise_()
+        self.refresh_compare()
+
+    def refresh_compare(self) -> None:
+        box = self.window.canvas.selected_box()
+        if box is None or not self._ready_for_model():
+            self.compare_window.caption.setText("Select a box first (and wait for the model to load).")
+            return
+        _, clipped = crop_box(self.state.image, box.xyxy)  # compare over the visible part of the box
+        taps, checked = self.state.model_info.taps, self.taps()
+        subsets = standard_subsets(taps, custom=checked if checked != taps else None)
+        self.compare_window.caption.setText(f"{box.label} box {box.id}: computing {len(subsets)} subsets…")
+        self.window.model.compare(CompareRequest(
+            self.state.image_key, box.id, np.array(clipped, np.float64), subsets,
+            gt_mask=box.gt_mask, class_index=(self._class_index([box]) or [None])[0]))
+
+    def _compared(self, result) -> None:
+        request, image = result.request, self.state.image
+        if request.image_key != self.state.image_key or self.compare_window is None or image is None:
+            return
+        crop, clipped = crop_box(image, request.box)
+        gt_crop = None
+        if request.gt_mask is not None:
+            x0, y0, x1, y1 = clipped
+            gt = request.gt_mask[y0:y1, x0:x1].astype(np.uint8)
+            gt_crop = cv2.resize(gt, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+        self.compare_window.panel.show_result(crop, request.box, result.masks, result.iou,
+                                              self.window.display.threshold, gt_crop)
+        gt_note = "IoU against the ground-truth mask" if request.gt_mask is not None else "no ground truth for this box"
+        self.compare_window.caption.setText(
+            f"Box {request.box_id}: {len(result.masks)} tap subsets from cached features in "
+            f"{result.seconds * 1000:.0f} ms; {gt_note}")
+
+    def close_compare(self) -> None:
+        if self.compare_window is not None:
+            self.compare_window.close()
+
+    # ------------------------------------------------------------------------------ batch
+    def segment_all_images(self) -> None:
+        window = self.window
+        if self.state.model_info is None:
+            window.show_message("The model is still loading; try again when the status bar names the device.")
+            return
+        items = window.project.batch_items(min_score=window.display_panel.score.value() / 100)
+        if not items:
+            window.show_message("No image has boxes to segment; open a box file first.")
+            return
+        window.progress.setRange(0, len(items))
+        window.progress.setValue(0)
+        window.progress.setVisible(True)
+        window.cancel_button.setVisible(True)
+        window.model.predict_all(items)
+
+    def cancel_batch(self) -> None:
+        """Escape: cancels a running batch, else leaves the draw or brush mode."""
+        window = self.window
+        if window.progress.isVisible():
+            window.model.cancel()
+            window.statusBar().showMessage("Cancelling after the current image…", 5000)
+        elif window.view.viewbox.mode != Mode.SELECT:
+            window.annotation.set_mode(Mode.SELECT)
+
+    def _batch_progress(self, done: int, total: int) -> None:
+        self.window.progress.setRange(0, total)
+        self.window.progress.setValue(done)
+
+    def _batch_finished(self, batch) -> None:
+        window = self.window
+        window.progress.setVisible(False)
+        window.cancel_button.setVisible(False)
+        count = window.project.apply_batch_results(batch.results)
+        verb = "Cancelled after" if batch.cancelled else "Segmented"
+        window.statusBar().showMessage(f"{verb} {count} images in {batch.seconds:.1f} s", 10000)
+        errors = [r.error for r in batch.results if r.error is not None]
+        if errors:
+            window.show_message(f"{len(errors)} images could not be segmented; first: {errors[0]}", "Segment all images")
+        document = window.current_document()
+        if self.state.image is not None and any(b.result is not None for b in document.boxes):
+            self.segment_all()

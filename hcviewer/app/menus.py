@@ -1,0 +1,99 @@
+"""The window's menus: every command with its shortcut, connected to the controller that runs it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QMenu
+
+from hcviewer.app.image_view import Mode
+
+if TYPE_CHECKING:
+    from hcviewer.app.main_window import MainWindow
+
+
+def add_action(window: "MainWindow", menu: QMenu, text: str, slot: Callable,
+               shortcut: str | QKeySequence.StandardKey | None = None, checkable: bool = False) -> QAction:
+    action = QAction(text, window)
+    if shortcut is not None:
+        action.setShortcut(QKeySequence(shortcut))
+    action.setCheckable(checkable)
+    action.triggered.connect(slot)
+    menu.addAction(action)
+    return action
+
+
+def build_menus(window: "MainWindow") -> None:
+    """File, Edit, Segment and View menus; sets the window's ``recent_menu``, ``undo_action``,
+    ``redo_action``, ``mode_actions``, ``accept_action`` and ``reject_action``."""
+    bar = window.menuBar()
+    _file_menu(window, bar.addMenu("&File"))
+    _edit_menu(window, bar.addMenu("&Edit"))
+    _segment_menu(window, bar.addMenu("&Segment"))
+    _view_menu(window, bar.addMenu("&View"))
+
+
+def _file_menu(window: "MainWindow", menu: QMenu) -> None:
+    files, saving = window.files, window.saving
+    add_action(window, menu, "Open images…", files.open_images_dialog, QKeySequence.StandardKey.Open)
+    add_action(window, menu, "Open folder…", files.open_folder_dialog, "Ctrl+Shift+O")
+    add_action(window, menu, "Open boxes…", files.open_boxes_dialog, "Ctrl+B")
+    window.recent_menu = menu.addMenu("Open recent")
+    files.fill_recent_menu()
+    menu.addSeparator()
+    add_action(window, menu, "Open annotation…", saving.open_annotation_dialog, "Ctrl+Shift+A")
+    add_action(window, menu, "Save annotation", saving.save_annotation, QKeySequence.StandardKey.Save)
+    add_action(window, menu, "Save annotation as…", saving.save_annotation_as, "Ctrl+Shift+S")
+    menu.addSeparator()
+    add_action(window, menu, "Quit", window.close, QKeySequence.StandardKey.Quit)
+
+
+def _edit_menu(window: "MainWindow", menu: QMenu) -> None:
+    annotation = window.annotation
+    window.undo_action = add_action(window, menu, "Undo", annotation.undo, QKeySequence.StandardKey.Undo)
+    window.redo_action = add_action(window, menu, "Redo", annotation.redo, "Ctrl+Shift+Z")
+    menu.addSeparator()
+    add_action(window, menu, "Set class of box…", annotation.set_class_dialog, "C")
+    add_action(window, menu, "Delete box", annotation.delete_selected, QKeySequence.StandardKey.Delete)
+    menu.addSeparator()
+    modes = ((Mode.SELECT, "Select / move boxes", "V"), (Mode.DRAW, "Draw a new box", "D"),
+             (Mode.BRUSH_ADD, "Brush: add to mask", "B"), (Mode.BRUSH_ERASE, "Brush: erase from mask", "E"))
+    window.mode_actions = {
+        mode: add_action(window, menu, text, lambda _=False, m=mode: annotation.set_mode(m), key, True)
+        for mode, text, key in modes}
+    add_action(window, menu, "Larger brush", lambda: annotation.scale_brush(1.25), "]")
+    add_action(window, menu, "Smaller brush", lambda: annotation.scale_brush(0.8), "[")
+    window.mode_actions[Mode.SELECT].setChecked(True)
+
+
+def _segment_menu(window: "MainWindow", menu: QMenu) -> None:
+    segmentation, annotation = window.segmentation, window.annotation
+    add_action(window, menu, "Segment selected box", segmentation.segment_selected, "Space")
+    add_action(window, menu, "Segment all boxes in image", segmentation.segment_all, "Ctrl+Return")
+    add_action(window, menu, "Segment all images", segmentation.segment_all_images, "Ctrl+Shift+Return")
+    add_action(window, menu, "Cancel", segmentation.cancel_batch, "Escape")
+    menu.addSeparator()
+    window.accept_action = add_action(window, menu, "Accept result", annotation.accept_selected, "A")
+    window.reject_action = add_action(window, menu, "Reject result", annotation.reject_selected, "R")
+    add_action(window, menu, "Accept all results in image", annotation.accept_all, "Shift+A")
+    window.accept_button.clicked.connect(annotation.accept_selected)
+    window.reject_button.clicked.connect(annotation.reject_selected)
+    menu.addSeparator()
+    add_action(window, menu, "Compare tap subsets…", segmentation.open_compare, "Ctrl+K")
+    window.layers.compare_button.clicked.connect(segmentation.open_compare)
+
+
+def _view_menu(window: "MainWindow", menu: QMenu) -> None:
+    files, panel = window.files, window.display_panel
+    add_action(window, menu, "Fit image", window.view.fit, "F")
+    add_action(window, menu, "Next image", lambda: files.step_image(1), QKeySequence.StandardKey.MoveToNextPage)
+    add_action(window, menu, "Previous image", lambda: files.step_image(-1), QKeySequence.StandardKey.MoveToPreviousPage)
+    menu.addSeparator()
+    toggles = (("Figure-ground mask", panel.show_mask), ("Parts", panel.show_parts),
+               ("Keypoints", panel.show_keypoints), ("Ground truth", panel.show_gt))
+    for key, (text, box) in enumerate(toggles, start=1):
+        add_action(window, menu, f"Show {text.lower()}", box.toggle, str(key))
+    menu.addSeparator()
+    for dock in window.findChildren(QDockWidget):
+        menu.addAction(dock.toggleViewAction())

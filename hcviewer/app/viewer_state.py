@@ -1,0 +1,55 @@
+"""What the window shows now (Qt-free): the image on screen, the selected box and the model
+result drawn for each box. The window's controllers share one ``ViewerState``; the project
+document (``document.Project``) holds what is annotated and saved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from hcviewer.app.worker import ModelInfo
+
+
+@dataclass
+class BoxView:
+    """What is drawn for one box: one box's prediction (S x S maps) and the taps it used."""
+
+    box: np.ndarray  # [4] the box the prediction was made for
+    taps: tuple[str, ...]
+    figure_ground: np.ndarray | None  # [S, S]
+    parts: np.ndarray | None  # [P+1, S, S]
+    keypoint_heatmaps: np.ndarray | None  # [J, S, S]
+    keypoints: np.ndarray | None  # [J, 3]
+    contributions: dict[str, np.ndarray]  # tap -> [S, S] figure-ground logit contribution
+    bias: float
+
+    @classmethod
+    def from_prediction(cls, prediction, i: int) -> "BoxView":
+        """Box ``i`` of an ``hcviewer.inference.Prediction``."""
+        def pick(array):
+            return None if array is None else array[i]
+
+        contributions = {tap: c[i, 0] for tap, c in prediction.contributions.get("figure_ground", {}).items()}
+        bias = prediction.bias.get("figure_ground")
+        return cls(prediction.boxes[i].astype(np.float64), tuple(prediction.taps), pick(prediction.figure_ground),
+                   pick(prediction.parts), pick(prediction.keypoint_heatmaps), pick(prediction.keypoints),
+                   contributions, 0.0 if bias is None else float(bias[i, 0]))
+
+
+@dataclass
+class ViewerState:
+    """The shown image and what is drawn over it."""
+
+    image: np.ndarray | None = None  # RGB uint8 [H, W, 3] of the shown image, None while it loads
+    image_index: int | None = None  # into Project.images
+    image_key: str = ""  # changes on every (re)load: answers for an old key are stale
+    selected_id: int | None = None
+    views: dict[int, BoxView] = field(default_factory=dict)  # model results drawn, by box id
+    model_info: "ModelInfo | None" = None  # None until the checkpoint has loaded
+
+    def forget_image(self) -> None:
+        self.image, self.image_index, self.image_key, self.selected_id = None, None, "", None
+        self.views.clear()
