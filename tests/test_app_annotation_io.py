@@ -50,7 +50,9 @@ def test_saved_file_is_coco_that_pycocotools_reads(annotation, tmp_path):
     person = next(a for a in anns if a["category_id"] == 1)
     assert np.array_equal(coco.annToMask(person).astype(bool), _mask(40, 60, 10, 30, 8, 25))
     assert person["bbox"] == [8, 10, 17, 20] and person["area"] == 17 * 20
-    assert person["keypoints"] == [10.5, 12.0, 2, 20.0, 22.25, 2] and person["num_keypoints"] == 2
+    # the second point scores 0.1, below the keypoint threshold: unlabelled (v = 0 at 0, 0), score kept
+    assert person["keypoints"] == [10.5, 12.0, 2, 0, 0, 0] and person["num_keypoints"] == 1
+    assert person["keypoint_scores"] == [0.9, 0.1]
     categories = {c["name"]: c for c in coco.dataset["categories"]}
     assert categories["person"]["id"] == 1 and categories["cat"]["id"] == 2  # new labels get new ids
     assert categories["person"]["keypoints"] == ["nose", "eye"] and categories["person"]["skeleton"] == [[1, 2]]
@@ -84,7 +86,7 @@ def test_load_gives_back_what_was_saved(annotation, tmp_path):
     assert [o.xyxy for o in objects] == [(5, 5, 30, 35), (30, 2, 58, 20), (1, 1, 9, 9), (40, 25, 55, 39)]
     assert np.array_equal(decode_mask(objects[0].mask_rle), _mask(40, 60, 10, 30, 8, 25))
     assert objects[2].mask_rle is None
-    assert np.allclose(objects[0].keypoints, annotation.images[0].objects[0].keypoints)
+    assert np.allclose(objects[0].keypoints, [[10.5, 12.0, 0.9], [0, 0, 0]])  # the weak point is unlabelled
     assert loaded.category_ids == {"person": 1, "cat": 2}
     assert loaded.keypoint_names == ("nose", "eye") and loaded.skeleton == ((0, 1),)
 

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from hcviewer.app.annotation_io import (
-    Annotation, SavedImage, SavedObject, decode_mask, encode_mask, read_annotation,
+    Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask, read_annotation,
     write_annotation,
 )
 from hcviewer.app.boxfiles import BoxFileError, LoadedBox, decode_segmentation, read_boxes
+from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
 
 RECOVERY_ENV = "HCVIEWER_RECOVERY_DIR"
 MAX_UNDO = 1000  # undo steps kept (each holds its boxes' results and drawings)
@@ -95,6 +96,7 @@ class ImageDocument:
     boxes: tuple[Box, ...] = ()
     size: tuple[int, int] | None = None  # (height, width) once read
     error: str | None = None
+    image_id: int | str | None = None  # the id its box file or annotation gave it (kept on save)
 
     @property
     def status(self) -> str:
@@ -156,6 +158,8 @@ class Project:
         self.category_ids: dict[str, int] = {}  # label -> COCO id (from box files, kept on save)
         self.keypoint_names: tuple[str, ...] = ()  # set by the window from the checkpoint
         self.skeleton: tuple[tuple[int, int], ...] = ()
+        self.heads = HeadScope()  # set by the window from the checkpoint: whom keypoints are saved for
+        self.keypoint_threshold = DEFAULT_KEYPOINT_THRESHOLD  # saved keypoints below it are v=0
         self._undo: list[Edit] = []
         self._redo: list[Edit] = []
         self._listeners: list[Callable[[Change], None]] = []
@@ -221,6 +225,8 @@ class Project:
         for index, document in enumerate(self.images):
             boxes = box_file.boxes_for(document.path)
             matched = matched or bool(boxes)
+            if document.image_id is None:
+                document.image_id = box_file.image_id_for(document.path)
             new = [b for b in boxes if not _has_box(document.boxes, b)]
             if new:
                 size = document.size if index == self._loaded_index else None  # decoded when shown
@@ -400,8 +406,9 @@ class Project:
 
     # ------------------------------------------------------------------------------ saving
     def to_annotation(self, extra: dict | None = None) -> Annotation:
-        images = [SavedImage(d.path, d.size, [_saved(b) for b in d.boxes]) for d in self.images]
-        return Annotation(images, dict(self.category_ids), self.keypoint_names, self.skeleton, extra or {})
+        images = [SavedImage(d.path, d.size, [_saved(b) for b in d.boxes], d.image_id) for d in self.images]
+        return Annotation(images, dict(self.category_ids), self.keypoint_names, self.skeleton, extra or {},
+                          self.heads, self.keypoint_threshold)
 
     def save_annotation(self, path: str | os.PathLike) -> str:
         """Write the annotation (COCO JSON + PNG mask folder); an OSError
@@ -421,7 +428,7 @@ class Project:
         self.annotation_path = Path(path)
 
     def _reset(self, annotation: Annotation) -> None:
-        self.images = [ImageDocument(Path(image.path), size=image.size,
+        self.images = [ImageDocument(Path(image.path), size=image.size, image_id=image.image_id,
                                      boxes=tuple(self._box_from_saved(o) for o in image.objects))
                        for image in annotation.images]
         self.category_ids = dict(annotation.category_ids)
@@ -434,8 +441,10 @@ class Project:
         self._notify(Change("reset"))
 
     def _box_from_saved(self, obj: SavedObject) -> Box:
+        result = None if obj.result is None else ModelResult(
+            obj.result.figure_ground, obj.result.mask_rle, obj.result.keypoints, obj.result.score)
         return Box(self._new_id(), np.array(obj.xyxy, np.float64), obj.label, obj.score, obj.mask_rle,
-                   obj.keypoints, obj.rejected)
+                   obj.keypoints, obj.rejected, result, None if obj.gt is None else GroundTruth(obj.gt))
 
     # ------------------------------------------------------------------------------ recovery
     def autosave(self) -> Path | None:
@@ -497,7 +506,12 @@ def _has_box(boxes: tuple[Box, ...], loaded: LoadedBox) -> bool:
 
 
 def _saved(box: Box) -> SavedObject:
-    return SavedObject(tuple(float(v) for v in box.xyxy), box.label, box.score, box.mask_rle, box.keypoints, box.rejected)
+    """What is saved of a box: its result too while it is not accepted (the work is not lost)."""
+    result = box.result if box.result is not None and not box.accepted else None
+    saved_result = None if result is None else SavedResult(result.figure_ground, result.mask_rle,
+                                                           result.keypoints, result.score)
+    return SavedObject(tuple(float(v) for v in box.xyxy), box.label, box.score, box.mask_rle, box.keypoints,
+                       box.rejected, None if box.gt is None else box.gt.segmentation, saved_result)
 
 
 def _pid_of(path: Path) -> int | None:
