@@ -1,4 +1,11 @@
-"""Shared fixtures. Tests make their own small data; nothing here needs ../shared or a network."""
+"""Shared fixtures. Tests make their own small data; nothing here needs ../shared or a network.
+
+Garbage collection runs on the GUI thread only, as in the app (``hcviewer.app.gui_gc``): automatic
+collection is off for the whole session; a test that uses Qt gets the app's GUI-thread collector,
+and every test ends with its widgets deleted and a full collection on the GUI thread. Otherwise a
+collection triggered in a model worker thread could run the C++ destructor of an earlier test's
+widget there and deadlock against the GUI thread (issue 10).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,36 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import gc  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from hcviewer.app.gui_gc import GuiThreadCollector, flush_deletions  # noqa: E402
 from hcviewer.modeling import HypercolumnConfig, build_hypercolumn, save_checkpoint  # noqa: E402
 from hcviewer.modeling.coco import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    gc.disable()  # collections happen on the GUI thread: in the fixture below, or its collector
+
+
+@pytest.fixture(autouse=True)
+def _collect_on_the_gui_thread(request: pytest.FixtureRequest):
+    """Qt tests run with the app's GUI-thread collector; every test ends with the deferred
+    deletions processed and a full collection, on the GUI (main) thread."""
+    collector = None
+    if "qapp" in request.fixturenames:
+        request.getfixturevalue("qapp")
+        collector = GuiThreadCollector()
+        collector.start()
+    yield
+    if collector is not None:
+        collector.stop()
+        collector.deleteLater()
+    flush_deletions()
 
 
 def tiny_person_config(**changes) -> HypercolumnConfig:

@@ -13,6 +13,7 @@ import pytest
 from PySide6.QtCore import QPointF, QSettings, Qt
 from PySide6.QtTest import QTest
 
+from hcviewer.app.gui_gc import dispose
 from hcviewer.app.main_window import MainWindow
 from hcviewer.app.settings import AppSettings
 
@@ -60,7 +61,7 @@ def make_window(qtbot, tiny_checkpoint, tmp_path, monkeypatch):
 
     yield make
     for window in windows:
-        window.close()
+        dispose(window)  # closed and deleted on the GUI thread now, not by a later collection
 
 
 @pytest.fixture

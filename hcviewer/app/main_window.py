@@ -24,6 +24,7 @@ from hcviewer.app.controllers.segmentation import SegmentationController
 from hcviewer.app.defaults import DEFAULT_CHECKPOINT
 from hcviewer.app.document import ImageDocument, Project
 from hcviewer.app.file_list import FileListModel
+from hcviewer.app.gui_gc import install_gui_gc
 from hcviewer.app.image_loader import ImageLoaderService
 from hcviewer.app.image_view import ImageView
 from hcviewer.app.layers_panel import DisplayPanel, LayersPanel
@@ -183,6 +184,7 @@ def run_app(args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("hcviewer")
     app.setApplicationName("hcviewer")
+    install_gui_gc(app)  # Qt objects die on the GUI thread only (see gui_gc)
     checkpoint = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None)
     window = MainWindow(checkpoint, device=args.device or "auto")
     window.show()
