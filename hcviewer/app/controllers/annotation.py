@@ -47,10 +47,17 @@ class AnnotationController(QObject):
             return None
         return paste_box_map(view.figure_ground, view.box, self.state.image.shape[:2]) >= self.window.display.threshold
 
+    def can_accept(self) -> bool:
+        """A shown result of a box not accepted yet: an accepted (maybe brush-edited) mask is
+        never replaced by the model's (Reject starts the box over)."""
+        box = self.window.canvas.selected_box()
+        view = self.state.views.get(box.id) if box is not None else None
+        return box is not None and not box.accepted and view is not None and view.figure_ground is not None
+
     def accept_selected(self) -> None:
-        mask = self._result_mask(self.state.selected_id) if self.state.selected_id is not None else None
-        if mask is not None:
-            self.project.accept(self.state.image_index, self.state.selected_id, mask)
+        if self.can_accept():
+            self.project.accept(self.state.image_index, self.state.selected_id,
+                                self._result_mask(self.state.selected_id))
 
     def accept_all(self) -> None:
         """Accept every shown, not yet accepted result of this image (one undo step)."""
@@ -94,9 +101,10 @@ class AnnotationController(QObject):
         if mask is None or not self._stroke:
             return
         view = self.window.view
-        painted = paint_stroke(mask, self._stroke, view.brush_radius, add=view.viewbox.mode == Mode.BRUSH_ADD)
+        add = view.viewbox.mode == Mode.BRUSH_ADD
+        painted = paint_stroke(mask, self._stroke, view.brush_radius, add=add)
         self._stroke = []
-        self.project.accept(self.state.image_index, self.state.selected_id, painted)
+        self.project.paint(self.state.image_index, self.state.selected_id, painted, erased=not add)
 
     def scale_brush(self, factor: float) -> None:
         view = self.window.view

@@ -171,7 +171,9 @@ class CanvasController(QObject):
     def update_result_panel(self) -> None:
         window, box = self.window, self.selected_box()
         view = self.state.views.get(self.state.selected_id) if box is not None else None
-        window.accept_button.setEnabled(view is not None and view.figure_ground is not None)
+        can_accept = window.annotation.can_accept()
+        window.accept_button.setEnabled(can_accept)
+        window.accept_action.setEnabled(can_accept)
         window.reject_button.setEnabled(box is not None and (view is not None or box.mask is not None))
         if box is None:
             window.result_label.setText("Click a box to segment it; D draws a new box.")
