@@ -116,6 +116,7 @@ class AnnotatedDataset:
     keypoint_names: tuple[str, ...] = ()
     skeleton: tuple[tuple[int, int], ...] = ()
     part_names: tuple[str, ...] = ()
+    part_colors: tuple[tuple[int, int, int], ...] = ()  # one RGB per part name, or () for the app's palette
 
     @property
     def num_objects(self) -> int:
@@ -131,7 +132,7 @@ def split_images(dataset: AnnotatedDataset, val_fraction: float, seed: int = 0
     parts = ([im for i, im in enumerate(dataset.images) if i not in val],
              [im for i, im in enumerate(dataset.images) if i in val])
     return tuple(AnnotatedDataset(f"{dataset.name}:{half}", images, dataset.keypoint_names, dataset.skeleton,
-                                  dataset.part_names) for half, images in zip(("train", "val"), parts))
+                                  dataset.part_names, dataset.part_colors) for half, images in zip(("train", "val"), parts))
 
 
 def concatenate(datasets: list[AnnotatedDataset]) -> AnnotatedDataset:
@@ -139,6 +140,7 @@ def concatenate(datasets: list[AnnotatedDataset]) -> AnnotatedDataset:
     keypoint_names: tuple[str, ...] = ()
     skeleton: tuple[tuple[int, int], ...] = ()
     part_names: tuple[str, ...] = ()
+    part_colors: tuple[tuple[int, int, int], ...] = ()
     for d in datasets:
         if d.keypoint_names:
             if keypoint_names and d.keypoint_names != keypoint_names:
@@ -147,6 +149,7 @@ def concatenate(datasets: list[AnnotatedDataset]) -> AnnotatedDataset:
         if d.part_names:
             if part_names and d.part_names != part_names:
                 raise DataError(f"{d.name}: part names {d.part_names} differ from {part_names}")
-            part_names = d.part_names
+            part_names, part_colors = d.part_names, d.part_colors or part_colors
     images = [im for d in datasets for im in d.images]
-    return AnnotatedDataset("+".join(d.name for d in datasets), images, keypoint_names, skeleton, part_names)
+    return AnnotatedDataset("+".join(d.name for d in datasets), images, keypoint_names, skeleton, part_names,
+                            part_colors)

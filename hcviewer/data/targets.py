@@ -50,7 +50,8 @@ def mask_targets(masks: torch.Tensor, boxes: torch.Tensor, object_index: torch.T
 
 def part_targets(part_maps: torch.Tensor, boxes: torch.Tensor, object_index: torch.Tensor, size: int
                  ) -> torch.Tensor:
-    """part_maps [M, H, W] integer labels (-1: the object has no part labels) -> [N, S, S] labels
+    """part_maps [M, H, W] integer labels (-1 everywhere: the object has no part labels; uint8
+    maps are all labelled) -> [N, S, S] int64 labels
     sampled at each output cell's centre (nearest pixel; outside the image is background)."""
     n = boxes.shape[0]
     if n == 0:
@@ -62,9 +63,9 @@ def part_targets(part_maps: torch.Tensor, boxes: torch.Tensor, object_index: tor
     col = xs.floor().long()
     row = ys.floor().long()
     inside = ((col >= 0) & (col < w))[:, None, :] & ((row >= 0) & (row < h))[:, :, None]
-    maps = part_maps[object_index]  # [N, H, W]
-    sampled = maps[torch.arange(n)[:, None, None], row.clamp(0, h - 1)[:, :, None], col.clamp(0, w - 1)[:, None, :]]
-    labelled = part_maps[object_index, 0, 0] >= 0  # unlabelled objects are -1 everywhere
+    sampled = part_maps[object_index[:, None, None], row.clamp(0, h - 1)[:, :, None],
+                        col.clamp(0, w - 1)[:, None, :]].long()  # [N, S, S]
+    labelled = part_maps[object_index, 0, 0].long() >= 0  # unlabelled objects are -1 everywhere
     sampled = torch.where(inside, sampled, torch.zeros_like(sampled))
     return torch.where(labelled[:, None, None], sampled, torch.full_like(sampled, -1)).long()
 

@@ -9,6 +9,7 @@ together.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -17,7 +18,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from hcviewer.data.records import AnnotatedDataset, ImageRecord
+from hcviewer.data.records import AnnotatedDataset, ImageRecord, ObjectAnnotation
 from hcviewer.data.targets import flip_permutation, jitter_boxes, keypoint_targets, mask_targets, part_targets
 
 
@@ -30,36 +31,52 @@ class TargetSpec:
     num_parts: int = 0
     class_names: tuple[str, ...] = ("object",)
     class_specific: bool = False
+    figure_ground: bool = True
+
+    def trains_on(self, obj: ObjectAnnotation) -> bool:
+        """Whether the object labels anything this network learns (mask, parts or a keypoint)."""
+        return ((self.figure_ground and obj.mask is not None) or (self.num_parts > 0 and obj.parts is not None)
+                or (bool(self.keypoint_names) and obj.keypoints is not None and bool((obj.keypoints[:, 2] > 0).any())))
 
 
 @dataclass
 class TrainingSample:
+    """Targets are -1 where the box's object has no label for that task (partial labels: each box
+    trains only the heads its object is annotated for)."""
+
     image: torch.Tensor  # [3, H, W] float in [0, 1] (normalised inside the model step)
     boxes: torch.Tensor  # [N, 4] xyxy in image pixels
     class_index: torch.Tensor  # [N]
-    figure_ground: torch.Tensor  # [N, S, S] in [0, 1]
+    figure_ground: torch.Tensor  # [N, S, S] in [0, 1]; -1 for objects without a mask
     keypoints: torch.Tensor | None  # [N, J] cell index, -1 none
-    parts: torch.Tensor | None  # [N, S, S] labels, -1 none
+    parts: torch.Tensor | None  # [N, S, S] labels, -1 for objects without part labels
 
 
 @dataclass
 class _Prepared:
+    """One image at training scale. Masks and part maps are stored only for the objects that
+    have them (``*_index`` maps an object to its row, -1 for none), so a photo of many
+    objects without part labels costs no part maps."""
+
     rgb: np.ndarray  # [H, W, 3] at training scale
     boxes: np.ndarray  # [M, 4]
-    masks: np.ndarray  # [M, H, W] uint8
+    masks: np.ndarray  # [K, H, W] uint8, K = objects with a mask
+    mask_index: np.ndarray  # [M] int64: row of each object in ``masks``, or -1
     keypoints: np.ndarray  # [M, J, 3] (zeros when the object has none)
-    parts: np.ndarray  # [M, H, W] int16, -1 when the object has no part labels
+    parts: np.ndarray  # [L, H, W] uint8 part labels, L = objects with part labels
+    part_index: np.ndarray  # [M] int64: row of each object in ``parts``, or -1
     categories: list[str]
 
 
 class BoxTrainingDataset(torch.utils.data.Dataset):
-    """Objects with a mask become training boxes (crowd regions and mask-less objects are skipped)."""
+    """Objects that label something the network learns become training boxes (crowd regions,
+    objects under ``min_object_side`` and objects without any wanted label are skipped)."""
 
     def __init__(self, dataset: AnnotatedDataset, spec: TargetSpec, max_side: int = 512,
                  boxes_per_object: int = 2, min_iou: float = 0.7, augment: bool = True,
                  min_object_side: float = 8.0, seed: int = 0) -> None:
         self.images = [im for im in dataset.images
-                       if any(_usable(o, min_object_side) for o in im.objects)]
+                       if any(_usable(o, min_object_side, spec) for o in im.objects)]
         self.spec = spec
         self.max_side = max_side
         self.boxes_per_object = boxes_per_object
@@ -85,26 +102,30 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> TrainingSample:
         prepared = self._prepare(index)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + index)
-        image = tv_tensors.Image(torch.from_numpy(prepared.rgb).permute(2, 0, 1))
         h, w = prepared.rgb.shape[:2]
-        boxes = tv_tensors.BoundingBoxes(torch.from_numpy(prepared.boxes), format="XYXY", canvas_size=(h, w))
-        masks = tv_tensors.Mask(torch.from_numpy(prepared.masks))
-        parts = tv_tensors.Mask(torch.from_numpy(prepared.parts))
         kp = prepared.keypoints
-        points = tv_tensors.KeyPoints(torch.from_numpy(kp[..., :2].reshape(-1, 2)), canvas_size=(h, w))
+        # Only the label maps this image has travel through the transforms (v2 moves every
+        # tensor of the dict together and passes the rest through).
+        data = {"image": tv_tensors.Image(torch.from_numpy(prepared.rgb).permute(2, 0, 1)),
+                "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(prepared.boxes), format="XYXY", canvas_size=(h, w)),
+                "points": tv_tensors.KeyPoints(torch.from_numpy(kp[..., :2].reshape(-1, 2)), canvas_size=(h, w))}
+        if len(prepared.masks):
+            data["masks"] = tv_tensors.Mask(torch.from_numpy(prepared.masks))
+        if len(prepared.parts):
+            data["parts"] = tv_tensors.Mask(torch.from_numpy(prepared.parts))
         visibility = torch.from_numpy(kp[..., 2].copy())
         if self.augment:
             if torch.rand(1, generator=generator).item() < 0.5:
-                image, boxes, masks, parts, points = (TF.horizontal_flip(t) for t in (image, boxes, masks, parts, points))
+                data = {key: TF.horizontal_flip(value) for key, value in data.items()}
                 if self._flip:
-                    swapped = points.reshape(kp.shape[0], -1, 2)[:, self._flip].reshape(-1, 2)
-                    points = tv_tensors.wrap(swapped, like=points)  # stay KeyPoints, so resizing moves them
+                    swapped = data["points"].reshape(kp.shape[0], -1, 2)[:, self._flip].reshape(-1, 2)
+                    data["points"] = tv_tensors.wrap(swapped, like=data["points"])  # stay KeyPoints, so resizing moves them
                     visibility = visibility[:, self._flip]
             # v2 draws from torch's global generator; seed it from this sample's generator.
             with torch.random.fork_rng():
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-                image, boxes, masks, parts, points = self._jitter(image, boxes, masks, parts, points)
-        gt_boxes = torch.as_tensor(boxes, dtype=torch.float32)
+                data = self._jitter(data)
+        gt_boxes = torch.as_tensor(data["boxes"], dtype=torch.float32)
         if self.augment:
             train_boxes, owner = jitter_boxes(gt_boxes, self.boxes_per_object, self.min_iou, generator)
         else:
@@ -112,16 +133,19 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
         size = self.spec.output_size
         keypoints = None
         if self.spec.keypoint_names:
-            kp_xyv = torch.cat([torch.as_tensor(points).reshape(kp.shape[0], -1, 2), visibility[..., None]], -1)
+            kp_xyv = torch.cat([torch.as_tensor(data["points"]).reshape(kp.shape[0], -1, 2), visibility[..., None]], -1)
             keypoints = keypoint_targets(kp_xyv, train_boxes, owner, size)
         class_index = torch.tensor([self._class_of(prepared.categories[i]) for i in owner.tolist()], dtype=torch.long)
+        mask_rows = torch.from_numpy(prepared.mask_index)[owner]
+        part_rows = torch.from_numpy(prepared.part_index)[owner]
         return TrainingSample(
-            image=torch.as_tensor(image).float().div(255),
+            image=torch.as_tensor(data["image"]).float().div(255),
             boxes=train_boxes,
             class_index=class_index,
-            figure_ground=mask_targets(torch.as_tensor(masks), train_boxes, owner, size),
+            figure_ground=labelled_targets(mask_targets, data.get("masks"), train_boxes, mask_rows, size, torch.float32),
             keypoints=keypoints,
-            parts=part_targets(torch.as_tensor(parts), train_boxes, owner, size) if self.spec.num_parts else None,
+            parts=labelled_targets(part_targets, data.get("parts"), train_boxes, part_rows, size, torch.long)
+            if self.spec.num_parts else None,
         )
 
     def _class_of(self, category: str) -> int:
@@ -131,38 +155,58 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
 
     def _prepare(self, index: int) -> _Prepared:
         if index not in self._cache:
-            self._cache[index] = prepare_image(self.images[index], self.max_side, self.min_object_side,
-                                               len(self.spec.keypoint_names))
+            self._cache[index] = prepare_image(self.images[index], self.max_side, self.min_object_side, self.spec)
         return self._cache[index]
 
 
-def _usable(obj, min_side: float) -> bool:
+def _usable(obj: ObjectAnnotation, min_side: float, spec: TargetSpec) -> bool:
     w, h = obj.box[2] - obj.box[0], obj.box[3] - obj.box[1]
-    return obj.mask is not None and not obj.iscrowd and min(w, h) >= min_side
+    return not obj.iscrowd and min(w, h) >= min_side and spec.trains_on(obj)
 
 
-def prepare_image(record: ImageRecord, max_side: int, min_object_side: float, num_keypoints: int) -> _Prepared:
+def prepare_image(record: ImageRecord, max_side: int, min_object_side: float, spec: TargetSpec) -> _Prepared:
     """Decode an image and its usable objects at training scale (long side <= ``max_side``)."""
     rgb = record.load_rgb()
     scale = min(1.0, max_side / max(rgb.shape[:2]))
     size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
     small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
-    objects = [o for o in record.objects if _usable(o, min_object_side)]
+    objects = [o for o in record.objects if _usable(o, min_object_side, spec)]
+    num_keypoints = len(spec.keypoint_names)
     masks, parts, keypoints = [], [], []
-    for obj in objects:
-        full = obj.mask.decode(record.height, record.width).astype(np.uint8)
-        masks.append(cv2.resize(full, size, interpolation=cv2.INTER_LINEAR) if scale < 1 else full)
-        if obj.parts is not None:
-            labels = obj.parts.decode(record.height, record.width).astype(np.int16)
+    mask_index = np.full(len(objects), -1, np.int64)
+    part_index = np.full(len(objects), -1, np.int64)
+    for i, obj in enumerate(objects):
+        if spec.figure_ground and obj.mask is not None:
+            full = obj.mask.decode(record.height, record.width).astype(np.uint8)
+            mask_index[i] = len(masks)
+            masks.append(cv2.resize(full, size, interpolation=cv2.INTER_LINEAR) if scale < 1 else full)
+        if spec.num_parts and obj.parts is not None:
+            labels = obj.parts.decode(record.height, record.width).astype(np.uint8)
+            part_index[i] = len(parts)
             parts.append(cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST) if scale < 1 else labels)
-        else:
-            parts.append(np.full(small.shape[:2], -1, np.int16))
         kp = np.zeros((num_keypoints, 3), np.float32)
         if obj.keypoints is not None and num_keypoints:
             kp = obj.keypoints.astype(np.float32).copy()
             kp[:, :2] *= scale  # continuous coordinates, as keypoint_targets reads them
         keypoints.append(kp)
+    height, width = small.shape[:2]
     boxes = np.stack([o.box for o in objects]).astype(np.float32) * scale
-    return _Prepared(small, boxes, np.stack(masks), np.stack(keypoints).reshape(len(objects), num_keypoints, 3),
-                     np.stack(parts), [o.category for o in objects])
+    return _Prepared(small, boxes, _stack(masks, height, width), mask_index,
+                     np.stack(keypoints).reshape(len(objects), num_keypoints, 3),
+                     _stack(parts, height, width), part_index, [o.category for o in objects])
 
+
+def _stack(maps: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    return np.stack(maps) if maps else np.zeros((0, height, width), np.uint8)
+
+
+def labelled_targets(make: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor],
+                     maps: torch.Tensor | None, boxes: torch.Tensor, rows: torch.Tensor, size: int,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """Box targets [N, S, S] from ``make(maps, boxes, rows, size)`` for the boxes whose object has
+    a label map (``rows`` [N] >= 0: its row in ``maps`` [K, H, W]); -1 for the others."""
+    out = torch.full((len(boxes), size, size), -1, dtype=dtype)
+    labelled = rows >= 0
+    if maps is not None and labelled.any():
+        out[labelled] = make(torch.as_tensor(maps), boxes[labelled], rows[labelled], size).to(dtype)
+    return out

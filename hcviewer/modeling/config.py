@@ -11,6 +11,10 @@ TASKS = ("figure_ground", "parts", "keypoints")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# Box labels that name no category (box files without a label column, boxes drawn in the app):
+# every head answers them, as it answers a box with no label at all.
+CLASS_AGNOSTIC_LABELS = ("", "object", "unknown")
+
 
 @dataclass(frozen=True)
 class HypercolumnConfig:
@@ -19,6 +23,10 @@ class HypercolumnConfig:
     ``taps`` empty means the backbone's default (the paper's choice for VGG16/AlexNet).
     ``class_specific`` gives one classifier set per entry of ``class_names`` (the paper's SDS
     setting: the box's category picks its channels); otherwise one class-agnostic set.
+    ``keypoint_categories`` / ``part_categories``: the box categories the keypoint and part heads
+    were trained on and answer (``applies_to``); empty means every category. Checkpoints written
+    before these fields existed were trained on people, hence the default.
+    ``part_colors``: one RGB colour per part name for displays (empty: the app's palette).
     """
 
     backbone: str = "mobilenet_v2"
@@ -31,6 +39,9 @@ class HypercolumnConfig:
     part_names: tuple[str, ...] = ()
     keypoint_names: tuple[str, ...] = ()
     skeleton: tuple[tuple[int, int], ...] = ()
+    keypoint_categories: tuple[str, ...] = ("person",)
+    part_categories: tuple[str, ...] = ("person",)
+    part_colors: tuple[tuple[int, int, int], ...] = ()
     max_image_side: int = 640
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -51,6 +62,21 @@ class HypercolumnConfig:
         for a, b in self.skeleton:
             if not (0 <= a < len(self.keypoint_names) and 0 <= b < len(self.keypoint_names)):
                 raise ValueError(f"skeleton edge {(a, b)} names a keypoint that does not exist")
+        if self.part_colors and (len(self.part_colors) != len(self.part_names) or not all(
+                len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in self.part_colors)):
+            raise ValueError(f"part_colors must give one (r, g, b) of 0..255 per part name "
+                             f"({len(self.part_names)}), got {self.part_colors}")
+
+    def applies_to(self, task: str, label: str | None) -> bool:
+        """Whether ``task``'s head answers a box labelled ``label``: figure-ground every box;
+        keypoints and parts the boxes of their categories (case-insensitive) and class-agnostic
+        boxes (``label`` None or one of ``CLASS_AGNOSTIC_LABELS``). A motorcycle box of a person
+        model gets no keypoints: the head was never trained on motorcycles."""
+        categories = {"keypoints": self.keypoint_categories, "parts": self.part_categories}.get(task, ())
+        if task not in self.tasks or task == "figure_ground" or not categories:
+            return task in self.tasks
+        name = (label or "").strip().casefold()
+        return name in CLASS_AGNOSTIC_LABELS or name in {c.casefold() for c in categories}
 
     def task_channels(self, task: str) -> int:
         """Output channels of one task (per class when class-specific)."""
@@ -78,9 +104,12 @@ class HypercolumnConfig:
         if unknown:
             raise ValueError(f"unknown configuration keys {sorted(unknown)}")
         kw = dict(d)
-        for key in ("taps", "tasks", "class_names", "part_names", "keypoint_names", "mean", "std"):
+        for key in ("taps", "tasks", "class_names", "part_names", "keypoint_names", "mean", "std",
+                    "keypoint_categories", "part_categories"):
             if key in kw:
                 kw[key] = tuple(kw[key])
         if "skeleton" in kw:
             kw["skeleton"] = tuple((int(a), int(b)) for a, b in kw["skeleton"])
+        if "part_colors" in kw:
+            kw["part_colors"] = tuple(tuple(c) for c in kw["part_colors"])
         return cls(**kw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -28,28 +29,48 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--voc", action="append", default=[], metavar="ROOT", help="Pascal VOC / SBD folder")
     group.add_argument("--folder", action="append", default=[], metavar="ROOT",
                        help="folder of images + per-object mask PNGs + boxes.json")
+    group.add_argument("--ccp", action="append", default=[], metavar="ROOT",
+                       help="Clothing Co-Parsing folder (photos/, labels/, label_names.json): one person per "
+                            "photo with mask and part labels")
+    group.add_argument("--val-coco", action="append", default=[], metavar="ANN.json[,ANN2.json]",
+                       help="COCO file(s) used for validation only, every image (never trained on); pair each "
+                            "with --val-images")
+    group.add_argument("--val-images", action="append", default=[], metavar="DIR",
+                       help="image folder of each --val-coco")
     group.add_argument("--synthetic", type=int, default=0, metavar="N",
                        help="add N generated scenes with parts and keypoints")
     group.add_argument("--categories", default=None, help="comma-separated category names to keep (default all)")
     group.add_argument("--val-fraction", type=float, default=0.2, help=SPLIT_HELP)
     group.add_argument("--split-seed", type=int, default=0, help=SPLIT_HELP)
+    group.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="use only the first N images of each source (quick trials)")
 
 
 def data_sources(args: argparse.Namespace) -> list[dict]:
     """The data arguments as plain records (stored in config.json so ``resume`` reloads them)."""
     if len(args.coco) != len(args.images):
         raise DataError("give one --images folder for each --coco file (in the same order)")
+    if len(args.val_coco) != len(args.val_images):
+        raise DataError("give one --val-images folder for each --val-coco file (in the same order)")
     sources = [{"kind": "coco", "annotations": a.split(","), "images": i} for a, i in zip(args.coco, args.images)]
     sources += [{"kind": "voc", "root": r} for r in args.voc]
     sources += [{"kind": "folder", "root": r} for r in args.folder]
+    sources += [{"kind": "ccp", "root": r} for r in args.ccp]
+    sources += [{"kind": "coco", "annotations": a.split(","), "images": i, "validation_only": True}
+                for a, i in zip(args.val_coco, args.val_images)]
     if args.synthetic:
         sources.append({"kind": "synthetic", "count": args.synthetic})
     if not sources:
-        raise DataError("no data given: use --coco ANN.json --images DIR, --voc ROOT, --folder ROOT or --synthetic N")
+        raise DataError("no data given: use --coco ANN.json --images DIR, --voc ROOT, --folder ROOT, --ccp ROOT "
+                        "or --synthetic N")
+    if all(s.get("validation_only") for s in sources) and args.command != "eval":
+        raise DataError("only --val-coco data given; add training data (--coco, --ccp, ...)")
     return sources
 
 
-def load_sources(sources: list[dict], categories: tuple[str, ...] | None, seed: int) -> list[AnnotatedDataset]:
+def load_sources(sources: list[dict], categories: tuple[str, ...] | None, seed: int,
+                 limit: int | None = None) -> list[AnnotatedDataset]:
+    """One data set per source, in order; ``limit`` keeps the first N images of each."""
     datasets = []
     for source in sources:
         if source["kind"] == "coco":
@@ -64,22 +85,30 @@ def load_sources(sources: list[dict], categories: tuple[str, ...] | None, seed: 
             from hcviewer.data.folder import read_mask_folder
 
             datasets.append(read_mask_folder(Path(source["root"])))
+        elif source["kind"] == "ccp":
+            from hcviewer.data.ccp import read_ccp
+
+            datasets.append(read_ccp(Path(source["root"])))
         else:
             from hcviewer.data.synthetic import make_synthetic_dataset
 
             datasets.append(make_synthetic_dataset(source["count"], seed=seed))
-    if categories is not None:
-        for d in datasets:
+    for d in datasets:
+        if limit is not None:
+            d.images = d.images[:limit]
+        if categories is not None:
             for image in d.images:
                 image.objects = [o for o in image.objects if o.category in categories]
     return datasets
 
 
-def split_sources(datasets: list[AnnotatedDataset], fraction: float, seed: int
-                  ) -> tuple[AnnotatedDataset, AnnotatedDataset]:
-    """Split each source on its own (every source is represented in validation), then mix."""
-    halves = [split_images(d, fraction, seed) for d in datasets]
-    return concatenate([t for t, _ in halves]), concatenate([v for _, v in halves])
+def split_sources(datasets: list[AnnotatedDataset], sources: list[dict], fraction: float, seed: int
+                  ) -> tuple[list[AnnotatedDataset], list[AnnotatedDataset]]:
+    """Split each source on its own (every source is represented in validation): per source its
+    training and validation half; a validation-only source is all validation."""
+    halves = [split_images(d, 1.0 if s.get("validation_only") else fraction, seed)
+              for d, s in zip(datasets, sources)]
+    return [t for t, _ in halves], [v for _, v in halves]
 
 
 def _categories(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -142,6 +171,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-size", type=int, default=512, help="longest image side while training")
     group.add_argument("--layer-dropout", type=float, default=0.0,
                        help="probability of training a random tap subset in a step")
+    group.add_argument("--loss-weights", default=None, metavar="TASK=W,...",
+                       help="weight of each task's loss in the sum, e.g. figure_ground=1,parts=0.5,keypoints=1 "
+                            "(default 1 each)")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--device", default="auto", help="auto, cpu or cuda")
     group.add_argument("--export", default=None, help="write the best weights (fp16) to this file at the end")
@@ -164,9 +196,22 @@ def train_config(args: argparse.Namespace, sources: list[dict], taps: tuple[str,
         backbone=args.backbone, taps=taps if taps is not None else _names(args.taps), grid_size=args.grid,
         tasks=_names(args.tasks), class_specific=args.class_specific, epochs=args.epochs, batch_images=args.batch,
         lr=args.lr, max_side=args.image_size, layer_dropout=args.layer_dropout, seed=args.seed, device=args.device,
-        pretrained=not args.no_pretrained,
+        pretrained=not args.no_pretrained, loss_weights=_loss_weights(args.loss_weights),
         data={"sources": sources, "categories": args.categories, "val_fraction": args.val_fraction,
-              "split_seed": args.split_seed})
+              "split_seed": args.split_seed, "limit": args.limit})
+
+
+def _loss_weights(text: str | None) -> dict[str, float]:
+    weights = {}
+    for item in _names(text):
+        task, _, value = item.partition("=")
+        try:
+            weights[task.strip()] = float(value)
+        except ValueError:
+            raise DataError(f"--loss-weights: {item!r} is not TASK=NUMBER (e.g. parts=0.5)") from None
+        if not math.isfinite(weights[task.strip()]) or weights[task.strip()] < 0:
+            raise DataError(f"--loss-weights: {item!r} needs a finite weight >= 0")
+    return weights
 
 
 def _names(text: str | None) -> tuple[str, ...]:
@@ -178,23 +223,25 @@ def run_training(config, out: Path, resume: bool = False, export: str | None = N
     import torch
 
     from hcviewer.modeling.checkpoint import load_checkpoint, save_checkpoint
-    from hcviewer.train.evaluate import evaluate, validation_mask_iou, write_report
+    from hcviewer.train.evaluate import evaluate_sets, validation_metrics, write_report
     from hcviewer.fileio import write_text_atomic
     from hcviewer.train.trainer import Trainer
 
     data = config.data
-    datasets = load_sources(data["sources"], _split_names(data["categories"]), config.seed)
-    train_set, val_set = split_sources(datasets, data["val_fraction"], data["split_seed"])
+    datasets = load_sources(data["sources"], _split_names(data["categories"]), config.seed, data.get("limit"))
+    train_halves, val_halves = split_sources(datasets, data["sources"], data["val_fraction"], data["split_seed"])
+    val_halves = [v for v in val_halves if v.images]
+    train_set, val_set = concatenate(train_halves), concatenate(val_halves)
     print(f"training on {len(train_set.images)} images ({train_set.num_objects} objects), validating on "
           f"{len(val_set.images)} images ({val_set.num_objects} objects)", file=sys.stderr)
-    trainer = Trainer(config, train_set, val_set, out, validate=validation_mask_iou)
+    trainer = Trainer(config, train_set, val_set, out, validate=validation_metrics)
     if resume:
         trainer.resume()
     trainer.fit()
     if trainer.rank != 0 or not val_set.images:
         return None
     best, info = load_checkpoint(out / "best.safetensors")
-    report = evaluate(best, val_set, device=trainer.device)
+    report = evaluate_sets(best, val_halves, device=trainer.device)
     write_report(report, out / "eval.json")
     write_text_atomic(out / "eval.md", report.markdown() + "\n")
     print(report.markdown())
@@ -233,22 +280,21 @@ def command_resume(args: argparse.Namespace) -> int:
 
 def command_eval(args: argparse.Namespace) -> int:
     from hcviewer.modeling.checkpoint import load_checkpoint
-    from hcviewer.train.evaluate import evaluate, standard_subsets, write_report
+    from hcviewer.train.evaluate import evaluate_sets, standard_subsets, write_report
     from hcviewer.fileio import write_text_atomic
 
-    datasets = load_sources(data_sources(args), _categories(args), seed=0)
-    if args.split == "all":
-        dataset = concatenate(datasets)
-    else:
-        train_half, val_half = split_sources(datasets, args.val_fraction, args.split_seed)
-        dataset = val_half if args.split == "val" else train_half
+    sources = data_sources(args)
+    datasets = load_sources(sources, _categories(args), seed=0, limit=args.limit)
+    if args.split != "all":
+        train_halves, val_halves = split_sources(datasets, sources, args.val_fraction, args.split_seed)
+        datasets = [d for d in (val_halves if args.split == "val" else train_halves) if d.images]
     model = None
     subsets = None
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint, args.device)
         subsets = standard_subsets(model.taps, all_subsets=args.subsets == "all")
     baselines = () if args.baselines == "none" else _names(args.baselines)
-    report = evaluate(model, dataset, subsets, baselines, args.min_area, args.device)
+    report = evaluate_sets(model, datasets, subsets, baselines, args.min_area, args.device)
     print(report.markdown())
     for target in (args.json, args.markdown):
         if target:
@@ -265,7 +311,7 @@ def command_ablate(args: argparse.Namespace) -> int:
     scored on the validation split; the table goes to OUT/ablation.md and OUT/ablation.json."""
     from hcviewer.modeling.backbones import get_backbone_spec
     from hcviewer.modeling.checkpoint import load_checkpoint
-    from hcviewer.train.evaluate import evaluate, standard_subsets, subset_name
+    from hcviewer.train.evaluate import evaluate_sets, standard_subsets, subset_name
     from hcviewer.fileio import write_text_atomic
 
     out = Path(args.out)
@@ -273,9 +319,10 @@ def command_ablate(args: argparse.Namespace) -> int:
     baselines = () if args.baselines == "none" else _names(args.baselines)
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint, args.device if args.device != "auto" else "cpu")
-        datasets = load_sources(sources, _categories(args), seed=args.seed)
-        _, val_set = split_sources(datasets, args.val_fraction, args.split_seed)
-        report = evaluate(model, val_set, standard_subsets(model.taps, args.all_subsets), baselines)
+        datasets = load_sources(sources, _categories(args), seed=args.seed, limit=args.limit)
+        _, val_halves = split_sources(datasets, sources, args.val_fraction, args.split_seed)
+        report = evaluate_sets(model, [v for v in val_halves if v.images],
+                               standard_subsets(model.taps, args.all_subsets), baselines)
     else:
         taps = _names(args.taps) or get_backbone_spec(args.backbone).default_taps
         methods = []

@@ -1,16 +1,24 @@
 """Evaluation on ground-truth boxes: the network under each tap subset and the box-only
-baselines, scored with the field's metrics, in one table.
+baselines, scored with the field's metrics, in one table per data set.
 
-Protocol: every non-crowd object with a mask and area >= ``min_area`` (32 x 32 px by default) is
-given to each method as its ground-truth box. The network sees the image at its configured
-inference size (as the app's predictor does) and its 50 x 50 box heatmaps are pasted back at
-full resolution and thresholded at 0.5.
+Protocol: every non-crowd object whose box covers at least ``min_area`` pixels (32 x 32 by
+default) is given to each method as its ground-truth box, and is scored on the labels it has:
+its mask (mask IoU, APr, COCO mask AP; the baselines too), its keypoints (PCK@0.1 and OKS
+keypoint AP; an object without a mask takes its box area as the OKS scale) and its part labels
+(per-part IoU from one confusion matrix over the pixels of the boxes). The network sees the
+image at its configured inference size (as the app's predictor does); its 50 x 50 box heatmaps
+are pasted back at full resolution, masks thresholded at 0.5 and part labels taken as the most
+likely part per pixel.
+
+Several data sets are scored on their own and together (``evaluate_sets``): a COCO validation
+set, held-out part-labelled photos and keypoint-only photos each get their own figures.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,17 +29,20 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from hcviewer.data.records import AnnotatedDataset, ImageRecord, ObjectAnnotation
-from hcviewer.data.targets import part_targets
 from hcviewer.fileio import write_text_atomic
 from hcviewer.modeling.hypercolumn import HypercolumnModel
-from hcviewer.modeling.postprocess import heatmaps_to_keypoints, paste_masks_in_image
+from hcviewer.modeling.postprocess import heatmaps_to_keypoints, paste_heatmap, paste_masks_in_image
 from hcviewer.modeling.preprocess import resize_for_model
 from hcviewer.train.baselines import BASELINES
-from hcviewer.train.metrics import coco_keypoint_ap, coco_segm_ap, mask_iou, part_mean_iou, pck
+from hcviewer.train.metrics import (box_region, coco_keypoint_ap, coco_segm_ap, mask_iou, part_confusion,
+                                    part_scores, pck)
 
 
 @dataclass
 class MethodScores:
+    """``part_miou`` is the mean IoU over the part classes (background left out); ``part_iou``
+    gives every class's IoU by name, background included."""
+
     name: str
     taps: list[str] | None  # None for a baseline
     mask_iou: float
@@ -39,17 +50,25 @@ class MethodScores:
     pck: float | None = None
     keypoint_ap: dict[str, float] | None = None
     part_miou: float | None = None
+    part_iou: dict[str, float] | None = None
     ious: list[float] = field(default_factory=list, repr=False)
 
 
 @dataclass
 class EvaluationReport:
+    """One data set's scores, or several sets' scores together with each set's own in ``sets``.
+    ``num_objects`` counts the objects scored for masks; keypoint and part objects are counted
+    apart (an object may be in several counts)."""
+
     data: str
     num_images: int
     num_objects: int
     min_area: float
     seconds: float
     methods: list[MethodScores]
+    num_keypoint_objects: int = 0
+    num_part_objects: int = 0
+    sets: list["EvaluationReport"] = field(default_factory=list)
 
     def method(self, name: str) -> MethodScores:
         return next(m for m in self.methods if m.name == name)
@@ -57,21 +76,32 @@ class EvaluationReport:
     def to_json(self, with_ious: bool = False) -> dict:
         out = asdict(self)
         if not with_ious:
-            for m in out["methods"]:
-                m.pop("ious")
+            for report in (out, *out["sets"]):
+                for m in report["methods"]:
+                    m.pop("ious")
         return out
 
     def markdown(self) -> str:
-        """The comparison table (one row per tap subset / baseline)."""
-        lines = [f"Data: {self.data}; {self.num_objects} objects (area >= {self.min_area:.0f} px) in "
+        """The comparison table (one row per tap subset / baseline) and the per-part IoU, then
+        the same for each set when there are several."""
+        lines = [f"Data: {self.data}; {self.num_objects} objects with masks, {self.num_keypoint_objects} with "
+                 f"keypoints, {self.num_part_objects} with parts (box area >= {self.min_area:.0f} px) in "
                  f"{self.num_images} images, ground-truth boxes.", "",
                  "| method | taps | mask IoU | APr@0.5 | APr@0.7 | AP (COCO) | PCK@0.1 | keypoint AP | part mIoU |",
                  "|---|---|---|---|---|---|---|---|---|"]
         for m in self.methods:
             kap = m.keypoint_ap["AP"] if m.keypoint_ap else None
-            lines.append(f"| {m.name} | {', '.join(m.taps) if m.taps else '-'} | {m.mask_iou:.3f} | "
-                         f"{m.segm_ap['AP50']:.3f} | {m.segm_ap['AP70']:.3f} | {m.segm_ap['AP']:.3f} | "
+            lines.append(f"| {m.name} | {', '.join(m.taps) if m.taps else '-'} | {_fmt(m.mask_iou)} | "
+                         f"{_fmt(m.segm_ap['AP50'])} | {_fmt(m.segm_ap['AP70'])} | {_fmt(m.segm_ap['AP'])} | "
                          f"{_fmt(m.pck)} | {_fmt(kap)} | {_fmt(m.part_miou)} |")
+        with_parts = [m for m in self.methods if m.part_iou]
+        if with_parts:
+            names = list(with_parts[0].part_iou)
+            lines += ["", "Part IoU (part mIoU is the mean over the parts, background left out):", "",
+                      f"| method | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
+            lines += [f"| {m.name} | {' | '.join(_fmt(m.part_iou[n]) for n in names)} |" for m in with_parts]
+        for part in self.sets:
+            lines += ["", f"### {part.data}", "", part.markdown()]
         return "\n".join(lines)
 
 
@@ -100,10 +130,15 @@ def subset_name(subset: tuple[str, ...], taps: tuple[str, ...]) -> str:
     return "+".join(subset)
 
 
+def has_keypoints(obj: ObjectAnnotation) -> bool:
+    return obj.keypoints is not None and bool((obj.keypoints[:, 2] > 0).any())
+
+
 def evaluation_objects(record: ImageRecord, min_area: float) -> list[ObjectAnnotation]:
+    """The image's non-crowd objects of box area >= ``min_area`` with a mask, keypoints or parts."""
     objects = []
     for obj in record.objects:
-        if obj.iscrowd or obj.mask is None:
+        if obj.iscrowd or (obj.mask is None and obj.parts is None and not has_keypoints(obj)):
             continue
         w, h = obj.box[2] - obj.box[0], obj.box[3] - obj.box[1]
         if w * h >= min_area:
@@ -127,31 +162,129 @@ def predict_subsets(model: HypercolumnModel, rgb: np.ndarray, boxes: np.ndarray,
 
 
 class _Collector:
-    """Accumulates one method's per-object results and COCO detections."""
+    """Accumulates one method's per-object results: masks as COCO detections, keypoints, and
+    the part confusion matrix."""
 
-    def __init__(self, name: str, taps: tuple[str, ...] | None) -> None:
+    def __init__(self, name: str, taps: tuple[str, ...] | None, num_part_classes: int) -> None:
         self.name, self.taps = name, taps
         self.ious: list[float] = []
         self.detections: list[dict] = []
         self.keypoint_detections: list[dict] = []
-        self.pred_keypoints: list[np.ndarray] = []
-        self.part_pred: list[np.ndarray] = []
+        self.pred_keypoints: list[np.ndarray] = []  # [J, 3] per keypoint object, in its order
+        self.part_confusion = np.zeros((num_part_classes, num_part_classes), np.int64)
 
     def add_mask(self, image_id: int, mask: np.ndarray, probability: np.ndarray | None, gt: np.ndarray,
                  box: np.ndarray) -> None:
         self.ious.append(mask_iou(mask, gt))
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
         score = float(probability[mask].mean()) if probability is not None and mask.any() else 1.0
-        x0, y0, x1, y1 = (float(v) for v in box)
-        self.detections.append({"image_id": image_id, "category_id": 1, "segmentation": rle, "score": score,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0]})
+        self.detections.append({"image_id": image_id, "category_id": 1, "segmentation": _rle(mask), "score": score,
+                                "bbox": _xywh(box)})
+
+    def add_keypoints(self, image_id: int, keypoints: np.ndarray, box: np.ndarray) -> None:
+        """keypoints [J, 3] (x, y, score) in image pixels."""
+        self.pred_keypoints.append(keypoints)
+        flat = np.concatenate([keypoints[:, :2], np.ones((len(keypoints), 1))], 1).reshape(-1).tolist()
+        self.keypoint_detections.append({"image_id": image_id, "category_id": 1, "bbox": _xywh(box),
+                                         "keypoints": flat, "score": float(keypoints[:, 2].mean())})
+
+    @classmethod
+    def merged(cls, collectors: list["_Collector"]) -> "_Collector":
+        """One collector holding the results of several (image ids are unique across them)."""
+        first = collectors[0]
+        out = cls(first.name, first.taps, len(first.part_confusion))
+        for c in collectors:
+            _accumulate(out, c, ("ious", "detections", "keypoint_detections", "pred_keypoints", "part_confusion"))
+        return out
+
+
+def _accumulate(total: object, part: object, names: tuple[str, ...]) -> None:
+    """total.name += part.name for each name (lists are concatenated, counts added)."""
+    for name in names:
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+
+
+class _Results:
+    """The ground truth of the scored objects and every method's collector, for one set (or
+    several merged)."""
+
+    def __init__(self, name: str, methods: list[tuple[str, tuple[str, ...] | None]], num_part_classes: int) -> None:
+        self.name = name
+        self.images: list[dict] = []
+        self.mask_annotations: list[dict] = []
+        self.keypoint_annotations: list[dict] = []
+        self.gt_keypoints: list[np.ndarray] = []  # [J, 3] per keypoint object
+        self.keypoint_boxes: list[np.ndarray] = []
+        self.num_part_objects = 0
+        self.collectors = [_Collector(n, taps, num_part_classes) for n, taps in methods]
+
+    @classmethod
+    def merged(cls, name: str, parts: list["_Results"]) -> "_Results":
+        out = cls(name, [], 0)
+        for p in parts:
+            _accumulate(out, p, ("images", "mask_annotations", "keypoint_annotations", "gt_keypoints",
+                                 "keypoint_boxes", "num_part_objects"))
+        # Annotation ids must stay unique once the sets are one ground truth.
+        out.mask_annotations = [{**a, "id": i} for i, a in enumerate(out.mask_annotations, 1)]
+        out.keypoint_annotations = [{**a, "id": i} for i, a in enumerate(out.keypoint_annotations, 1)]
+        out.collectors = [_Collector.merged(list(cs)) for cs in zip(*(p.collectors for p in parts))]
+        return out
+
+    def add_ground_truth(self, image_id: int, objects: list[ObjectAnnotation], masks: list[np.ndarray | None],
+                         size: tuple[int, int]) -> None:
+        self.images.append({"id": image_id, "width": size[1], "height": size[0]})
+        for obj, mask in zip(objects, masks):
+            base = {"image_id": image_id, "category_id": 1, "iscrowd": 0, "bbox": _xywh(obj.box)}
+            box_area = float((obj.box[2] - obj.box[0]) * (obj.box[3] - obj.box[1]))
+            if mask is not None:
+                self.mask_annotations.append({**base, "id": len(self.mask_annotations) + 1,
+                                              "segmentation": _rle(mask), "area": float(mask.sum())})
+            if has_keypoints(obj):
+                self.keypoint_annotations.append({
+                    **base, "id": len(self.keypoint_annotations) + 1, "keypoints": obj.keypoints.reshape(-1).tolist(),
+                    "num_keypoints": int((obj.keypoints[:, 2] > 0).sum()),
+                    "area": float(mask.sum()) if mask is not None else box_area})
+                self.gt_keypoints.append(obj.keypoints)
+                self.keypoint_boxes.append(obj.box)
+            self.num_part_objects += obj.parts is not None
+
+    def summarise(self, keypoint_names: tuple[str, ...], skeleton: tuple, part_names: tuple[str, ...],
+                  min_area: float, seconds: float) -> EvaluationReport:
+        category = {"id": 1, "name": "object", "keypoints": list(keypoint_names),
+                    "skeleton": [[a + 1, b + 1] for a, b in skeleton]}
+        mask_gt = {"images": self.images, "annotations": self.mask_annotations, "categories": [category]}
+        keypoint_gt = {"images": self.images, "annotations": self.keypoint_annotations, "categories": [category]}
+        methods = [self._scores(c, mask_gt, keypoint_gt, part_names) for c in self.collectors]
+        return EvaluationReport(self.name, len(self.images), len(self.mask_annotations), min_area, seconds, methods,
+                                len(self.keypoint_annotations), self.num_part_objects)
+
+    def _scores(self, c: _Collector, mask_gt: dict, keypoint_gt: dict, part_names: tuple[str, ...]) -> MethodScores:
+        scores = MethodScores(c.name, list(c.taps) if c.taps else None,
+                              float(np.mean(c.ious)) if c.ious else float("nan"),
+                              coco_segm_ap(mask_gt, c.detections), ious=c.ious)
+        if c.pred_keypoints:
+            scores.pck = pck(np.stack([k[:, :2] for k in c.pred_keypoints]), np.stack(self.gt_keypoints),
+                             np.stack(self.keypoint_boxes))
+            scores.keypoint_ap = coco_keypoint_ap(keypoint_gt, c.keypoint_detections)
+        if c.part_confusion.sum():
+            result = part_scores(c.part_confusion)
+            scores.part_miou = result["mean_iou_no_background"]
+            scores.part_iou = dict(zip(("background", *part_names), result["per_class_iou"]))
+        return scores
 
 
 def evaluate(model: HypercolumnModel | None, dataset: AnnotatedDataset, subsets: list[tuple[str, ...]] | None = None,
              baselines: tuple[str, ...] = tuple(BASELINES), min_area: float = 32 * 32,
              device: str | torch.device = "cpu", threshold: float = 0.5, progress: bool = True) -> EvaluationReport:
     """Score the model under each tap subset and each named baseline on ``dataset``'s gt boxes."""
+    return evaluate_sets(model, [dataset], subsets, baselines, min_area, device, threshold, progress)
+
+
+def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDataset],
+                  subsets: list[tuple[str, ...]] | None = None, baselines: tuple[str, ...] = tuple(BASELINES),
+                  min_area: float = 32 * 32, device: str | torch.device = "cpu", threshold: float = 0.5,
+                  progress: bool = True) -> EvaluationReport:
+    """Score every set on its own and all together: the report's methods are the scores over all
+    sets, and ``sets`` holds each set's report when there are several."""
     start = time.perf_counter()
     device = torch.device(device)
     if model is not None:
@@ -159,98 +292,92 @@ def evaluate(model: HypercolumnModel | None, dataset: AnnotatedDataset, subsets:
         subsets = subsets or standard_subsets(model.taps)
     else:
         subsets = []
-    methods = [_Collector(subset_name(s, model.taps), s) for s in subsets]
-    methods += [_Collector(name, None) for name in baselines]
-    gt = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "object", "keypoints":
-                                                             list(dataset.keypoint_names),
-                                                             "skeleton": [[a + 1, b + 1] for a, b in dataset.skeleton]}]}
-    gt_keypoints, gt_boxes, gt_parts = [], [], []
-    images_used = 0
-    for image_id, record in enumerate(tqdm(dataset.images, desc="evaluate", disable=not progress, unit="image"), 1):
-        objects = evaluation_objects(record, min_area)
-        if not objects:
-            continue
-        images_used += 1
-        rgb = record.load_rgb()
-        h, w = rgb.shape[:2]
-        gt["images"].append({"id": image_id, "width": w, "height": h})
-        boxes = np.stack([o.box for o in objects]).astype(np.float32)
-        gt_masks = [o.mask.decode(h, w).astype(bool) for o in objects]
-        for obj, mask in zip(objects, gt_masks):
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            rle["counts"] = rle["counts"].decode("ascii")
-            x0, y0, x1, y1 = (float(v) for v in obj.box)
-            ann = {"id": len(gt["annotations"]) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                   "segmentation": rle, "area": float(mask.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0]}
-            if obj.keypoints is not None:
-                ann["keypoints"] = obj.keypoints.reshape(-1).tolist()
-                ann["num_keypoints"] = int((obj.keypoints[:, 2] > 0).sum())
-            gt["annotations"].append(ann)
-            gt_keypoints.append(obj.keypoints)
-            gt_boxes.append(obj.box)
-            gt_parts.append(_box_parts(obj, h, w, model.config.output_size) if model is not None and obj.parts else None)
-        if model is not None:
-            outputs = predict_subsets(model, rgb, boxes, subsets, device)
-            for collector, subset in zip(methods, subsets):
-                _score_network(collector, outputs[subset], image_id, boxes, gt_masks, (h, w), threshold)
-        for collector in methods[len(subsets):]:
-            for box, gt_mask in zip(boxes, gt_masks):
-                collector.add_mask(image_id, BASELINES[collector.name](rgb, box), None, gt_mask, box)
-    scores = [_summarise(c, gt, gt_keypoints, gt_boxes, gt_parts, model) for c in methods]
-    return EvaluationReport(dataset.name, images_used, len(gt["annotations"]), min_area,
-                            time.perf_counter() - start, scores)
+    methods = [(subset_name(s, model.taps), s) for s in subsets] + [(name, None) for name in baselines]
+    part_names = model.config.part_names if model is not None else ()
+    image_ids = itertools.count(1)  # unique across sets, so that their results can be merged
+    per_set, reports = [], []
+    for dataset in datasets:
+        set_start = time.perf_counter()
+        results = _Results(dataset.name, methods, len(part_names) + 1)
+        for record in tqdm(dataset.images, desc=f"evaluate {dataset.name}", disable=not progress, unit="image"):
+            objects = evaluation_objects(record, min_area)
+            if objects:
+                _score_image(model, record, objects, next(image_ids), subsets, results, device, threshold)
+        per_set.append(results)
+        reports.append(results.summarise(dataset.keypoint_names, dataset.skeleton, part_names, min_area,
+                                         time.perf_counter() - set_start))
+    if len(datasets) == 1:
+        return reports[0]
+    first = next((d for d in datasets if d.keypoint_names), datasets[0])
+    merged = _Results.merged("+".join(d.name for d in datasets), per_set)
+    report = merged.summarise(first.keypoint_names, first.skeleton, part_names, min_area,
+                              time.perf_counter() - start)
+    report.sets = reports
+    return report
 
 
-def _box_parts(obj: ObjectAnnotation, h: int, w: int, size: int) -> np.ndarray:
-    labels = torch.from_numpy(obj.parts.decode(h, w).astype(np.int64))[None]
-    return part_targets(labels, torch.from_numpy(obj.box[None].astype(np.float32)), torch.zeros(1, dtype=torch.long),
-                        size)[0].numpy()
+def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: list[ObjectAnnotation],
+                 image_id: int, subsets: list[tuple[str, ...]], results: _Results, device: torch.device,
+                 threshold: float) -> None:
+    rgb = record.load_rgb()
+    size = rgb.shape[:2]
+    boxes = np.stack([o.box for o in objects]).astype(np.float32)
+    gt_masks = [o.mask.decode(*size).astype(bool) if o.mask is not None else None for o in objects]
+    results.add_ground_truth(image_id, objects, gt_masks, size)
+    with_mask = [i for i, m in enumerate(gt_masks) if m is not None]
+    if model is not None:
+        outputs = predict_subsets(model, rgb, boxes, subsets, device)
+        with_keypoints = [i for i, o in enumerate(objects) if has_keypoints(o)]
+        with_parts = [i for i, o in enumerate(objects) if o.parts is not None]
+        gt_parts = {i: objects[i].parts.decode(*size) for i in with_parts} if "parts" in model.tasks else {}
+        for collector, subset in zip(results.collectors, subsets):
+            logits = outputs[subset]
+            if "figure_ground" in logits and with_mask:
+                probabilities = paste_masks_in_image(logits["figure_ground"][with_mask, 0].sigmoid(),
+                                                     torch.from_numpy(boxes[with_mask]), size).numpy()
+                for prob, i in zip(probabilities, with_mask):
+                    collector.add_mask(image_id, prob >= threshold, prob, gt_masks[i], boxes[i])
+            if "keypoints" in logits and with_keypoints:
+                keypoints = heatmaps_to_keypoints(logits["keypoints"][with_keypoints],
+                                                  torch.from_numpy(boxes[with_keypoints])).numpy()
+                for kp, i in zip(keypoints, with_keypoints):
+                    collector.add_keypoints(image_id, kp, boxes[i])
+            for i, gt in gt_parts.items():
+                collector.part_confusion += _part_confusion(logits["parts"][i], boxes[i], gt)
+    for collector in results.collectors[len(subsets):]:
+        for i in with_mask:
+            collector.add_mask(image_id, BASELINES[collector.name](rgb, boxes[i]), None, gt_masks[i], boxes[i])
 
 
-def _score_network(collector: _Collector, logits: dict[str, torch.Tensor], image_id: int, boxes: np.ndarray,
-                   gt_masks: list[np.ndarray], image_size: tuple[int, int], threshold: float) -> None:
-    box_tensor = torch.from_numpy(boxes)
-    if "figure_ground" in logits:
-        probabilities = paste_masks_in_image(logits["figure_ground"][:, 0].sigmoid(), box_tensor, image_size)
-        for prob, box, gt_mask in zip(probabilities.numpy(), boxes, gt_masks):
-            collector.add_mask(image_id, prob >= threshold, prob, gt_mask, box)
-    if "keypoints" in logits:
-        keypoints = heatmaps_to_keypoints(logits["keypoints"], box_tensor).numpy()
-        collector.pred_keypoints.extend(keypoints)
-        for kp, det in zip(keypoints, collector.detections[-len(boxes):]):
-            flat = np.concatenate([kp[:, :2], np.ones((len(kp), 1))], 1).reshape(-1).tolist()
-            collector.keypoint_detections.append({**{k: det[k] for k in ("image_id", "category_id", "bbox")},
-                                                  "keypoints": flat, "score": float(kp[:, 2].mean())})
-    if "parts" in logits:
-        collector.part_pred.extend(logits["parts"].argmax(1).numpy())
+def _part_confusion(logits: torch.Tensor, box: np.ndarray, gt_labels: np.ndarray) -> np.ndarray:
+    """logits [P+1, S, S] of one box, its image's gt labels [H, W] -> [P+1, P+1] pixel counts
+    over the box: the most likely part of the pasted probabilities against the ground truth."""
+    rows, cols = box_region(box, gt_labels.shape)
+    probabilities = paste_heatmap(logits.softmax(0), torch.from_numpy(box), gt_labels.shape)
+    return part_confusion(probabilities[:, rows, cols].argmax(0).numpy(), gt_labels[rows, cols], logits.shape[0])
 
 
-def _summarise(c: _Collector, gt: dict, gt_keypoints: list, gt_boxes: list, gt_parts: list,
-               model: HypercolumnModel | None) -> MethodScores:
-    scores = MethodScores(c.name, list(c.taps) if c.taps else None, float(np.mean(c.ious)) if c.ious else float("nan"),
-                          coco_segm_ap(gt, c.detections), ious=c.ious)
-    labelled = [i for i, kp in enumerate(gt_keypoints) if kp is not None and (kp[:, 2] > 0).any()]
-    if c.pred_keypoints and labelled:
-        pred = np.stack([c.pred_keypoints[i][:, :2] for i in labelled])
-        scores.pck = float(pck(pred, np.stack([gt_keypoints[i] for i in labelled]),
-                               np.stack([gt_boxes[i] for i in labelled])))
-        keypoint_gt = {**gt, "annotations": [a for a in gt["annotations"] if a.get("num_keypoints", 0) > 0]}
-        ids = {a["id"] for a in keypoint_gt["annotations"]}
-        detections = [d for d, a in zip(c.keypoint_detections, gt["annotations"]) if a["id"] in ids]
-        scores.keypoint_ap = coco_keypoint_ap(keypoint_gt, detections)
-    with_parts = [i for i, p in enumerate(gt_parts) if p is not None]
-    if c.part_pred and with_parts and model is not None:
-        result = part_mean_iou([c.part_pred[i] for i in with_parts], [gt_parts[i] for i in with_parts],
-                               len(model.config.part_names) + 1)
-        scores.part_miou = float(result["mean_iou"])
-    return scores
+def _rle(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
 
 
-def validation_mask_iou(model: HypercolumnModel, dataset: AnnotatedDataset) -> float:
-    """The trainer's per-epoch score: mean mask IoU with all taps, no baselines."""
+def _xywh(box: np.ndarray) -> list[float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def validation_metrics(model: HypercolumnModel, dataset: AnnotatedDataset) -> dict[str, float]:
+    """The trainer's per-epoch scores with all taps, no baselines: mean mask IoU, PCK@0.1 and the
+    part mean IoU (nan for what the data does not label)."""
     device = next(model.parameters()).device
-    report = evaluate(model, dataset, [model.taps], baselines=(), device=device, progress=False)
-    return report.methods[0].mask_iou
+    scores = evaluate(model, dataset, [model.taps], baselines=(), device=device, progress=False).methods[0]
+    return {"mask_iou": scores.mask_iou, "pck": _number(scores.pck), "part_miou": _number(scores.part_miou)}
+
+
+def _number(value: float | None) -> float:
+    return float("nan") if value is None or math.isnan(value) else float(value)
 
 
 def write_report(report: EvaluationReport, path: str | Path) -> None:

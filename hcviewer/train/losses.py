@@ -7,8 +7,13 @@ import torch.nn.functional as F
 
 
 def figure_ground_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """logits [N, 1, S, S] (the head already picked each box's classifier set), targets [N, S, S]."""
-    return F.binary_cross_entropy_with_logits(logits[:, 0].float(), targets)
+    """logits [N, 1, S, S] (the head already picked each box's classifier set), targets [N, S, S]
+    soft masks in [0, 1], -1 for boxes whose object has no mask: they add no loss and no gradient
+    (the mean runs over the labelled boxes' cells only)."""
+    labelled = targets >= 0
+    if not labelled.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[:, 0].float()[labelled], targets[labelled])
 
 
 def keypoint_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

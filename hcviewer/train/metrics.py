@@ -87,24 +87,41 @@ def part_mean_iou(pred_labels: list[np.ndarray], gt_labels: list[np.ndarray], nu
     """Part labelling IoU from one confusion matrix accumulated over all objects.
 
     Labels are integers in [0, num_classes) with 0 = background; ground-truth pixels outside
-    that range (e.g. -1 = unlabelled) are ignored. Returns
-      confusion               [C][C] pixel counts, rows ground truth, columns prediction
-      per_class_iou           [C] IoU per class, nan for a class in neither ground truth nor prediction
-      mean_iou                mean over classes present (in ground truth or prediction), background included
-      mean_iou_no_background  the same without class 0
+    that range (e.g. -1 = unlabelled) are ignored. Returns ``part_scores`` of the summed
+    ``part_confusion`` of every object.
     """
     if len(pred_labels) != len(gt_labels):
         raise ValueError(f"{len(pred_labels)} predictions for {len(gt_labels)} ground-truth label maps")
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     for index, (pred, gt) in enumerate(zip(pred_labels, gt_labels)):
-        pred, gt = np.asarray(pred).astype(np.int64), np.asarray(gt).astype(np.int64)
-        if pred.shape != gt.shape:
-            raise ValueError(f"object {index}: prediction shape {pred.shape} != ground truth {gt.shape}")
-        valid = (gt >= 0) & (gt < num_classes)
-        if pred[valid].size and (pred[valid].min() < 0 or pred[valid].max() >= num_classes):
-            raise ValueError(f"object {index}: predicted labels must lie in [0, {num_classes})")
-        confusion += np.bincount(gt[valid] * num_classes + pred[valid],
-                                 minlength=num_classes ** 2).reshape(num_classes, num_classes)
+        try:
+            confusion += part_confusion(pred, gt, num_classes)
+        except ValueError as exc:
+            raise ValueError(f"object {index}: {exc}") from None
+    return part_scores(confusion)
+
+
+def part_confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """[C, C] pixel counts of one object's label maps (rows ground truth, columns prediction);
+    ground-truth pixels outside [0, num_classes) are ignored."""
+    pred, gt = np.asarray(pred).astype(np.int64), np.asarray(gt).astype(np.int64)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} != ground truth {gt.shape}")
+    valid = (gt >= 0) & (gt < num_classes)
+    if pred[valid].size and (pred[valid].min() < 0 or pred[valid].max() >= num_classes):
+        raise ValueError(f"predicted labels must lie in [0, {num_classes})")
+    return np.bincount(gt[valid] * num_classes + pred[valid], minlength=num_classes ** 2).reshape(num_classes,
+                                                                                                   num_classes)
+
+
+def part_scores(confusion: np.ndarray) -> dict:
+    """IoU figures of a [C, C] confusion matrix (rows ground truth, columns prediction, 0 = background):
+      confusion               [C][C] pixel counts
+      per_class_iou           [C] IoU per class, nan for a class in neither ground truth nor prediction
+      mean_iou                mean over classes present (in ground truth or prediction), background included
+      mean_iou_no_background  the same without class 0 (the mean over the part classes)
+    """
+    confusion = np.asarray(confusion, np.int64)
     intersection = np.diag(confusion).astype(float)
     union = confusion.sum(0) + confusion.sum(1) - intersection
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hcviewer.data.records import AnnotatedDataset
+from hcviewer.data.records import AnnotatedDataset, ObjectAnnotation
 from hcviewer.data.training import BoxTrainingDataset, TargetSpec, TrainingSample
 from hcviewer.fileio import write_atomic
 from hcviewer.modeling.build import build_hypercolumn
@@ -56,6 +56,7 @@ class TrainConfig:
     max_side: int = 512
     boxes_per_object: int = 2
     layer_dropout: float = 0.0  # probability that a step trains a random tap subset
+    loss_weights: dict = field(default_factory=dict)  # task -> weight of its loss in the sum (default 1)
     seed: int = 0
     device: str = "auto"
     pretrained: bool = True
@@ -71,10 +72,15 @@ class EpochRow:
     steps: int
     loss: float
     losses: dict[str, float]
-    val_mask_iou: float
+    validation: dict[str, float]  # VALIDATION_METRICS, nan when not validated or nothing labels them
     lr: float
     seconds: float
     images_per_second: float
+
+
+# What the per-epoch validation reports (``validate`` returns them); the best checkpoint is the one
+# with the highest mean of those the validation data labels.
+VALIDATION_METRICS = ("mask_iou", "pck", "part_miou")
 
 
 class TrainingInterrupted(Exception):
@@ -83,9 +89,12 @@ class TrainingInterrupted(Exception):
 
 def model_config(config: TrainConfig, dataset: AnnotatedDataset) -> HypercolumnConfig:
     """The network's configuration from the training options and what the data labels."""
+    keypoint_categories = labelled_categories(
+        dataset, lambda o: o.keypoints is not None and bool((o.keypoints[:, 2] > 0).any()))
+    part_categories = labelled_categories(dataset, lambda o: o.parts is not None)
     tasks = tuple(t for t in config.tasks
-                  if t == "figure_ground" or (t == "keypoints" and dataset.keypoint_names)
-                  or (t == "parts" and dataset.part_names))
+                  if t == "figure_ground" or (t == "keypoints" and dataset.keypoint_names and keypoint_categories)
+                  or (t == "parts" and dataset.part_names and part_categories))
     dropped = set(config.tasks) - set(tasks)
     if dropped:
         raise ValueError(f"the training data has no labels for {sorted(dropped)}; "
@@ -99,8 +108,17 @@ def model_config(config: TrainConfig, dataset: AnnotatedDataset) -> HypercolumnC
         part_names=dataset.part_names if "parts" in tasks else (),
         keypoint_names=dataset.keypoint_names if "keypoints" in tasks else (),
         skeleton=dataset.skeleton if "keypoints" in tasks else (),
+        keypoint_categories=keypoint_categories if "keypoints" in tasks else (),
+        part_categories=part_categories if "parts" in tasks else (),
+        part_colors=dataset.part_colors if "parts" in tasks else (),
         max_image_side=max(640, config.max_side),
     )
+
+
+def labelled_categories(dataset: AnnotatedDataset, labels: Callable[[ObjectAnnotation], bool]) -> tuple[str, ...]:
+    """The categories of the objects for which ``labels(object)`` holds: the boxes a head is
+    trained on, and so the only boxes it should answer (``HypercolumnConfig.applies_to``)."""
+    return tuple(sorted({o.category for im in dataset.images for o in im.objects if not o.iscrowd and labels(o)}))
 
 
 def pick_device(request: str) -> torch.device:
@@ -163,6 +181,7 @@ def batch_inputs(samples: list[TrainingSample], config: HypercolumnConfig, devic
 
 def compute_losses(logits: dict[str, torch.Tensor], samples: list[TrainingSample], device: torch.device
                    ) -> dict[str, torch.Tensor]:
+    """Each task's loss over the boxes labelled for it (targets of -1 are left out)."""
     losses = {}
     if "figure_ground" in logits:
         losses["figure_ground"] = figure_ground_loss(logits["figure_ground"],
@@ -187,7 +206,8 @@ def sample_taps(taps: tuple[str, ...], probability: float, generator: random.Ran
 
 class Trainer:
     def __init__(self, config: TrainConfig, train_set: AnnotatedDataset, val_set: AnnotatedDataset | None,
-                 out_dir: str | Path, validate: Callable[[HypercolumnModel, AnnotatedDataset], float] | None = None,
+                 out_dir: str | Path,
+                 validate: Callable[[HypercolumnModel, AnnotatedDataset], dict[str, float]] | None = None,
                  progress: bool = True) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
@@ -203,10 +223,15 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         spec = TargetSpec(self.model_config.output_size, self.model_config.keypoint_names,
                           len(self.model_config.part_names), self.model_config.class_names,
-                          self.model_config.class_specific)
+                          self.model_config.class_specific, "figure_ground" in self.model_config.tasks)
         self.dataset = BoxTrainingDataset(train_set, spec, config.max_side, config.boxes_per_object, seed=config.seed)
         if len(self.dataset) == 0:
-            raise ValueError("the training data has no usable objects (objects need a mask and a side >= 8 px)")
+            raise ValueError("the training data has no usable objects (objects need a side >= 8 px and a mask, "
+                             "part labels or keypoints of a trained task)")
+        unknown = set(config.loss_weights) - set(self.model_config.tasks)
+        if unknown:
+            raise ValueError(f"loss weights for {sorted(unknown)}, which this network does not train "
+                             f"(its tasks: {', '.join(self.model_config.tasks)})")
         self.val_set = val_set
         self.validate = validate
         self.progress = progress and self.rank == 0
@@ -300,7 +325,8 @@ class Trainer:
             bar.set_postfix(loss=f"{sum(losses.values()):.3f}", img_s=f"{step * len(indices) / elapsed:.2f}")
         seconds = time.perf_counter() - start
         mean = {k: v / max(1, len(batches)) for k, v in totals.items()}
-        return EpochRow(epoch + 1, len(batches), sum(mean.values()), mean, float("nan"),
+        return EpochRow(epoch + 1, len(batches), self._weighted(mean), mean,
+                        {name: float("nan") for name in VALIDATION_METRICS},
                         self.optimizer.param_groups[0]["lr"], seconds, len(order) / max(seconds, 1e-9))
 
     def _step(self, samples: list[TrainingSample]) -> dict[str, float]:
@@ -313,21 +339,26 @@ class Trainer:
             logits = self.network(images, rois, class_index, taps)
         losses = compute_losses(logits, samples, self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
+        self._weighted(losses).backward()
         self.optimizer.step()
         self.schedule.step()
         return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _weighted(self, losses: dict):
+        """The loss that is minimised: each task's loss times its weight (default 1)."""
+        return sum(self.config.loss_weights.get(task, 1.0) * value for task, value in losses.items())
 
     def _end_epoch(self, row: EpochRow, seconds: float) -> None:
         if self.rank != 0:
             return
         if self.validate is not None and self.val_set is not None and self.val_set.images:
-            row.val_mask_iou = float(self.validate(self.model, self.val_set))  # the next epoch sets train mode
+            row.validation.update(self.validate(self.model, self.val_set))  # the next epoch sets train mode
         self.history.append(row)
         header = self._training_header(row.epoch, seconds)
-        metrics = {"val_mask_iou": row.val_mask_iou, "epoch": row.epoch}
+        metrics = {**{f"val_{k}": v for k, v in row.validation.items()}, "epoch": row.epoch}
         save_checkpoint(self.out_dir / "last.safetensors", self.model, header, metrics)
-        score = row.val_mask_iou if not math.isnan(row.val_mask_iou) else -row.loss
+        score = validation_score(row.validation)
+        score = score if not math.isnan(score) else -row.loss
         if score > self.best:
             self.best = score
             save_checkpoint(self.out_dir / "best.safetensors", self.model, header, metrics)
@@ -335,20 +366,28 @@ class Trainer:
         self._append_csv(row)
         if self.progress:
             tqdm.write(f"epoch {row.epoch}: loss {row.loss:.4f} ({', '.join(f'{k} {v:.4f}' for k, v in row.losses.items())})"
-                       f", val mask IoU {row.val_mask_iou:.4f}, {row.seconds:.0f} s")
+                       f", validation {', '.join(f'{k} {v:.4f}' for k, v in row.validation.items())}"
+                       f", {row.seconds:.0f} s")
 
     def _append_csv(self, row: EpochRow) -> None:
         path = self.out_dir / "metrics.csv"
-        fields = ["epoch", "steps", "loss", *[f"loss_{k}" for k in row.losses], "val_mask_iou", "lr", "seconds",
-                  "images_per_second"]
+        fields = ["epoch", "steps", "loss", *[f"loss_{k}" for k in row.losses],
+                  *[f"val_{k}" for k in VALIDATION_METRICS], "lr", "seconds", "images_per_second"]
         new = not path.exists() or row.epoch == 1
         with open(path, "w" if new else "a", newline="") as f:
             writer = csv.writer(f)
             if new:
                 writer.writerow(fields)
             writer.writerow([row.epoch, row.steps, f"{row.loss:.5f}", *[f"{v:.5f}" for v in row.losses.values()],
-                             f"{row.val_mask_iou:.5f}", f"{row.lr:.3g}", f"{row.seconds:.1f}",
+                             *[f"{row.validation[k]:.5f}" for k in VALIDATION_METRICS], f"{row.lr:.3g}",
+                             f"{row.seconds:.1f}",
                              f"{row.images_per_second:.3f}"])
+
+
+def validation_score(validation: dict[str, float]) -> float:
+    """The mean of the validation metrics that were measured (nan when none was)."""
+    measured = [v for v in validation.values() if not math.isnan(v)]
+    return sum(measured) / len(measured) if measured else float("nan")
 
 
 def _list_state(state: tuple) -> list:
