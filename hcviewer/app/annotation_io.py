@@ -301,15 +301,13 @@ def _relative_name(path: Path, folder: Path) -> str:
 
 
 def _read_size(path: Path) -> tuple[int, int]:
-    """(height, width) as the image is shown (EXIF orientation applied, as OpenCV does) from
-    the file's header; (0, 0) when unreadable (it is reported when shown)."""
-    from PIL import Image
+    """(height, width) as the image is shown (EXIF orientation applied) from the file's header;
+    (0, 0) when unreadable (it is reported when shown)."""
+    from hcviewer.imageio import ImageReadError, read_image_size
 
     try:
-        with Image.open(path) as image:
-            transposed = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientation: rotated 90 degrees
-            return (image.width, image.height) if transposed else (image.height, image.width)
-    except (OSError, ValueError, SyntaxError):
+        return read_image_size(path)
+    except ImageReadError:
         return 0, 0
 
 

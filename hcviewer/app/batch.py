@@ -9,14 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from hcviewer.fileio import OutputError, write_json_atomic  # noqa: F401 - re-exported: how results are written
+from hcviewer.imageio import IMAGE_SUFFIXES, read_image
 from hcviewer.inference import HypercolumnPredictor, InputError, Prediction, paste_masks
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PASTE_CHUNK = 8  # boxes pasted into the full image at once: bounds memory to 8 float [H, W] maps
 
 
@@ -43,15 +42,9 @@ class ImageResult:
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
-    """RGB uint8 [H, W, 3]; ValueError naming the file when it cannot be read or decoded."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)  # with imdecode: non-ASCII paths work
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ValueError(f"{path}: not an image, or corrupt or truncated")
-    return np.ascontiguousarray(image[..., ::-1])
+    """RGB uint8 [H, W, 3]; ImageReadError (a ValueError) naming the file when it cannot be read or
+    decoded, or is over the pixel limit."""
+    return read_image(path).rgb
 
 
 def predict_images(

@@ -5,28 +5,9 @@ from __future__ import annotations
 
 import os
 
-import cv2
-import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class ImageReadError(ValueError):
-    """The file is missing, not an image, or corrupt; the message names it."""
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 [H, W, 3] (grey and alpha images converted; EXIF
-    orientation applied)."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: non-ASCII paths work
-    except OSError as exc:
-        raise ImageReadError(f"cannot read {path}: {exc.strerror or exc}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ImageReadError(f"cannot decode {path}: not an image file, or it is corrupt or truncated")
-    return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
+from hcviewer.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -46,7 +27,7 @@ class ImageLoader(QObject):
         if key != self.wanted_key:
             return
         try:
-            image = read_rgb(path)
+            image = read_image(path).rgb
         except ImageReadError as exc:
             self.failed.emit(key, str(exc))
             return

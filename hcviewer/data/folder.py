@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hcviewer.data.images import read_label_png, read_size
 from hcviewer.data.records import AnnotatedDataset, DataError, ImageRecord, ObjectAnnotation, PngMask
 
 ANNOTATION_FILE = "boxes.json"
@@ -51,8 +52,6 @@ class PngLabels:
     path: Path
 
     def decode(self, height: int, width: int) -> np.ndarray:
-        from hcviewer.data.images import read_label_png
-
         labels = read_label_png(self.path)
         if labels.shape != (height, width):
             raise DataError(f"{self.path}: part map is {labels.shape[1]}x{labels.shape[0]} but its image is "
@@ -188,13 +187,12 @@ class _RecordReader:
         return path
 
     def image_size(self, where: str, image_path: Path) -> tuple[int, int]:
-        from PIL import Image
-
+        """(width, height) as the image decodes (EXIF orientation applied), from its header."""
         try:
-            with Image.open(image_path) as image:  # reads the header only
-                return image.size
-        except Exception as exc:  # PIL raises many types for broken files
-            raise self.error(where, f"image {image_path.name} cannot be read ({exc}); re-export it") from None
+            height, width = read_size(image_path)
+        except DataError as exc:
+            raise self.error(where, f"image {image_path.name} cannot be read ({exc})") from None
+        return width, height
 
     def error(self, where: str, problem: str) -> DataError:
         return DataError(f"{self.json_path}: {where} {problem}")

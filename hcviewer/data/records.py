@@ -13,9 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """A data file that cannot be used; the message names the file, the record and the fix."""
+from hcviewer.data.errors import DataError
+from hcviewer.data.images import read_label_png, read_rgb
 
 
 class MaskSource(Protocol):
@@ -53,8 +52,6 @@ class PngMask:
     value: int | None = None
 
     def decode(self, height: int, width: int) -> np.ndarray:
-        from hcviewer.data.images import read_label_png
-
         labels = read_label_png(self.path)
         if labels.shape != (height, width):
             raise DataError(f"{self.path}: mask is {labels.shape[1]}x{labels.shape[0]} but its image is "
@@ -98,8 +95,6 @@ class ImageRecord:
         """[H, W, 3] uint8 RGB."""
         if self.pixels is not None:
             return self.pixels
-        from hcviewer.data.images import read_rgb
-
         rgb = read_rgb(self.path)
         if rgb.shape[:2] != (self.height, self.width):
             raise DataError(f"{self.path}: image is {rgb.shape[1]}x{rgb.shape[0]} but the annotation says "

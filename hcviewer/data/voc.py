@@ -23,6 +23,7 @@ from xml.parsers import expat
 
 import numpy as np
 
+from hcviewer.data.images import read_size
 from hcviewer.data.records import AnnotatedDataset, DataError, ImageRecord, ObjectAnnotation, PngMask
 
 
@@ -127,15 +128,14 @@ def _image_size(xml_path: Path, annotation: ET.Element, image_path: Path) -> tup
 
 
 def _image_size_from_file(xml_path: Path, image_path: Path) -> tuple[int, int]:
-    """Some converted files lack <size> (or have 0 x 0); read it from the image header instead."""
-    from PIL import Image
-
+    """Some converted files lack <size> (or have 0 x 0): (width, height) from the image header
+    instead, as the image decodes (EXIF orientation applied)."""
     try:
-        with Image.open(image_path) as image:
-            return image.size
-    except Exception as exc:  # PIL raises many types for missing or broken files
-        raise DataError(f"{xml_path}: has no usable <size> and its image {image_path} cannot be read "
-                        f"({exc}); add <size><width>/<height> or fix the image") from None
+        height, width = read_size(image_path)
+    except DataError as exc:
+        raise DataError(f"{xml_path}: has no usable <size> and its image cannot be used ({exc}); "
+                        "add <size><width>/<height> or fix the image") from None
+    return width, height
 
 
 def _read_object(path: Path, index: int, element: ET.Element) -> ObjectAnnotation:
