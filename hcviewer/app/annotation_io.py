@@ -388,8 +388,9 @@ class _Reader:
         for i, record in enumerate(self._list(coco, "images")):
             self._need(f"images[{i}]", record, ("id", "file_name"))
             image_id = self._key(f"images[{i}]", record["id"])
-            size = self._claimed_size(f"images[{i}]", record)
-            images[image_id] = SavedImage(self.path.parent / str(record["file_name"]), size, image_id=image_id)
+            image_path = self.path.parent / str(record["file_name"])
+            images[image_id] = SavedImage(image_path, self._claimed_size(f"images[{i}]", record, image_path),
+                                          image_id=image_id)
         for i, record in enumerate(self._list(coco, "annotations")):
             where = f"annotations[{i}] (id {record.get('id', '?')})" if isinstance(record, dict) else f"annotations[{i}]"
             self._need(where, record, ("image_id", "category_id", "bbox"))
@@ -461,13 +462,24 @@ class _Reader:
     def _score(self, where: str, value: Any) -> float | None:
         return None if value is None else self._number(where, value, "score")
 
-    def _claimed_size(self, where: str, record: dict) -> tuple[int, int] | None:
-        """(height, width) from the record, bounded; None when 0 x 0 (never read)."""
+    def _claimed_size(self, where: str, record: dict, image_path: Path) -> tuple[int, int] | None:
+        """(height, width) from the record; None when 0 x 0 (never read). A claim beyond
+        ``MAX_MASK_PIXELS`` is replaced by the image file's real size, or refused without it."""
         height, width = (self._number(where, record.get(k) or 0, k) for k in ("height", "width"))
-        if height < 0 or width < 0 or height * width > MAX_MASK_PIXELS:
-            raise self.fail(f"{where}: height {height:g} x width {width:g} is not an image size hcviewer "
-                            f"opens (at most {MAX_MASK_PIXELS} pixels); fix the record")
-        return (int(height), int(width)) if min(height, width) > 0 else None
+        if height >= 0 and width >= 0 and height * width <= MAX_MASK_PIXELS:
+            return (int(height), int(width)) if min(height, width) > 0 else None
+        real = self._real_size(image_path)
+        if min(real) > 0:
+            return real
+        raise self.fail(f"{where}: height {height:g} x width {width:g} is not an image size hcviewer opens "
+                        f"(at most {MAX_MASK_PIXELS} pixels) and {image_path} cannot be read for its real size; "
+                        "fix the record")
+
+    def _real_size(self, image_path: Path) -> tuple[int, int]:
+        """The image file's (height, width) from its header, (0, 0) when unreadable; read once."""
+        if image_path not in self.real_sizes:
+            self.real_sizes[image_path] = _read_size(image_path)
+        return self.real_sizes[image_path]
 
     def _box(self, where: str, values: Any) -> tuple[float, float, float, float]:
         if not isinstance(values, (list, tuple)) or len(values) != 4:
@@ -547,9 +559,7 @@ class _Reader:
     def _decode_size(self, where: str, image: SavedImage) -> tuple[int, int]:
         """The size to draw a polygon at: the image file's own when it can be read (a file's
         claim is not trusted), else the claimed one (bounded when read)."""
-        if image.path not in self.real_sizes:
-            self.real_sizes[image.path] = _read_size(image.path)
-        real = self.real_sizes[image.path]
+        real = self._real_size(image.path)
         if min(real) > 0:
             image.size = real
         if image.size is None:
