@@ -10,8 +10,13 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 python="${PYTHON:-python3}"
-# Keyed by the dependency list only, so editing code never rebuilds the environment.
-key="$(cat pyproject.toml | sha256sum | cut -c1-12)-v1"
+# Keyed by the dependency lists only (not the rest of pyproject.toml, e.g. pytest settings), so
+# editing code or tool settings never rebuilds the environment.
+key="$("$python" -c '
+import json, sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print(json.dumps([project["dependencies"], project.get("optional-dependencies", {})], sort_keys=True))
+' | sha256sum | cut -c1-12)-v2"
 venv="${HCVIEWER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/hcviewer/venv-$key}"
 
 if [[ ! -f "$venv/.complete" ]]; then
