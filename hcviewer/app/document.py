@@ -8,15 +8,15 @@ edit replaces an image's tuple of boxes, and the undo entry keeps the tuples bef
 While there are unsaved changes the window calls ``autosave`` every few seconds: the project goes
 to a recovery file (``~/.cache/hcviewer/recovery/<session>.json``, or ``$HCVIEWER_RECOVERY_DIR``)
 which a clean ``close`` deletes. A recovery file whose process is gone is offered back at the next
-start (``recovery_file``).
+start (``recovery_file``); the folder's rules (several processes, corrupt files) are in
+``hcviewer.app.recovery``.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,11 @@ from hcviewer.app.annotation_io import (
 )
 from hcviewer.app.boxfiles import BoxFileError, LoadedBox, decode_segmentation, read_boxes
 from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
+from hcviewer.app.recovery import (
+    RecoverySession, default_recovery_dir, recovered_annotation_path, recovery_extra,
+)
 
-RECOVERY_ENV = "HCVIEWER_RECOVERY_DIR"
 MAX_UNDO = 1000  # undo steps kept (each holds its boxes' results and drawings)
-
-
-def default_recovery_dir() -> Path:
-    return Path(os.environ.get(RECOVERY_ENV) or Path.home() / ".cache" / "hcviewer" / "recovery")
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,19 +136,6 @@ class Change:
     indices: tuple[int, ...] | None = None
 
 
-@dataclass
-class _Session:
-    """Where this process autosaves; ``modified`` is set by edits and cleared by saves."""
-
-    recovery_dir: Path
-    path: Path = field(init=False)
-    modified: bool = False
-    autosaved: bool = True
-
-    def __post_init__(self) -> None:
-        self.path = self.recovery_dir / f"{os.getpid()}-{time.time_ns()}.json"
-
-
 class Project:
     def __init__(self, recovery_dir: str | os.PathLike | None = None) -> None:
         self.images: list[ImageDocument] = []
@@ -166,7 +151,7 @@ class Project:
         self._next_id = 1
         self._loaded_index: int | None = None
         self._batch_boxes: dict[int, list[tuple[int, np.ndarray]]] = {}  # image -> (box id, box) sent
-        self._session = _Session(Path(recovery_dir) if recovery_dir else default_recovery_dir())
+        self._session = RecoverySession(Path(recovery_dir) if recovery_dir else default_recovery_dir())
 
     # ------------------------------------------------------------------------------ listeners
     def add_listener(self, callback: Callable[[Change], None]) -> None:
@@ -461,43 +446,54 @@ class Project:
         (disk full) is not fatal: AnnotationWriteError says which file."""
         if not self._session.modified or self._session.autosaved:
             return None
-        self._session.recovery_dir.mkdir(parents=True, exist_ok=True)
-        extra = {"recovery": {"pid": os.getpid(), "annotation_path": str(self.annotation_path or ""),
-                              "saved_at": time.time()}}
-        write_annotation(self._session.path, self.to_annotation(extra), png_masks=False)
+        self._session.folder.mkdir(parents=True, exist_ok=True)
+        write_annotation(self._session.path, self.to_annotation(recovery_extra(self.annotation_path)), png_masks=False)
         self._session.autosaved = True
         return self._session.path
 
     def recovery_file(self) -> Path | None:
         """The newest recovery file left by a process that is gone (a crash), else None."""
-        folder = self._session.recovery_dir
-        candidates = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
-        for path in candidates:
-            if path != self._session.path and not _process_alive(_pid_of(path)):
-                return path
-        return None
+        return self._session.left_behind()
 
     def recover(self, path: str | os.PathLike) -> None:
-        """Load a recovery file as the project (marked modified: it was never saved), then delete it."""
+        """Load a recovery file as the project (marked modified: it was never saved). The file
+        becomes this process's autosave file until the edits are saved. RecoveryError (naming
+        the file) when another process took it first, or when it cannot be read: it is then
+        moved aside as ``.corrupt`` and the project is unchanged."""
         path = Path(path)
-        annotation = read_annotation(path)
-        self._reset(annotation)
-        saved_to = annotation.extra.get("recovery", {}).get("annotation_path")
-        self.annotation_path = Path(saved_to) if saved_to else None
-        self._session.modified = True
-        self._session.autosaved = False
-        self.discard_recovery(path)
+        claimed = self._session.claim(path)
+        try:
+            annotation = read_annotation(claimed)
+            saved_to = recovered_annotation_path(annotation.extra)
+            self._reset(annotation)
+        except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+            # A damaged file (truncated by a crash, edited by hand) must not come back at every start.
+            raise self._session.set_aside(claimed, path, str(exc)) from None
+        self.annotation_path = saved_to
+        self._session.modified = True  # it was never saved ...
+        self._session.autosaved = True  # ... and the claimed file holds it
 
     def discard_recovery(self, path: str | os.PathLike) -> None:
         Path(path).unlink(missing_ok=True)
 
+    def interrupt(self) -> Path | None:
+        """An exit that cannot ask about unsaved edits (Ctrl+C twice): write them to the recovery
+        file now and keep it when the project closes, so that the next start offers them back.
+        Returns the file (None when nothing is unsaved); AnnotationWriteError when it cannot be written."""
+        if not self._session.modified:
+            return None
+        self._session.autosaved = False
+        path = self.autosave()
+        self._session.keep_on_close = True
+        return path
+
     def close(self) -> None:
-        """A clean exit: the recovery file goes."""
-        self._delete_own_recovery()
+        """A clean exit: the recovery file goes (unless ``interrupt`` kept it)."""
+        if not self._session.keep_on_close:
+            self._delete_own_recovery()
 
     def _delete_own_recovery(self) -> None:
-        self._session.path.unlink(missing_ok=True)
-        self._session.autosaved = True
+        self._session.remove_own()
 
 
 def _swap(boxes: tuple[Box, ...], new: Box) -> tuple[Box, ...]:
@@ -521,24 +517,3 @@ def _saved(box: Box) -> SavedObject:
                                                            result.keypoints, result.score)
     return SavedObject(tuple(float(v) for v in box.xyxy), box.label, box.score, box.mask_rle, box.keypoints,
                        box.rejected, None if box.gt is None else box.gt.segmentation, saved_result)
-
-
-def _pid_of(path: Path) -> int | None:
-    """The process that wrote a recovery file (its name starts with the pid)."""
-    head = path.stem.split("-", 1)[0]
-    return int(head) if head.isdigit() else None
-
-
-def _process_alive(pid: int | None) -> bool:
-    if pid is None or pid == 0:
-        return False
-    if pid == os.getpid():
-        return True  # another project in this process (tests, a second window)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
