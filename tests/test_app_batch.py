@@ -90,10 +90,16 @@ def test_cancel_stops_between_images(predictor, items):
 
 def test_images_without_boxes_and_boxes_outside_the_image(predictor, items):
     no_boxes = BatchItem(items[0].image_path, np.zeros((0, 4)), [], 5)
-    outside = BatchItem(items[0].image_path, np.array([[500, 500, 600, 600]], float), ["person"], 6)
-    empty, refused = predict_images(predictor, [no_boxes, outside])
+    mixed = BatchItem(items[0].image_path, np.array([[500, 500, 600, 600], [10, 10, 60, 60]], float),
+                      ["bench", "person"], 6)
+    empty, result = predict_images(predictor, [no_boxes, mixed])
     assert empty.error is None and empty.masks_rle == [] and len(empty.boxes) == 0
-    assert str(items[0].image_path) in refused.error and "entirely outside" in refused.error
+    # the box outside is skipped and named; the image's other box is segmented
+    assert result.error is None and len(result.masks_rle) == 1
+    assert result.box_indices == [1] and result.labels == ["person"]
+    [skipped] = result.skipped
+    assert skipped.index == 0
+    assert skipped.describe().startswith("the bench box at (500, 500)–(600, 600) lies entirely outside the ")
 
 
 def test_class_specific_checkpoints_need_known_labels(tmp_path, items):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from hcviewer.boxes import box_problem, describe_box
 from hcviewer.fileio import OutputError, write_json_atomic  # noqa: F401 - re-exported: how results are written
 from hcviewer.imageio import IMAGE_SUFFIXES, read_image
 from hcviewer.inference import HypercolumnPredictor, InputError, Prediction, paste_masks
@@ -39,6 +40,22 @@ class ImageResult:
     keypoints: np.ndarray | None  # [N, J, 3] (x, y, score), when the checkpoint predicts them
     error: str | None = None
     labels: list[str] = field(default_factory=list)
+    box_indices: list[int] | None = None  # the item's box each mask is for (None: all, in order)
+    skipped: list[SkippedBox] = field(default_factory=list)  # boxes that could not be segmented
+    image_size: tuple[int, int] | None = None  # (H, W) once the image was read
+
+
+@dataclass(frozen=True)
+class SkippedBox:
+    """A box of an item that was not segmented (the image's other boxes were)."""
+
+    index: int  # into the item's boxes
+    box: tuple[float, float, float, float]
+    label: str
+    problem: str  # e.g. "lies entirely outside the 160x120 image"
+
+    def describe(self) -> str:
+        return f"{describe_box(self.label, self.box)} {self.problem}"
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
@@ -81,14 +98,31 @@ def _predict_item(predictor: HypercolumnPredictor, item: BatchItem, tasks: tuple
         image = read_image_rgb(path)
     except ValueError as exc:
         return replace(empty, error=str(exc))
+    kept, skipped = _check_boxes(item, boxes, image.shape[:2])
+    labels = [item.labels[i] for i in kept]
+    empty = replace(empty, boxes=boxes[kept], labels=labels, box_indices=kept, skipped=skipped,
+                    image_size=image.shape[:2])
+    if not kept:
+        return empty
     try:
         predictor.set_image(image)
-        prediction = predictor.predict(boxes, tasks=tasks, class_index=_class_index(predictor, item.labels))
+        prediction = predictor.predict(boxes[kept], tasks=tasks, class_index=_class_index(predictor, labels))
     except InputError as exc:
         return replace(empty, error=f"{path}: {exc}")
     masks_rle, scores = _encode_masks(prediction, image.shape[:2], threshold)
-    return ImageResult(path, item.image_id, prediction.boxes, masks_rle, scores, prediction.keypoints,
-                       labels=list(item.labels))
+    return replace(empty, boxes=prediction.boxes, masks_rle=masks_rle, scores=scores, keypoints=prediction.keypoints)
+
+
+def _check_boxes(item: BatchItem, boxes: np.ndarray, image_size: tuple[int, int]) -> tuple[list[int], list[SkippedBox]]:
+    """Indices of the boxes [N, 4] that can be segmented, and the others with why."""
+    kept, skipped = [], []
+    for i, box in enumerate(boxes):
+        problem = box_problem(box, image_size)
+        if problem is None:
+            kept.append(i)
+        else:
+            skipped.append(SkippedBox(i, tuple(float(v) for v in box), item.labels[i], problem))
+    return kept, skipped
 
 
 def _class_index(predictor: HypercolumnPredictor, labels: list[str]) -> list[int] | None:

@@ -159,6 +159,9 @@ def _write_results(batch, results: list, box_file: BoxFile, out: Path) -> int:
     failed = [r for r in results if r.error is not None]
     for result in failed:
         print(f"hcviewer: skipped {result.error}", file=sys.stderr)
+    for result in results:
+        for box in result.skipped:  # the image's other boxes are segmented
+            print(f"hcviewer: skipped {box.describe()} in {result.image_path}", file=sys.stderr)
     try:
         records = batch.to_coco_results(results, box_file.category_ids)
         batch.write_json_atomic(out, records)

@@ -31,6 +31,7 @@ from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
 from hcviewer.app.recovery import (
     RecoverySession, default_recovery_dir, recovered_annotation_path, recovery_extra,
 )
+from hcviewer.boxes import box_problem
 
 MAX_UNDO = 1000  # undo steps kept (each holds its boxes' results and drawings)
 
@@ -107,9 +108,19 @@ class ImageDocument:
         segmented = sum(b.result is not None or b.accepted for b in self.boxes)
         if n and decided == n:
             return f"done: {accepted} accepted"
+        unsegmentable = len(self.unsegmentable())
+        problems = f", {unsegmentable} cannot be segmented" if unsegmentable else ""
         if segmented:
-            return f"segmented {segmented}/{n}" + (f", {accepted} accepted" if accepted else "")
-        return f"{n} boxes" if n else ""
+            return f"segmented {segmented}/{n}" + (f", {accepted} accepted" if accepted else "") + problems
+        return (f"{n} boxes" + problems) if n else ""
+
+    def unsegmentable(self) -> list[tuple[Box, str]]:
+        """The boxes that cannot be segmented in this image (entirely outside it…), with why;
+        known once the image's size is."""
+        if self.size is None:
+            return []
+        problems = ((box, box_problem(box.xyxy, self.size)) for box in self.boxes)
+        return [(box, problem) for box, problem in problems if problem is not None]
 
     def box(self, box_id: int) -> Box:
         for box in self.boxes:
@@ -334,8 +345,12 @@ class Project:
                 errors.append(index)
                 continue
             boxes = self.images[index].boxes
+            if self.images[index].size is None and result.image_size is not None:
+                self.images[index].size = tuple(result.image_size)  # the status counts boxes outside it
             sent = self._batch_boxes.get(index, [])
-            for i, ((box_id, xyxy), rle, score) in enumerate(zip(sent, result.masks_rle, result.scores)):
+            indices = range(len(result.masks_rle)) if result.box_indices is None else result.box_indices
+            for i, (sent_index, rle, score) in enumerate(zip(indices, result.masks_rle, result.scores)):
+                box_id, xyxy = sent[sent_index]  # boxes that could not be segmented were left out
                 box = next((b for b in boxes if b.id == box_id), None)
                 if box is not None and np.allclose(box.xyxy, xyxy):
                     keypoints = None if result.keypoints is None else np.asarray(result.keypoints[i])

@@ -231,7 +231,8 @@ class ModelWorker(QObject):
             work()
         except Exception as exc:  # noqa: BLE001 - an error in the worker is a message, never a crash
             traceback.print_exc()
-            self.failed.emit(f"{type(exc).__name__}: {exc}")
+            # Bad input (InputError is a ValueError) says what is wrong in words; others name their kind.
+            self.failed.emit(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
 
 
 def box_mask_iou(probs: np.ndarray, box: np.ndarray, gt_mask: np.ndarray, threshold: float = 0.5) -> float:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
+from hcviewer.boxes import box_problem
 from hcviewer.inference.device import DeviceChoice, choose_device
 from hcviewer.modeling.backbones import FX_TRACE_LOCK
 from hcviewer.modeling.preprocess import resize_for_model
@@ -218,14 +219,10 @@ def check_boxes(boxes, image_size: tuple[int, int]) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise InputError(f"boxes must have shape [N, 4] as (x0, y0, x1, y1), got {arr.shape}")
-    h, w = image_size
-    for i, (x0, y0, x1, y1) in enumerate(arr):
-        if not np.all(np.isfinite([x0, y0, x1, y1])):
-            raise InputError(f"box {i} has a NaN or infinite coordinate: {arr[i].tolist()}")
-        if x1 <= x0 or y1 <= y0:
-            raise InputError(f"box {i} has zero or negative size: {arr[i].tolist()} (x0, y0, x1, y1)")
-        if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
-            raise InputError(f"box {i} lies entirely outside the {w}x{h} image: {arr[i].tolist()}")
+    for i, box in enumerate(arr):
+        problem = box_problem(box, image_size)
+        if problem is not None:
+            raise InputError(f"box {i} {problem}: {box.tolist()} (x0, y0, x1, y1)")
     return arr.astype(np.float32)
 
 

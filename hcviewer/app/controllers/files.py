@@ -13,7 +13,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
 from hcviewer.app.boxfiles import DEMO_BOXES, BoxFileError, demo_images
-from hcviewer.app.image_loader import is_image_file
+from hcviewer.app.image_loader import is_image_file, readable
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow
@@ -125,7 +125,7 @@ class FileController(QObject):
     def file_row(self, row: int) -> tuple[str, str, str]:
         """(name, tooltip, status) of the file list's row ``row``."""
         image = self.project.images[row]
-        return Path(image.path).name, str(image.path), image.status
+        return readable(Path(image.path).name), readable(image.path), image.status
 
     def step_image(self, step: int) -> None:
         if self.project.images:
@@ -142,8 +142,8 @@ class FileController(QObject):
         self.state.image_key = f"{index}:{time.monotonic_ns()}"
         window.file_list.setCurrentIndex(window.file_model.index(index))
         image = self.project.images[index]
-        window.setWindowTitle(f"hcviewer — {Path(image.path).name}")
-        window.loader.load(self.state.image_key, str(image.path))
+        window.setWindowTitle(f"hcviewer — {readable(Path(image.path).name)}")
+        window.loader.load(self.state.image_key, image.path)
 
     def forget_shown_image(self) -> None:
         """Nothing shown (answers still on their way are for no image now)."""
@@ -162,7 +162,7 @@ class FileController(QObject):
         window.model.show_image(key, rgb)
         window.canvas.sync_boxes()
         if any(b.result is not None for b in window.current_document().boxes):
-            window.segmentation.segment_all()  # results of "segment all images": redrawn from this image's features
+            window.segmentation.redraw_results()  # results of "segment all images": redrawn from this image's features
 
     def _image_failed(self, key: str, message: str) -> None:
         if key != self.state.image_key:

@@ -17,10 +17,13 @@ from hcviewer.app.document import ModelResult
 from hcviewer.app.image_view import Mode
 from hcviewer.app.viewer_state import BoxView
 from hcviewer.app.worker import BoxRequest, BoxResult, CompareRequest, ModelInfo
+from hcviewer.boxes import box_problem, describe_box
 
 if TYPE_CHECKING:
     from hcviewer.app.document import Box
     from hcviewer.app.main_window import MainWindow
+
+MAX_LISTED = 10  # boxes named in one message
 
 
 class SegmentationController(QObject):
@@ -80,7 +83,19 @@ class SegmentationController(QObject):
             return False
         return True
 
-    def _request(self, boxes: list["Box"], contributions: bool) -> None:
+    def _request(self, boxes: list["Box"], contributions: bool, report: bool = True) -> None:
+        """Ask the worker for ``boxes``; those that cannot be segmented (entirely outside the
+        image…) are left out and, when ``report``, named in one message."""
+        size = self.state.image.shape[:2]
+        problems = {b.id: box_problem(b.xyxy, size) for b in boxes}
+        bad = [b for b in boxes if problems[b.id] is not None]
+        if bad and report:
+            lines = [f"{describe_box(b.label, b.xyxy)} {problems[b.id]}: skipped." for b in bad[:MAX_LISTED]]
+            self.window.show_message("\n".join(line[0].upper() + line[1:] for line in lines)
+                                     + "\nMove such a box onto the image, or delete it (Del).", "Segment")
+        boxes = [b for b in boxes if problems[b.id] is None]
+        if not boxes:
+            return
         self.window.model.predict(BoxRequest(
             self.state.image_key, [b.id for b in boxes], np.array([b.xyxy for b in boxes], np.float64),
             taps=self.taps(), class_index=self._class_index(boxes), contributions=contributions))
@@ -98,9 +113,17 @@ class SegmentationController(QObject):
             self._request([box], contributions=True)
 
     def segment_all(self) -> None:
+        """Segment all boxes in image (the user asked: boxes that cannot be are named)."""
+        self._segment_shown_boxes(report=True)
+
+    def redraw_results(self) -> None:
+        """The shown image's results drawn again from its cached features (nothing said)."""
+        self._segment_shown_boxes(report=False)
+
+    def _segment_shown_boxes(self, report: bool) -> None:
         boxes = list(self.window.canvas.visible_boxes().values())
         if boxes and self._ready_for_model():
-            self._request(boxes, contributions=False)
+            self._request(boxes, contributions=False, report=report)
 
     def _predicted(self, result: BoxResult) -> None:
         request, state = result.request, self.state
@@ -213,6 +236,11 @@ class SegmentationController(QObject):
         errors = [r.error for r in batch.results if r.error is not None]
         if errors:
             window.show_message(f"{len(errors)} images could not be segmented; first: {errors[0]}", "Segment all images")
+        skipped = [f"{Path(r.image_path).name}: {box.describe()}" for r in batch.results for box in r.skipped]
+        if skipped:
+            window.show_message(f"{len(skipped)} boxes were skipped (move them onto their image or delete them):\n"
+                                + "\n".join(skipped[:MAX_LISTED]) + ("\n…" if len(skipped) > MAX_LISTED else ""),
+                                "Segment all images")
         document = window.current_document()
         if self.state.image is not None and any(b.result is not None for b in document.boxes):
-            self.segment_all()
+            self.redraw_results()

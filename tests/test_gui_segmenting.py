@@ -1,0 +1,53 @@
+"""Segmenting in the real window (issue 9): boxes that cannot be segmented are named and skipped,
+stale hover after changing images, opening a model from the GUI, cached results reused."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from test_gui_app import _click_box, _wait, _write_dataset, make_window, window  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+def _dismiss_messages(qtbot, window) -> None:
+    """Click OK on every message box, as the user does, and return to the main window."""
+    for box in QApplication.topLevelWidgets():
+        if isinstance(box, QMessageBox) and box.isVisible():
+            box.button(QMessageBox.StandardButton.Ok).click()
+    window.activateWindow()
+    _wait(qtbot, lambda: QApplication.activeWindow() is window, 5000)
+
+
+def _row(window, index: int) -> str:
+    return window.file_model.data(window.file_model.index(index))
+
+
+def test_a_box_outside_its_image_is_named_and_skipped_and_the_others_segmented(make_window, qtbot, tmp_path):
+    boxes = _write_dataset(tmp_path)
+    (tmp_path / "extra.csv").write_text("image,x0,y0,x1,y1,label\na.png,200,130,260,170,bench\n")
+    window = make_window()
+    window.files.open_paths([tmp_path / "a.png", tmp_path / "b.png"], boxes=boxes)
+    window.files.open_boxes(tmp_path / "extra.csv")
+    _wait(qtbot, lambda: window.state.image is not None and window.state.model_info is not None
+          and len(window.canvas.box_items) == 3)
+    window.segmentation.segment_all()
+    _wait(qtbot, lambda: len(window.state.views) == 2)  # the two boxes on the image
+    message = window.messages[-1]
+    assert "bench box at (200, 130)–(260, 170) lies entirely outside the 160x120 image" in message
+    assert "Error" not in message and "box 2" not in message
+
+    window.segmentation.segment_all_images()
+    _wait(qtbot, lambda: not window.progress.isVisible())
+    assert _row(window, 0) == "a.png  —  segmented 2/3, 1 cannot be segmented"
+    assert _row(window, 1) == "b.png  —  segmented 1/1"
+    assert "a.png: the bench box at (200, 130)–(260, 170) lies entirely outside" in window.messages[-1]
+
+    bad = next(b for b in window.current_document().boxes if b.label == "bench")
+    window.canvas.select_box(bad.id)
+    _dismiss_messages(qtbot, window)
+    QTest.keyClick(window, Qt.Key.Key_Delete)
+    assert _row(window, 0) == "a.png  —  segmented 2/2"
