@@ -64,3 +64,26 @@ def _default_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Raise OutputError unless a file can be created, written and synced in ``folder``: tried
+    with a small temporary file (then removed) before long work, so that a read-only or full
+    target is found out at once, not after the work. ``what`` names the output in the message."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {what}: the folder {folder} does not exist; create it or choose another")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hcviewer-probe.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what}: {exc.strerror or exc} in {folder}; "
+                          "choose a folder you can write to") from None
+    try:
+        os.write(fd, b"\0" * 4096)  # one block: a full disk fails here or at the sync
+        os.fsync(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what}: {exc.strerror or exc} in {folder}; "
+                          "free disk space or choose another folder") from None
+    finally:
+        os.close(fd)
+        Path(probe).unlink(missing_ok=True)

@@ -69,7 +69,7 @@ def test_predict_from_detection_results_with_min_score(dataset, tiny_checkpoint)
 def test_predict_reports_an_unreadable_image_and_goes_on(dataset, tiny_checkpoint, capsys):
     broken = dataset["images"] / "val" / "000000000002.png"
     broken.write_bytes(b"broken")
-    assert predict(dataset, tiny_checkpoint) == 0
+    assert predict(dataset, tiny_checkpoint) == 1  # exit status 1: some were skipped
     err = capsys.readouterr().err
     assert f"skipped {broken}: not an image" in err and "1 images skipped" in err
     assert [r["image_id"] for r in json.loads(dataset["out"].read_text())] == [1]

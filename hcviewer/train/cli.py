@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hcviewer.data.records import AnnotatedDataset, DataError, concatenate, split_images
+from hcviewer.threads import ThreadsError, add_threads_argument, apply_thread_policy
 
 SPLIT_HELP = "held-out images: the same fraction and seed give the same split in train, eval and ablate"
 
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(ablate)
     add_training_arguments(ablate)
     ablate.add_argument("--baselines", default="box,ellipse,grabcut")
+    for command in commands.choices.values():
+        add_threads_argument(command)
     return parser
 
 
@@ -362,6 +365,11 @@ COMMANDS = {"train": command_train, "resume": command_resume, "eval": command_ev
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        apply_thread_policy(args.threads)  # before torch loads: OpenMP reads its settings then
+    except ThreadsError as exc:
+        print(f"hcviewer-train: error: {exc}", file=sys.stderr)
+        return 2
     from hcviewer.modeling.checkpoint import CheckpointError
     from hcviewer.train.trainer import TrainingInterrupted
 
