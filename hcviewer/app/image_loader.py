@@ -14,6 +14,13 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
+def readable(text: str | os.PathLike) -> str:
+    """A path (or a message naming one) as the user can read it: bytes of a file name that are
+    not UTF-8 (``caf\\xe9.jpg``), which Python keeps as surrogate escapes and Qt would drop,
+    shown as U+FFFD."""
+    return os.fsencode(os.fspath(text)).decode("utf-8", "replace")
+
+
 class ImageLoader(QObject):
     loaded = Signal(str, object)  # key, RGB uint8 [H, W, 3]
     failed = Signal(str, str)  # key, message
@@ -22,20 +29,20 @@ class ImageLoader(QObject):
         super().__init__()
         self.wanted_key: str | None = None  # written by the GUI thread; stale loads are skipped
 
-    @Slot(str, str)
-    def load(self, key: str, path: str) -> None:
+    @Slot(str, object)
+    def load(self, key: str, path: str | os.PathLike) -> None:
         if key != self.wanted_key:
             return
         try:
             image = read_image(path).rgb
         except ImageReadError as exc:
-            self.failed.emit(key, str(exc))
+            self.failed.emit(key, readable(str(exc)))  # a str signal would drop undecodable bytes
             return
         self.loaded.emit(key, image)
 
 
 class ImageLoaderService(QObject):
-    _load = Signal(str, str)
+    _load = Signal(str, object)  # the path as Python holds it: a str signal would drop undecodable bytes
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -46,7 +53,7 @@ class ImageLoaderService(QObject):
         self._load.connect(self.loader.load)
         self.thread.start()
 
-    def load(self, key: str, path: str) -> None:
+    def load(self, key: str, path: str | os.PathLike) -> None:
         self.loader.wanted_key = key
         self._load.emit(key, path)
 

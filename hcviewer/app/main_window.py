@@ -25,7 +25,7 @@ from hcviewer.app.defaults import DEFAULT_CHECKPOINT
 from hcviewer.app.document import ImageDocument, Project
 from hcviewer.app.file_list import FileListModel
 from hcviewer.app.gui_gc import install_gui_gc
-from hcviewer.app.image_loader import ImageLoaderService
+from hcviewer.app.image_loader import ImageLoaderService, readable
 from hcviewer.app.image_view import ImageView
 from hcviewer.app.layers_panel import DisplayPanel, LayersPanel
 from hcviewer.app.menus import build_menus
@@ -142,6 +142,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------------------ shared
     def show_message(self, text: str, title: str = "hcviewer") -> None:
         """A non-modal message box: the app stays usable and tests never block on it."""
+        text = readable(text)  # a file name that is not UTF-8 is shown, not dropped
         self.messages.append(text)
         self.statusBar().showMessage(text, 10000)
         box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
