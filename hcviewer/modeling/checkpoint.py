@@ -92,6 +92,12 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
         header = json.loads(metadata[HEADER_KEY])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: the hcviewer header is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: the hcviewer header is nested too deeply to be a checkpoint header; "
+                              "use a file written by hcviewer-train") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the hcviewer header is a JSON {type(header).__name__}, not an object; "
+                              "use a file written by hcviewer-train")
     if header.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: header format is {header.get('format')!r}, expected {FORMAT_NAME!r}")
     version = header.get("format_version")
@@ -100,17 +106,21 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
             f"{path}: checkpoint format version {version}, this hcviewer reads version {FORMAT_VERSION}; "
             "upgrade hcviewer or re-export the checkpoint"
         )
+    if not isinstance(header.get("config"), dict):
+        raise CheckpointError(f"{path}: the header has no network configuration object ('config'); "
+                              "use a file written by hcviewer-train")
     try:
         config = HypercolumnConfig.from_dict(header["config"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: the network configuration in the header is invalid ({exc})") from None
-    return CheckpointInfo(
-        path=path,
-        config=config,
-        training=header.get("training", {}),
-        metrics=header.get("metrics", {}),
-        weights_dtype=header.get("weights_dtype", "float32"),
-    )
+        raise CheckpointError(f"{path}: the network configuration in the header is invalid ({exc}); "
+                              "re-export the checkpoint with hcviewer-train") from None
+    sections = {key: header.get(key, {}) for key in ("training", "metrics")}
+    for key, value in sections.items():
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: the header's '{key}' must be a JSON object, got "
+                                  f"{type(value).__name__}; re-export the checkpoint with hcviewer-train")
+    return CheckpointInfo(path=path, config=config, weights_dtype=str(header.get("weights_dtype", "float32")),
+                          **sections)
 
 
 def load_checkpoint(
@@ -118,10 +128,11 @@ def load_checkpoint(
 ) -> tuple[HypercolumnModel, CheckpointInfo]:
     """Build the configured network and load its weights; every failure is a CheckpointError."""
     info = read_checkpoint_info(path)
-    try:
-        model = HypercolumnModel(info.config, pretrained_backbone=False)
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{info.path}: cannot build the network it describes ({exc})") from None
+    # The header is checked against the file's tensors on a network without storage first: a
+    # header claiming more weights than the file holds is refused before anything is allocated.
+    expected = {key: (tuple(t.shape), t.dtype) for key, t in _build(info, torch.device("meta")).state_dict().items()}
+    _check_shapes(info.path, expected, _stored_shapes(info.path))
+    model = _build(info, torch.device("cpu"))
     try:
         state = {}
         with safe_open(str(info.path), framework="pt", device="cpu") as f:
@@ -129,22 +140,41 @@ def load_checkpoint(
                 state[key] = f.get_tensor(key)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{info.path}: the weights cannot be read ({exc}); the file may be truncated") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{info.path}: weights do not match the network in its header "
-            f"({len(missing)} missing, e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]})"
-        )
     for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{info.path}: weight {key} has shape {tuple(tensor.shape)}, the network expects "
-                f"{tuple(expected[key].shape)}"
-            )
         if tensor.is_floating_point():
-            state[key] = tensor.to(expected[key].dtype)
+            if not torch.isfinite(tensor).all():
+                raise CheckpointError(f"{info.path}: weight {key} holds NaN or infinite values; the training run "
+                                      "diverged or the file is damaged: use an earlier checkpoint")
+            state[key] = tensor.to(expected[key][1])
     model.load_state_dict(state)
     return model.to(device).eval(), info
+
+
+def _build(info: CheckpointInfo, device: torch.device) -> HypercolumnModel:
+    try:
+        with device:
+            return HypercolumnModel(info.config, pretrained_backbone=False)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{info.path}: cannot build the network it describes ({exc})") from None
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the weights cannot be read ({exc}); the file may be truncated") from None
+
+
+def _check_shapes(path: Path, expected: dict[str, tuple], stored: dict[str, tuple[int, ...]]) -> None:
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match the network in its header "
+            f"({len(missing)} missing, e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]})"
+        )
+    for key, shape in stored.items():
+        if shape != expected[key][0]:
+            raise CheckpointError(f"{path}: weight {key} has shape {shape}, the network expects {expected[key][0]}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,24 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Box labels that name no category (box files without a label column, boxes drawn in the app):
 # every head answers them, as it answers a box with no label at all.
 CLASS_AGNOSTIC_LABELS = ("", "object", "unknown")
+
+# What a configuration may claim, checked before any network is built: a checkpoint header is
+# untrusted input, and a crafted one (grid_size 400 in a 6 MB file) once allocated 20 GB.
+INT_RANGES = {  # field -> (smallest, largest)
+    "grid_size": (1, 16),  # the paper uses 5 (K x K location-specific classifiers)
+    "output_size": (2, 256),  # S x S heatmap per box; the paper uses 50
+    "max_image_side": (32, 4096),  # at least one cell of a stride-32 trunk
+}
+NAME_COUNTS = {  # field -> the most names it may hold
+    "taps": 16,
+    "class_names": 2000,  # LVIS has 1,203 categories
+    "part_names": 255,  # part label maps are uint8: 0 background, 1..255 parts
+    "keypoint_names": 256,  # COCO-WholeBody has 133
+    "keypoint_categories": 2000,
+    "part_categories": 2000,
+}
+MAX_NAME_LENGTH = 200
+MAX_SKELETON_EDGES = 1024
 
 
 @dataclass(frozen=True)
@@ -55,8 +74,7 @@ class HypercolumnConfig:
             raise ValueError("the parts task needs part_names")
         if "keypoints" in self.tasks and not self.keypoint_names:
             raise ValueError("the keypoints task needs keypoint_names")
-        if self.grid_size < 1 or self.output_size < 2:
-            raise ValueError("grid_size must be >= 1 and output_size >= 2")
+        _check_types_and_bounds(self)
         if not self.class_names:
             raise ValueError("class_names must name at least one class")
         for a, b in self.skeleton:
@@ -107,9 +125,59 @@ class HypercolumnConfig:
         for key in ("taps", "tasks", "class_names", "part_names", "keypoint_names", "mean", "std",
                     "keypoint_categories", "part_categories"):
             if key in kw:
-                kw[key] = tuple(kw[key])
+                kw[key] = tuple(_json_list(key, kw[key]))
         if "skeleton" in kw:
-            kw["skeleton"] = tuple((int(a), int(b)) for a, b in kw["skeleton"])
+            kw["skeleton"] = tuple(_edge(edge) for edge in _json_list("skeleton", kw["skeleton"]))
         if "part_colors" in kw:
-            kw["part_colors"] = tuple(tuple(c) for c in kw["part_colors"])
+            colors = _json_list("part_colors", kw["part_colors"])
+            kw["part_colors"] = tuple(tuple(_json_list("part_colors", c)) for c in colors)
         return cls(**kw)
+
+
+def _check_types_and_bounds(config: HypercolumnConfig) -> None:
+    """ValueError naming the field whose value has the wrong type or is out of bounds."""
+    if not isinstance(config.backbone, str):
+        raise ValueError(f"backbone must be a name, got {config.backbone!r}")
+    for name, (low, high) in INT_RANGES.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    for name, most in NAME_COUNTS.items():
+        names = getattr(config, name)
+        if len(names) > most or not all(isinstance(n, str) and 0 < len(n) <= MAX_NAME_LENGTH for n in names):
+            raise ValueError(f"{name} must be at most {most} names of 1 to {MAX_NAME_LENGTH} characters, "
+                             f"got {len(names)}: {_preview(names)}")
+    if not isinstance(config.class_specific, bool):
+        raise ValueError(f"class_specific must be true or false, got {config.class_specific!r}")
+    if len(config.skeleton) > MAX_SKELETON_EDGES:
+        raise ValueError(f"skeleton has {len(config.skeleton)} edges, at most {MAX_SKELETON_EDGES} are allowed")
+    for name, positive in (("mean", False), ("std", True)):
+        values = getattr(config, name)
+        if len(values) != 3 or not all(_is_finite_number(v) and (v > 0 or not positive) for v in values):
+            need = "positive" if positive else "finite"
+            raise ValueError(f"{name} must be 3 {need} numbers (one per RGB channel), got {_preview(values)}")
+    if not isinstance(config.extra, dict):
+        raise ValueError(f"extra must be a JSON object, got {type(config.extra).__name__}")
+
+
+def _json_list(key: str, value: Any) -> list | tuple:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{key} must be a list, got {_preview(value)}")
+    return value
+
+
+def _edge(edge: Any) -> tuple[int, int]:
+    if (not isinstance(edge, (list, tuple)) or len(edge) != 2
+            or not all(isinstance(k, int) and not isinstance(k, bool) for k in edge)):
+        raise ValueError(f"skeleton edges must be pairs of keypoint indices, got {_preview(edge)}")
+    return edge[0], edge[1]
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _preview(values: Any) -> str:
+    text = repr(values)
+    return text if len(text) <= 120 else text[:117] + "..."
+
