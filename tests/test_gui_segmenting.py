@@ -4,7 +4,7 @@ stale hover after changing images, opening a model from the GUI, cached results 
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -51,3 +51,18 @@ def test_a_box_outside_its_image_is_named_and_skipped_and_the_others_segmented(m
     _dismiss_messages(qtbot, window)
     QTest.keyClick(window, Qt.Key.Key_Delete)
     assert _row(window, 0) == "a.png  —  segmented 2/2"
+
+
+def test_after_page_down_a_click_on_a_box_selects_it_without_moving_the_mouse(window, qtbot):
+    viewport = window.view.viewport()
+    inside_both = window.view.mapFromScene(window.view.viewbox.mapViewToScene(QPointF(60, 50)))
+    QTest.mouseMove(viewport, inside_both - QPoint(5, 5))
+    QTest.qWait(50)  # pyqtgraph drops moves that come faster than its frame rate
+    QTest.mouseMove(viewport, inside_both)
+    QTest.qWait(50)  # the pointer rests on image a's first box
+    QTest.keyClick(window, Qt.Key.Key_PageDown)
+    _wait(qtbot, lambda: window.state.image_index == 1 and window.state.image is not None
+          and len(window.canvas.box_items) == 1)
+    [box_id] = window.canvas.box_items
+    QTest.mouseClick(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, inside_both)
+    assert window.state.selected_id == box_id

@@ -82,6 +82,7 @@ class ImageView(pg.GraphicsView):
         self.brush_radius = 8.0
         self.image_shape: tuple[int, int] | None = None
         self.scene().sigMouseMoved.connect(self._mouse_moved)
+        self.scene().sigItemRemoved.connect(self._forget_stale_hover)
         self.setAcceptDrops(False)  # drops go to the main window
 
     def set_image(self, rgb: np.ndarray | None) -> None:
@@ -104,6 +105,18 @@ class ImageView(pg.GraphicsView):
         brush = mode in (Mode.BRUSH_ADD, Mode.BRUSH_ERASE)
         self.viewport().setCursor(Qt.CursorShape.CrossCursor if mode == Mode.DRAW else
                                   Qt.CursorShape.BlankCursor if brush else Qt.CursorShape.ArrowCursor)
+
+    def _forget_stale_hover(self, _removed) -> None:
+        """pyqtgraph sends a click to the item its last hover event found under the pointer and
+        hovers again only when the pointer moves: once that item is gone (another image shown),
+        the click would go to it. Forgetting that hover makes the click look under the pointer."""
+        scene = self.scene()
+        hover = scene.lastHoverEvent  # pyqtgraph's GraphicsScene state
+        if hover is None:
+            return
+        found = (*hover.clickItems().values(), *hover.dragItems().values())
+        if any(item.scene() is not scene for item in found):
+            scene.lastHoverEvent = None
 
     def _mouse_moved(self, scene_pos: QPointF) -> None:
         if self.image_shape is None or not self.viewbox.sceneBoundingRect().contains(scene_pos):
