@@ -41,9 +41,9 @@ from pycocotools import mask as mask_utils
 
 from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
 from hcviewer.fileio import write_text_atomic
+from hcviewer.imageio import max_image_pixels
 
 FORMAT_VERSION = 2
-MAX_MASK_PIXELS = 250_000_000  # a claimed image size above this is refused (a mask of it is 250 MB)
 MAX_RESULT_SIDE = 1024  # a saved S x S model result
 
 
@@ -373,6 +373,7 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.real_sizes: dict[Path, tuple[int, int]] = {}
+        self.max_pixels = max_image_pixels()  # no mask larger than an image hcviewer opens
 
     def fail(self, message: str) -> AnnotationError:
         return AnnotationError(f"{self.path}: {message}")
@@ -464,15 +465,16 @@ class _Reader:
 
     def _claimed_size(self, where: str, record: dict, image_path: Path) -> tuple[int, int] | None:
         """(height, width) from the record; None when 0 x 0 (never read). A claim beyond
-        ``MAX_MASK_PIXELS`` is replaced by the image file's real size, or refused without it."""
+        the image reader's limit (``max_image_pixels``) is replaced by the image file's real size, or
+        refused without it."""
         height, width = (self._number(where, record.get(k) or 0, k) for k in ("height", "width"))
-        if height >= 0 and width >= 0 and height * width <= MAX_MASK_PIXELS:
+        if height >= 0 and width >= 0 and height * width <= self.max_pixels:
             return (int(height), int(width)) if min(height, width) > 0 else None
         real = self._real_size(image_path)
         if min(real) > 0:
             return real
         raise self.fail(f"{where}: height {height:g} x width {width:g} is not an image size hcviewer opens "
-                        f"(at most {MAX_MASK_PIXELS} pixels) and {image_path} cannot be read for its real size; "
+                        f"(at most {self.max_pixels} pixels) and {image_path} cannot be read for its real size; "
                         "fix the record")
 
     def _real_size(self, image_path: Path) -> tuple[int, int]:
@@ -551,8 +553,8 @@ class _Reader:
     def _rle(self, where: str, rle: dict) -> dict:
         size = rle.get("size")
         if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s >= 0 for s in size)
-                and size[0] * size[1] <= MAX_MASK_PIXELS and rle["counts"].isascii()):
-            raise self.fail(f"{where}: an RLE mask has 'size' [height, width] (at most {MAX_MASK_PIXELS} pixels) "
+                and size[0] * size[1] <= self.max_pixels and rle["counts"].isascii()):
+            raise self.fail(f"{where}: an RLE mask has 'size' [height, width] (at most {self.max_pixels} pixels) "
                             "and ASCII 'counts'; fix the record")
         return {"size": list(size), "counts": rle["counts"]}
 
