@@ -175,8 +175,8 @@ def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tu
     of images with boxes whose size is unknown (never shown); others are written as 0 x 0."""
     images, annotations, pending, pngs = [], [], [], {}
     category_ids = dict(annotation.category_ids)
-    image_ids = _image_ids(annotation.images)
-    png_folders = _png_folders(annotation.images, image_ids)
+    image_ids = image_id_list(annotation.images)
+    png_folders = unique_stems(annotation.images, image_ids)
     for image, image_id, png_folder in zip(annotation.images, image_ids, png_folders):
         images.append(_image_record(image, image_id, folder, read_sizes and bool(image.objects)))
         for obj in image.objects:
@@ -186,7 +186,7 @@ def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tu
                 continue
             record = _object_record(obj, image_id, len(annotations) + 1, category_ids[obj.label], annotation)
             annotations.append(record)
-            pngs[f"{png_folder}/{record['id']:05d}_{_safe(obj.label)}.png"] = decode_mask(obj.mask_rle)
+            pngs[f"{png_folder}/{record['id']:05d}_{safe_name(obj.label)}.png"] = decode_mask(obj.mask_rle)
     categories = [{"id": cid, "name": name} for name, cid in sorted(category_ids.items(), key=lambda kv: kv[1])]
     keypoint_ids = {record["category_id"] for record in annotations if "keypoints" in record}
     for category in categories:
@@ -199,7 +199,7 @@ def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tu
     return coco, pngs
 
 
-def _image_ids(images: list[SavedImage]) -> list[int | str]:
+def image_id_list(images: list[SavedImage]) -> list[int | str]:
     """The source ids where there are (each once), new ids above them for the rest."""
     given = [image.image_id for image in images]
     numbers = [i for i in given if isinstance(i, int) and not isinstance(i, bool)]
@@ -212,12 +212,12 @@ def _image_ids(images: list[SavedImage]) -> list[int | str]:
     return ids
 
 
-def _png_folders(images: list[SavedImage], image_ids: list) -> list[str]:
-    """One folder name per image inside the mask folder: its stem made safe (a file name like
-    ``x/..`` cannot reach outside), with its id when two images share a stem."""
-    stems = [_safe(Path(image.path).stem) for image in images]
+def unique_stems(images: list[SavedImage], image_ids: list) -> list[str]:
+    """One file or folder name per image (the mask folder's, an export's): its stem made safe
+    (a file name like ``x/..`` cannot reach outside), with its id when two images share a stem."""
+    stems = [safe_name(Path(image.path).stem) for image in images]
     counts = {stem: stems.count(stem) for stem in set(stems)}
-    return [stem if counts[stem] == 1 else f"{stem}-{_safe(str(i))}" for stem, i in zip(stems, image_ids)]
+    return [stem if counts[stem] == 1 else f"{stem}-{safe_name(str(i))}" for stem, i in zip(stems, image_ids)]
 
 
 def _image_record(image: SavedImage, image_id: int | str, folder: Path, read_size: bool) -> dict:
@@ -287,7 +287,7 @@ def _rounded(xyxy) -> list[float]:
     return [round(float(v), 2) for v in xyxy]
 
 
-def _safe(label: str) -> str:
+def safe_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-.") or "object"
 
 

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from hcviewer.app.controllers.annotation import AnnotationController
 from hcviewer.app.controllers.canvas import CanvasController
+from hcviewer.app.controllers.exporting import ExportController
 from hcviewer.app.controllers.files import FileController
 from hcviewer.app.controllers.saving import SavingController
 from hcviewer.app.controllers.segmentation import SegmentationController
@@ -60,6 +61,7 @@ class MainWindow(QMainWindow):
         self.canvas = CanvasController(self)
         self.files = FileController(self)
         self.saving = SavingController(self)
+        self.exporting = ExportController(self)
         self.segmentation = SegmentationController(self)
         self.annotation = AnnotationController(self)
         self.display_panel.changed.connect(self.canvas.display_changed)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMenu
 
+from hcviewer.app.exporters import FORMATS
 from hcviewer.app.image_view import Mode
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ def _file_menu(window: "MainWindow", menu: QMenu) -> None:
     add_action(window, menu, "Open annotation…", saving.open_annotation_dialog, "Ctrl+Shift+A")
     add_action(window, menu, "Save annotation", saving.save_annotation, QKeySequence.StandardKey.Save)
     add_action(window, menu, "Save annotation as…", saving.save_annotation_as, "Ctrl+Shift+S")
+    export = menu.addMenu("Export")
+    for kind, text in FORMATS.items():
+        add_action(window, export, f"{text}…", lambda _=False, k=kind: window.exporting.export_dialog(k))
     menu.addSeparator()
     add_action(window, menu, "Quit", window.close, QKeySequence.StandardKey.Quit)
 
