@@ -45,5 +45,8 @@ if ! "$venv/bin/python" -c "import PySide6.QtGui" 2>/dev/null; then
     fi
 fi
 
+# A window on an X11 desktop needs Qt's xcb plugin, whose libraries the import above does not load.
+bash "$repo/scripts/check_qt_xcb.sh" "$venv"
+
 ln -sfn "$venv" "$repo/.venv"
 echo "hcviewer: environment ready at .venv -> $venv" >&2
