@@ -40,3 +40,41 @@ def test_accept_on_a_brush_edited_mask_keeps_the_edit(window, qtbot):
     assert np.array_equal(_box(window, box_id).mask, edited)
     _paint(window, [(135, 10)], add=False)
     assert window.project.undo_name() == "erase from mask"
+
+
+def _accepted_colors(window) -> dict[int, tuple[int, ...]]:
+    """The colour drawn at the middle of each accepted box's mask, by box id."""
+    rgba = window.canvas.annotation_item.image
+    colors = {}
+    for box in window.current_document().boxes:
+        if box.accepted:
+            ys, xs = np.nonzero(box.mask)
+            colors[box.id] = tuple(int(v) for v in rgba[ys[len(ys) // 2], xs[len(xs) // 2], :3])
+    return colors
+
+
+def test_accepted_masks_are_drawn_over_the_model_in_a_colour_per_object_or_class_with_a_legend(window, qtbot):
+    window.segmentation.segment_all()
+    _wait(qtbot, lambda: len(window.state.views) == 2)
+    first, second = sorted(window.canvas.box_items)
+    window.canvas.select_box(first)
+    _wait(qtbot, lambda: first in window.canvas.overlays and window.state.views[first].contributions)
+    window.annotation.accept_all()
+    overlay = window.canvas.overlays[first]
+    assert window.canvas.annotation_item.zValue() > max(item.zValue() for item in overlay.items)
+    colors = _accepted_colors(window)
+    assert colors[first] != colors[second]
+    legend = window.display_panel.accepted_legend
+    assert [legend.item(i).text() for i in range(legend.count())] == [f"person box {first}", f"person box {second}"]
+    window.display_panel.color_by.setCurrentIndex(1)  # per class: both are people
+    colors = _accepted_colors(window)
+    assert colors[first] == colors[second]
+    assert [legend.item(i).text() for i in range(legend.count())] == ["person"]
+
+
+def test_labels_of_boxes_with_the_same_corner_do_not_cover_each_other(window, qtbot):
+    window.project.add_box(0, np.array([41.0, 21.0, 90.0, 70.0]), "dog")
+    _wait(qtbot, lambda: len(window.canvas.box_items) == 3)
+    rects = [item.label.sceneBoundingRect() for item in window.canvas.box_items.values()]
+    overlapping = [(a, b) for i, a in enumerate(rects) for b in rects[i + 1:] if a.intersects(b)]
+    assert not overlapping

@@ -6,7 +6,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 
-from hcviewer.app.overlays import ACCEPTED_COLOR, brush_pen
+from hcviewer.app.overlays import brush_pen
 
 BOX_COLOR = (255, 255, 255)
 SELECTED_COLOR = (255, 215, 0)
@@ -34,7 +34,7 @@ class BoxItem(pg.ROI):
         self.sigRegionChangeStarted.connect(lambda *_: self.selected.emit(self.box_id))
         self.sigRegionChangeFinished.connect(self._finished)
         self._state_key: tuple | None = None
-        self.set_state(False, False, label)
+        self.set_state(False, None, label)
 
     def xyxy(self) -> np.ndarray:
         pos, size = self.pos(), self.size()
@@ -46,12 +46,13 @@ class BoxItem(pg.ROI):
         self.setPos(QPointF(x0, y0), update=False, finish=False)
         self.setSize((x1 - x0, y1 - y0), update=True, finish=False)
 
-    def set_state(self, is_selected: bool, accepted: bool, label: str) -> None:
-        key = (is_selected, accepted, label)
+    def set_state(self, is_selected: bool, accepted_color: tuple[int, int, int] | None, label: str) -> None:
+        """Selected: yellow with handles; accepted: its mask's colour; else white."""
+        key = (is_selected, accepted_color, label)
         if key == self._state_key:
             return
         self._state_key = key
-        color = SELECTED_COLOR if is_selected else ACCEPTED_COLOR if accepted else BOX_COLOR
+        color = SELECTED_COLOR if is_selected else accepted_color or BOX_COLOR
         self.setPen(brush_pen(color, width=3 if is_selected else 2))
         self.label.setText(label)
         self.label.setColor(color)
@@ -59,5 +60,34 @@ class BoxItem(pg.ROI):
         for handle in self.getHandles():
             handle.setVisible(is_selected)
 
+    def label_rect(self) -> tuple[float, float, float, float]:
+        """Where the label sits unshifted: (x, y, width, height) in the scene's (screen) pixels."""
+        corner = self.mapToScene(QPointF(0, 0))
+        size = self.label.sceneBoundingRect().size()  # the label ignores zoom: its size is in pixels
+        return corner.x(), corner.y() - size.height(), size.width(), size.height()
+
+    def shift_label(self, pixels: float, pixel_height: float) -> None:
+        """Move the label down by ``pixels`` screen pixels (``pixel_height``: image px per pixel)."""
+        self.label.setPos(0, pixels * pixel_height)
+
     def _finished(self, *_) -> None:
         self.edited.emit(self.box_id, self.xyxy())
+
+
+def stack_labels(rects: list[tuple[float, float, float, float]]) -> list[float]:
+    """Downward shifts that keep box labels from covering each other. ``rects``: each label's
+    (x, y, width, height) where it would sit (screen pixels, y down), in drawing order; a label
+    that would overlap one placed before it moves down by whole label heights."""
+    placed: list[tuple[float, float, float, float]] = []
+    shifts = []
+    for x, y, w, h in rects:
+        shift = 0.0
+        while any(_overlap((x, y + shift, w, h), other) for other in placed):
+            shift += h
+        placed.append((x, y + shift, w, h))
+        shifts.append(shift)
+    return shifts
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]

@@ -1,16 +1,17 @@
 """Side panels: the checkpoint's taps (layers feeding the hypercolumn) and the display controls
-(tasks shown, opacity, mask threshold, detection score threshold, part legend)."""
+(tasks shown, opacity, mask threshold, detection score threshold, part legend, accepted
+objects' colours and legend)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QPixmap, QIcon
 from PySide6.QtWidgets import (
-    QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+    QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
     QPushButton, QSlider, QVBoxLayout, QWidget,
 )
 
-from hcviewer.app.overlays import DisplaySettings, part_color
+from hcviewer.app.overlays import COLOR_BY, DisplaySettings, part_color
 
 
 class LayersPanel(QGroupBox):
@@ -109,6 +110,17 @@ class DisplayPanel(QGroupBox):
         self.legend.setMaximumHeight(120)
         self.legend.setToolTip("Part colours")
         form.addRow("Parts", self.legend)
+        self.color_by = QComboBox()
+        self.color_by.addItems([f"per {choice}" for choice in COLOR_BY])
+        self.color_by.setCurrentIndex(COLOR_BY.index(settings.color_by))
+        self.color_by.setToolTip("Accepted masks: one colour per object, or per class")
+        self.color_by.currentIndexChanged.connect(lambda i: self._set("color_by", COLOR_BY[i]))
+        form.addRow("Accepted colours", self.color_by)
+        self.accepted_legend = QListWidget()
+        self.accepted_legend.setMaximumHeight(120)
+        self.accepted_legend.setToolTip("The accepted objects of this image in their colours")
+        form.addRow("Accepted", self.accepted_legend)
+        self._accepted_entries: list[tuple[str, tuple[int, int, int]]] | None = None
         self._update_labels()
 
     def _task_box(self, form: QFormLayout, text: str, attribute: str) -> QCheckBox:
@@ -135,11 +147,24 @@ class DisplayPanel(QGroupBox):
         self.legend.clear()
         self.show_parts.setEnabled(bool(part_names))
         for i, name in enumerate(part_names, start=1):
-            swatch = QPixmap(12, 12)
-            swatch.fill(QColor(*part_color(i)))
-            self.legend.addItem(QListWidgetItem(QIcon(swatch), name))
+            self.legend.addItem(QListWidgetItem(_swatch(part_color(i)), name))
+
+    def set_accepted_legend(self, entries: list[tuple[str, tuple[int, int, int]]]) -> None:
+        """(text, colour) of each accepted object or class shown."""
+        if entries == self._accepted_entries:
+            return  # unchanged: no flicker on every redraw
+        self._accepted_entries = entries
+        self.accepted_legend.clear()
+        for text, color in entries:
+            self.accepted_legend.addItem(QListWidgetItem(_swatch(color), text))
 
     def set_tasks(self, tasks: tuple[str, ...]) -> None:
         self.show_mask.setEnabled("figure_ground" in tasks)
         self.show_parts.setEnabled("parts" in tasks)
         self.show_keypoints.setEnabled("keypoints" in tasks)
+
+
+def _swatch(color: tuple[int, int, int]) -> QIcon:
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(QColor(*color))
+    return QIcon(pixmap)

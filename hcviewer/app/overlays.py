@@ -17,12 +17,32 @@ GT_COLOR = (255, 140, 0)  # orange: ground truth from the box file
 PART_COLORS = np.array([(0, 0, 0), (214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14),
                         (148, 103, 189), (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207)],
                        np.uint8)
+# Accepted objects, one colour per object (or class): distinct colours, none near the model's
+# blue or the ground truth's orange (Sasha Trubetskoy's "20 distinct colours", a subset).
+ANNOTATION_COLORS = np.array([(60, 180, 75), (240, 50, 230), (255, 225, 25), (230, 25, 75), (0, 128, 128),
+                              (145, 30, 180), (210, 245, 60), (128, 0, 0), (170, 255, 195), (250, 190, 212),
+                              (128, 128, 0), (220, 190, 255)], np.uint8)
+COLOR_BY = ("object", "class")  # the choices of DisplaySettings.color_by
 DISPLAY_MAX_SIDE = 384  # box maps are upsampled to at most this many display pixels per side
 
 
 def part_color(index: int) -> tuple[int, int, int]:
     """Colour of part ``index`` (1-based; 0 is background)."""
     return tuple(int(v) for v in PART_COLORS[1 + (index - 1) % (len(PART_COLORS) - 1)])
+
+
+def annotation_color(key: int) -> tuple[int, int, int]:
+    """The colour of accepted object (or class) number ``key``."""
+    return tuple(int(v) for v in ANNOTATION_COLORS[key % len(ANNOTATION_COLORS)])
+
+
+def annotation_rgba(masks: list[np.ndarray], colors: list[tuple[int, int, int]], opacity: float) -> np.ndarray:
+    """bool [H, W] masks, each in its colour (later ones on top) -> uint8 [H, W, 4]."""
+    rgba = np.zeros((*masks[0].shape, 4), np.uint8)
+    for mask, color in zip(masks, colors):
+        rgba[mask, :3] = color
+        rgba[mask, 3] = round(255 * opacity)
+    return rgba
 
 
 def display_shape(box: np.ndarray) -> tuple[int, int]:
@@ -170,6 +190,7 @@ class DisplaySettings:
         self.show_keypoints = True
         self.show_gt = False
         self.keypoint_min_score = 0.0
+        self.color_by = "object"  # accepted masks: one colour per "object" or per "class"
 
     def key(self) -> tuple:
         return tuple(sorted(vars(self).items()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from hcviewer.app.overlays import DisplaySettings
+from hcviewer.app.overlays import COLOR_BY, DisplaySettings
 
 ORGANIZATION = "hcviewer"
 APPLICATION = "hcviewer"
@@ -57,8 +57,10 @@ class AppSettings:
         for name in ("show_mask", "show_parts", "show_keypoints", "show_gt"):
             value = self.q.value(f"display/{name}", getattr(display, name))
             display.__dict__[name] = value if isinstance(value, bool) else str(value).lower() == "true"
+        color_by = str(self.q.value("display/color_by", display.color_by))
+        display.color_by = color_by if color_by in COLOR_BY else display.color_by
 
     def save_display(self, display: DisplaySettings) -> None:
-        for name in ("opacity", "threshold", "show_mask", "show_parts", "show_keypoints", "show_gt"):
+        for name in ("opacity", "threshold", "show_mask", "show_parts", "show_keypoints", "show_gt", "color_by"):
             self.q.setValue(f"display/{name}", getattr(display, name))
         self.q.sync()

@@ -4,14 +4,17 @@ project document and the viewer state, and fills the result panel."""
 
 from __future__ import annotations
 
+import zlib
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject
 
-from hcviewer.app.box_items import BoxItem
-from hcviewer.app.overlays import ACCEPTED_COLOR, GT_COLOR, BoxOverlay, brush_pen, full_mask_outline_xy, mask_rgba
+from hcviewer.app.box_items import BoxItem, stack_labels
+from hcviewer.app.overlays import (
+    GT_COLOR, BoxOverlay, annotation_color, annotation_rgba, brush_pen, full_mask_outline_xy,
+)
 from hcviewer.app.probe import sample_box_map
 from hcviewer.app.result_layer import LayerEntry, ResultLayer, compose
 from hcviewer.app.worker import box_mask_iou
@@ -19,6 +22,8 @@ from hcviewer.app.worker import box_mask_iou
 if TYPE_CHECKING:
     from hcviewer.app.document import Box
     from hcviewer.app.main_window import MainWindow
+
+ANNOTATION_Z = 18  # accepted masks above the model's results (8-15), below the boxes (20+)
 
 
 class CanvasController(QObject):
@@ -31,13 +36,14 @@ class CanvasController(QObject):
         self.box_items: dict[int, BoxItem] = {}
         self.overlays: dict[int, BoxOverlay] = {}  # the selected box's (the others: result_layer)
         self.annotation_item = pg.ImageItem()  # accepted masks, one RGBA layer over the image
-        self.annotation_item.setZValue(5)
+        self.annotation_item.setZValue(ANNOTATION_Z)
         self.gt_curve = pg.PlotCurveItem(pen=brush_pen(GT_COLOR, width=2, dashed=True), connect="finite")
         self.probe_marker = pg.ScatterPlotItem(symbol="+", size=16, pen=pg.mkPen("w", width=2), brush=None)
         for item in (self.annotation_item, self.gt_curve, self.probe_marker):
             canvas.addItem(item, ignoreBounds=True)
         self.probe_marker.setZValue(60)
         self.result_layer = ResultLayer(canvas)
+        canvas.sigRangeChanged.connect(lambda *_: self.stack_labels())  # label sizes are in screen pixels
         window.view.hovered.connect(self.probe_at)
         window.view.left.connect(self.probe_left)
 
@@ -71,17 +77,26 @@ class CanvasController(QObject):
             elif not np.allclose(item.xyxy(), box.xyxy):
                 item.set_box(box.xyxy)
                 self.drop_result(box_id)  # the box moved (undo/redo): its result is stale
-            item.set_state(box_id == self.state.selected_id, box.mask is not None, box_label(box))
+            item.set_state(box_id == self.state.selected_id, self.accepted_color(box) if box.accepted else None,
+                           box_label(box))
         for box_id, box in boxes.items():
             if box_id not in self.state.views and box.result is not None and box.result.view is not None:
                 self.state.views[box_id] = box.result.view  # redo (or undo of a move) brings a result back
         if self.state.selected_id not in boxes:
             self.state.selected_id = None
+        self.stack_labels()
         self.draw_annotation()
         self.draw_results()
         self.update_result_panel()
         if self.state.image_index is not None:
             self.window.file_model.refresh(self.state.image_index)
+
+    def stack_labels(self) -> None:
+        """Labels of boxes with nearby top-left corners are stacked, not drawn over each other."""
+        items = sorted(self.box_items.values(), key=lambda item: item.box_id)
+        pixel_height = self.window.view.viewbox.viewPixelSize()[1]
+        for item, shift in zip(items, stack_labels([item.label_rect() for item in items])):
+            item.shift_label(shift, pixel_height)
 
     def select_box(self, box_id: int) -> None:
         if box_id == self.state.selected_id:
@@ -147,16 +162,30 @@ class CanvasController(QObject):
         self.result_layer.show(compose(entries, shape, skeleton, self.display), shape)
         self.result_layer.key = tuple(key)
 
+    def accepted_color(self, box: "Box") -> tuple[int, int, int]:
+        """An accepted object's colour: its own, or its class's (Display > Accepted colours)."""
+        if self.display.color_by == "class":
+            category = self.window.project.category_ids.get(box.label)
+            return annotation_color(category if isinstance(category, int) else zlib.crc32(box.label.encode()))
+        return annotation_color(box.id)
+
     def draw_annotation(self) -> None:
-        """Accepted masks (the annotation) in green; ground truth outlines when asked for."""
+        """Accepted masks (the annotation) over the model's results, each in its colour, with
+        their legend; ground truth outlines when asked for."""
         boxes = self.visible_boxes().values()
-        masks = [b.mask for b in boxes if b.mask is not None]
-        if masks and self.state.image is not None:
-            union = np.logical_or.reduce(masks)
-            self.annotation_item.setImage(mask_rgba(union, ACCEPTED_COLOR, self.display.opacity), levels=(0, 255))
+        accepted = [b for b in boxes if b.accepted]
+        colors = [self.accepted_color(b) for b in accepted]
+        if accepted and self.state.image is not None:
+            rgba = annotation_rgba([b.mask for b in accepted], colors, self.display.opacity)
+            self.annotation_item.setImage(rgba, levels=(0, 255))
             self.annotation_item.setVisible(True)
         else:
             self.annotation_item.setVisible(False)
+        if self.display.color_by == "class":
+            legend = list(dict(zip((b.label for b in accepted), colors)).items())
+        else:
+            legend = [(f"{b.label} box {b.id}", color) for b, color in zip(accepted, colors)]
+        self.window.display_panel.set_accepted_legend(legend)
         gts = [b.gt_mask for b in boxes if b.gt_mask is not None] if self.display.show_gt else []
         if gts:
             self.gt_curve.setData(*full_mask_outline_xy(np.logical_or.reduce(gts)))
