@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QInputDialog
 
 from hcviewer.app.image_view import Mode
 from test_gui_app import _click_box, _segment_first_box, _wait, _write_dataset, make_window, window  # noqa: F401
@@ -78,3 +79,57 @@ def test_labels_of_boxes_with_the_same_corner_do_not_cover_each_other(window, qt
     rects = [item.label.sceneBoundingRect() for item in window.canvas.box_items.values()]
     overlapping = [(a, b) for i, a in enumerate(rects) for b in rects[i + 1:] if a.intersects(b)]
     assert not overlapping
+
+
+def _answer_next_input_dialog(qtbot, text: str) -> None:
+    """Type ``text`` into the next modal input dialog and press OK, as the user does."""
+    def answer() -> None:
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QInputDialog):
+            QTimer.singleShot(20, answer)
+            return
+        dialog.setTextValue(text)
+        dialog.accept()
+
+    QTimer.singleShot(0, answer)
+
+
+def _click_menu_item(menu, text: str) -> None:
+    action = next(a for a in menu.actions() if a.text() == text)
+    QTest.mouseClick(menu, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     menu.actionGeometry(action).center())
+
+
+def _class_menu_texts(window) -> list[str]:
+    return [a.text() for a in window.annotation.class_menu.actions() if not a.isSeparator()]
+
+
+def test_the_class_menu_offers_the_box_files_and_the_checkpoints_classes_and_new_ones(window, qtbot, tmp_path):
+    from test_gui_widgets import _drag, _widget_point
+
+    (tmp_path / "more.csv").write_text("image,x0,y0,x1,y1,label\nb.png,5,5,50,50,bench\n")
+    window.files.open_boxes(tmp_path / "more.csv")
+    first = sorted(window.canvas.box_items)[0]
+    window.canvas.select_box(first)
+    QTest.keyClick(window, Qt.Key.Key_C)
+    menu = window.annotation.class_menu
+    _wait(qtbot, menu.isVisible, 5000)
+    assert _class_menu_texts(window) == ["person", "bench", "New class…"]  # box files' and checkpoint's
+    _click_menu_item(menu, "bench")
+    assert _box(window, first).label == "bench"
+
+    QTest.keyClick(window, Qt.Key.Key_C)
+    _wait(qtbot, menu.isVisible, 5000)
+    _answer_next_input_dialog(qtbot, "kite")
+    _click_menu_item(menu, "New class…")
+    _wait(qtbot, lambda: not menu.isVisible() and _box(window, first).label == "kite", 5000)
+    assert _box(window, first).label == "kite"
+    assert window.annotation.class_names() == ["person", "bench", "kite"]
+
+    window.activateWindow()  # the dialog has closed (offscreen, nothing gives the focus back)
+    _wait(qtbot, lambda: QApplication.activeWindow() is window, 5000)
+    QTest.keyClick(window, Qt.Key.Key_D)  # a new box takes the class last used
+    _drag(window.view, _widget_point(window.view, 100, 60), _widget_point(window.view, 150, 110))
+    _wait(qtbot, lambda: len(window.canvas.box_items) == 3, 5000)
+    new = max(window.canvas.box_items)
+    assert _box(window, new).label == "kite"

@@ -58,7 +58,7 @@ def _edit_menu(window: "MainWindow", menu: QMenu) -> None:
     window.undo_action = add_action(window, menu, "Undo", annotation.undo, QKeySequence.StandardKey.Undo)
     window.redo_action = add_action(window, menu, "Redo", annotation.redo, "Ctrl+Shift+Z")
     menu.addSeparator()
-    add_action(window, menu, "Set class of box…", annotation.set_class_dialog, "C")
+    add_action(window, menu, "Set class of box…", annotation.show_class_menu, "C")
     add_action(window, menu, "Delete box", annotation.delete_selected, QKeySequence.StandardKey.Delete)
     menu.addSeparator()
     modes = ((Mode.SELECT, "Select / move boxes", "V"), (Mode.DRAW, "Draw a new box", "D"),

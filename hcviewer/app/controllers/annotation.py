@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, Qt
-from PySide6.QtWidgets import QInputDialog
+from PySide6.QtCore import QObject, QPointF, Qt
+from PySide6.QtWidgets import QInputDialog, QMenu
 
 from hcviewer.app.document import Change
 from hcviewer.app.image_view import Mode
@@ -29,6 +29,9 @@ class AnnotationController(QObject):
         self.state = window.state
         self.project = window.project
         self._stroke: list[tuple[float, float]] = []
+        self._last_label: str | None = None  # the class last set (C): new boxes take it
+        self._added_classes: list[str] = []  # New class… this session
+        self.class_menu = QMenu(window)
         self.stroke_curve = pg.PlotCurveItem()  # the brush stroke being painted
         self.stroke_curve.setZValue(50)
         canvas = window.view.viewbox
@@ -138,9 +141,7 @@ class AnnotationController(QObject):
             return
         h, w = self.state.image.shape[:2]
         xyxy = np.clip(xyxy, 0, [w, h, w, h])
-        info = self.state.model_info
-        label = info.class_names[0] if info else "object"
-        box_id = self.project.add_box(self.state.image_index, xyxy, label)
+        box_id = self.project.add_box(self.state.image_index, xyxy, self.default_label())
         self.set_mode(Mode.SELECT)
         self.window.canvas.select_box(box_id)
 
@@ -148,17 +149,49 @@ class AnnotationController(QObject):
         if self.state.selected_id is not None:
             self.project.delete_box(self.state.image_index, self.state.selected_id)
 
-    def set_class_dialog(self) -> None:
-        if self.state.selected_id is None:
-            return
+    def class_names(self) -> list[str]:
+        """The classes offered: the open box files' categories, the checkpoint's classes, the
+        shown image's labels and those added by the user, in that order, each once."""
         info = self.state.model_info
-        names = list(info.class_names) if info else []
-        box = next(b for b in self.window.current_document().boxes if b.id == self.state.selected_id)
-        if box.label not in names:
-            names.insert(0, box.label)
-        label, ok = QInputDialog.getItem(self.window, "Class", "Class of the box:", names, names.index(box.label), True)
-        if ok and label.strip():
-            self.project.set_label(self.state.image_index, self.state.selected_id, label.strip())
+        document = self.window.current_document()
+        names = [*self.project.category_ids, *(info.class_names if info else ()),
+                 *(b.label for b in (document.boxes if document else ())), *self._added_classes]
+        return list(dict.fromkeys(names))
+
+    def default_label(self) -> str:
+        """The class of a new box: the last one set, else the first class offered."""
+        return self._last_label or next(iter(self.class_names()), "object")
+
+    def show_class_menu(self) -> None:
+        """Set class (C): a menu of the classes at the selected box, and New class…."""
+        box = self.window.canvas.selected_box()
+        if box is None:
+            self.window.statusBar().showMessage("Select a box to set its class.", 5000)
+            return
+        menu = self.class_menu
+        menu.clear()
+        for name in self.class_names():
+            action = menu.addAction(name)
+            action.setCheckable(True)
+            action.setChecked(name == box.label)
+            action.triggered.connect(lambda _=False, n=name: self.set_label(n))
+        menu.addSeparator()
+        menu.addAction("New class…").triggered.connect(self._new_class)
+        view = self.window.view
+        corner = view.mapFromScene(view.viewbox.mapViewToScene(QPointF(float(box.xyxy[0]), float(box.xyxy[1]))))
+        menu.popup(view.mapToGlobal(corner))  # not exec(): the window stays responsive
+
+    def _new_class(self) -> None:
+        name, ok = QInputDialog.getText(self.window, "New class", "Name of the new class:")
+        if ok and name.strip():
+            self._added_classes.append(name.strip())
+            self.set_label(name.strip())
+
+    def set_label(self, label: str) -> None:
+        """Set the selected box's class; new boxes take it too."""
+        self._last_label = label
+        if self.state.selected_id is not None:
+            self.project.set_label(self.state.image_index, self.state.selected_id, label)
 
     # ------------------------------------------------------------------------------ undo
     def undo(self) -> None:
