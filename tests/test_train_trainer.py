@@ -130,7 +130,7 @@ def test_interrupt_saves_a_state_to_resume(scenes, tmp_path, monkeypatch):
     assert read_checkpoint_info(tmp_path / "last.safetensors").config.tasks[0] == "figure_ground"
     later = Trainer(tiny_config(epochs=3), scenes, None, tmp_path, progress=False)
     later.resume()
-    assert later.start_epoch == 0  # the interrupted epoch is redone
+    assert (later.start_epoch, later.start_step) == (0, 1)  # continues after the last finished step
 
 
 def test_resume_refuses_a_different_network(scenes, tmp_path):

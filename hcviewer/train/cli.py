@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--out", required=True, help="the run's output folder")
     resume.add_argument("--epochs", type=int, default=None, help="new total number of epochs")
     resume.add_argument("--export", default=None, help="also write the best weights (fp16) to this file")
+    resume.add_argument("--allow-changed-data", action="store_true",
+                        help="continue although the training or validation image lists changed since the run "
+                             "started (images then move between the splits)")
 
     evaluate = commands.add_parser("eval", help="score a checkpoint and the baselines on ground-truth boxes")
     evaluate.add_argument("--checkpoint", default=None, help="checkpoint to score (omit: baselines only)")
@@ -221,15 +224,18 @@ def _names(text: str | None) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip()) if text else ()
 
 
-def run_training(config, out: Path, resume: bool = False, export: str | None = None):
+def run_training(config, out: Path, resume: bool = False, export: str | None = None,
+                 allow_changed_data: bool = False):
     """Train (or resume), then score the best weights on the validation split."""
     import torch
 
     from hcviewer.modeling.checkpoint import load_checkpoint, save_checkpoint
     from hcviewer.train.evaluate import evaluate_sets, validation_metrics, write_report
     from hcviewer.fileio import write_text_atomic
+    from hcviewer.train.run_state import check_output_folder
     from hcviewer.train.trainer import Trainer
 
+    check_output_folder(out)  # a read-only or full --out is said before the data loads
     data = config.data
     datasets = load_sources(data["sources"], _split_names(data["categories"]), config.seed, data.get("limit"))
     train_halves, val_halves = split_sources(datasets, data["sources"], data["val_fraction"], data["split_seed"])
@@ -239,7 +245,7 @@ def run_training(config, out: Path, resume: bool = False, export: str | None = N
           f"{len(val_set.images)} images ({val_set.num_objects} objects)", file=sys.stderr)
     trainer = Trainer(config, train_set, val_set, out, validate=validation_metrics)
     if resume:
-        trainer.resume()
+        trainer.resume(allow_changed_data=allow_changed_data)
     trainer.fit()
     if trainer.rank != 0 or not val_set.images:
         return None
@@ -277,7 +283,7 @@ def command_resume(args: argparse.Namespace) -> int:
     config = TrainConfig(**saved)
     if args.epochs is not None:
         config = replace(config, epochs=args.epochs)
-    run_training(config, out, resume=True, export=args.export)
+    run_training(config, out, resume=True, export=args.export, allow_changed_data=args.allow_changed_data)
     return 0
 
 
@@ -370,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     except ThreadsError as exc:
         print(f"hcviewer-train: error: {exc}", file=sys.stderr)
         return 2
+    from hcviewer.fileio import OutputError
     from hcviewer.modeling.checkpoint import CheckpointError
     from hcviewer.train.trainer import TrainingInterrupted
 
@@ -379,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         print(f"hcviewer-train: {exc}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # before training started, or while evaluating after it
+        print("\nhcviewer-train: interrupted", file=sys.stderr)
+        return 130
+    except OutputError as exc:
+        print(f"hcviewer-train: error: {exc}", file=sys.stderr)
+        return 1
     except (DataError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"hcviewer-train: error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ or the CPU. Everything a run writes goes to its output folder:
 
     last.safetensors   the latest weights (the app's checkpoint format)
     best.safetensors   the weights with the best validation mask IoU so far
-    resume.pt          weights + optimizer + schedule + epoch, to continue (loaded weights_only)
+    resume.pt          weights + optimizer + schedule + position (epoch and step) + random state +
+                       the image lists' fingerprint, to continue exactly (loaded weights_only)
     metrics.csv        one row per epoch
     config.json        the training configuration
 """
@@ -37,6 +38,11 @@ from hcviewer.modeling.checkpoint import save_checkpoint
 from hcviewer.modeling.config import HypercolumnConfig
 from hcviewer.modeling.hypercolumn import HypercolumnModel
 from hcviewer.train.losses import figure_ground_loss, keypoint_loss, part_loss
+from hcviewer.train.run_state import (
+    StopRequest, check_output_folder, data_fingerprint, describe_data_change, load_resume_state, writing,
+)
+
+RESUME_EVERY_S = 600.0  # a crash or kill -9 mid-epoch loses at most this much training
 
 
 @dataclass
@@ -242,35 +248,67 @@ class Trainer:
         self.best = -math.inf
         self.history: list[EpochRow] = []
         self._tap_rng = random.Random(config.seed)
+        self.start_step = 0  # steps of start_epoch already done (a run stopped mid-epoch)
+        self._resumed_totals: dict[str, float] = {}  # that epoch's loss sums over those steps
+        self._position: tuple[int, int, dict[str, float]] = (0, 0, {})  # epoch, steps done, loss sums
+        self.data = data_fingerprint(train_set, val_set)
+        self.resume_every_s = RESUME_EVERY_S
+        self._stop = StopRequest("stopping after this step (Ctrl+C again to stop sooner)")
+        # From the optimizer's update to the end of the step a second Ctrl+C waits: weights are saved whole.
+        self.optimizer.register_step_pre_hook(lambda *args: setattr(self._stop, "updating", True))
         self.network = self.model
         if self.distributed:
             self.network = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     # -- persistence --------------------------------------------------------------------------
-    def resume(self, path: str | Path | None = None) -> None:
-        """Continue from ``resume.pt`` (weights, optimizer, schedule, epoch, best score)."""
+    def resume(self, path: str | Path | None = None, allow_changed_data: bool = False) -> None:
+        """Continue from ``resume.pt`` where it stopped: weights, optimizer, schedule, epoch and
+        step within it, random state, best score. Refuses a state of another network, or (unless
+        ``allow_changed_data``) one trained on other image lists."""
         path = Path(path) if path else self.out_dir / "resume.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no resume state; start with 'hcviewer-train train' first")
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("model_config") != self.model_config.to_dict():
-            raise ValueError(f"{path}: was written for a different network ({state.get('model_config')}); "
+        state = load_resume_state(path, self.device)
+        if state["model_config"] != self.model_config.to_dict():
+            raise ValueError(f"{path}: was written for a different network ({state['model_config']}); "
                              "resume with the options of that run")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.start_epoch = int(state["epoch"])
-        self.best = float(state["best"])
-        self._tap_rng.setstate(_tuple_state(state["tap_rng"]))
-        torch.set_rng_state(state["torch_rng"])
+        change = describe_data_change(state.get("data"), self.data)
+        if change and not allow_changed_data:
+            raise ValueError(f"{path}: the data changed since this run started ({change}), so images would move "
+                             "between training and validation; resume with the same data, or pass "
+                             "--allow-changed-data to continue on the new lists")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            self._tap_rng.setstate(_tuple_state(state["tap_rng"]))
+            torch.set_rng_state(state["torch_rng"])
+            self.start_epoch, self.start_step = int(state["epoch"]), int(state.get("step", 0))
+            self._resumed_totals = {str(k): float(v) for k, v in state.get("epoch_losses", {}).items()}
+            self.best = float(state["best"])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            raise ValueError(f"{path}: does not fit this network or is damaged ({str(exc).splitlines()[0]}); "
+                             "start the run again with 'hcviewer-train train'") from None
+        self._position = (self.start_epoch, self.start_step, dict(self._resumed_totals))
 
-    def _save_resume(self, next_epoch: int) -> None:
+    def _save_resume(self, epoch: int, step: int = 0, totals: dict[str, float] | None = None) -> None:
+        """The state after ``step`` steps of ``epoch`` (0-based; step 0: the epoch's start)."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "schedule": self.schedule.state_dict(), "epoch": next_epoch, "best": self.best,
+                 "schedule": self.schedule.state_dict(), "epoch": epoch, "step": step,
+                 "epoch_losses": dict(totals or {}), "best": self.best, "data": self.data,
                  "model_config": self.model_config.to_dict(), "tap_rng": list(_list_state(self._tap_rng.getstate())),
                  "torch_rng": torch.get_rng_state()}
-        write_atomic(self.out_dir / "resume.pt", lambda tmp: torch.save(state, tmp))
+        path = self.out_dir / "resume.pt"
+        with writing(path, self._after_failed_write()):
+            write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+    def _after_failed_write(self) -> str:
+        """What a failed write leaves and what to do (for the message)."""
+        if (self.out_dir / "resume.pt").is_file():
+            return ("resume.pt keeps the last saved state: free disk space, then continue with: "
+                    f"hcviewer-train resume --out {self.out_dir}")
+        return "Nothing of this run is saved yet: free disk space (or choose another --out) and start it again"
 
     def _training_header(self, epoch: int, seconds: float) -> dict:
         return {"trainer": "hcviewer-train", "config": self.config.to_json(), "epochs_done": epoch,
@@ -278,22 +316,29 @@ class Trainer:
 
     # -- loop ---------------------------------------------------------------------------------
     def fit(self) -> list[EpochRow]:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        """Train from the start (or the resumed position) to ``config.epochs``. Ctrl+C stops
+        after the current step, saves the position and raises TrainingInterrupted."""
         if self.rank == 0:
-            (self.out_dir / "config.json").write_text(json.dumps(self.config.to_json(), indent=2))
+            check_output_folder(self.out_dir)
+            with writing(self.out_dir / "config.json", self._after_failed_write()):
+                (self.out_dir / "config.json").write_text(json.dumps(self.config.to_json(), indent=2))
         started = time.perf_counter()
-        epoch = self.start_epoch
         try:
-            for epoch in range(self.start_epoch, self.config.epochs):
-                row = self._train_epoch(epoch)
-                self._end_epoch(row, time.perf_counter() - started)
+            with self._stop:
+                for epoch in range(self.start_epoch, self.config.epochs):
+                    row = self._train_epoch(epoch)
+                    self._end_epoch(row, time.perf_counter() - started)
+                    self._position = (epoch + 1, 0, {})
         except KeyboardInterrupt:
+            epoch, step, totals = self._position
             if self.rank == 0:
-                self._save_resume(epoch)  # the interrupted epoch is redone on resume
-                save_checkpoint(self.out_dir / "last.safetensors", self.model,
-                                self._training_header(epoch, time.perf_counter() - started))
-            raise TrainingInterrupted(f"interrupted in epoch {epoch + 1}; state saved in {self.out_dir}; "
-                                      f"continue with: hcviewer-train resume --out {self.out_dir}") from None
+                self._save_resume(epoch, step, totals)
+                with writing(self.out_dir / "last.safetensors", self._after_failed_write()):
+                    save_checkpoint(self.out_dir / "last.safetensors", self.model,
+                                    self._training_header(epoch, time.perf_counter() - started))
+            raise TrainingInterrupted(f"interrupted in epoch {epoch + 1} after step {step} of {self.steps_per_epoch}; "
+                                      f"state saved in {self.out_dir}; continue with: "
+                                      f"hcviewer-train resume --out {self.out_dir}") from None
         return self.history
 
     def _epoch_order(self, epoch: int) -> list[int]:
@@ -312,22 +357,45 @@ class Trainer:
         self.dataset.set_epoch(epoch)
         order = self._epoch_order(epoch)
         batches = [order[i:i + self.config.batch_images] for i in range(0, len(order), self.config.batch_images)]
-        totals: dict[str, float] = {}
-        start = time.perf_counter()
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress,
-                   unit="batch", dynamic_ncols=True)
-        for step, indices in enumerate(bar, start=1):
+        first = self.start_step if epoch == self.start_epoch else 0  # steps done before a resume
+        totals: dict[str, float] = dict(self._resumed_totals) if first else {}
+        self._position = (epoch, first, dict(totals))
+        start = last_save = time.perf_counter()
+        images = 0
+        bar = tqdm(total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{self.config.epochs}",
+                   disable=not self.progress, unit="batch", dynamic_ncols=True)
+        for step, indices in enumerate(batches[first:], start=first + 1):
+            self._stop_if_requested()
             samples = [self.dataset[i] for i in indices]  # images differ in size: batch_inputs pads
             losses = self._step(samples)
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value
+            self._position = (epoch, step, dict(totals))
+            self._stop.updating = False
+            images += len(indices)
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{sum(losses.values()):.3f}", img_s=f"{step * len(indices) / elapsed:.2f}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses.values()):.3f}", img_s=f"{images / elapsed:.2f}")
+            if self.rank == 0 and time.perf_counter() - last_save >= self.resume_every_s:
+                self._save_resume(*self._position)
+                last_save = time.perf_counter()
+        bar.close()
+        self._stop_if_requested()
         seconds = time.perf_counter() - start
         mean = {k: v / max(1, len(batches)) for k, v in totals.items()}
         return EpochRow(epoch + 1, len(batches), self._weighted(mean), mean,
                         {name: float("nan") for name in VALIDATION_METRICS},
-                        self.optimizer.param_groups[0]["lr"], seconds, len(order) / max(seconds, 1e-9))
+                        self.optimizer.param_groups[0]["lr"], seconds, images / max(seconds, 1e-9))
+
+    def _stop_if_requested(self) -> None:
+        """Stop between steps after a Ctrl+C (under torchrun: when any process got one, all stop)."""
+        requested = self._stop.requested
+        if self.distributed:
+            flag = torch.tensor([float(requested)], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            requested = bool(flag.item())
+        if requested:
+            raise KeyboardInterrupt
 
     def _step(self, samples: list[TrainingSample]) -> dict[str, float]:
         images, rois, class_index = batch_inputs(samples, self.model_config, self.device)
@@ -356,14 +424,18 @@ class Trainer:
         self.history.append(row)
         header = self._training_header(row.epoch, seconds)
         metrics = {**{f"val_{k}": v for k, v in row.validation.items()}, "epoch": row.epoch}
-        save_checkpoint(self.out_dir / "last.safetensors", self.model, header, metrics)
+        kept = self._after_failed_write()
+        with writing(self.out_dir / "last.safetensors", kept):
+            save_checkpoint(self.out_dir / "last.safetensors", self.model, header, metrics)
         score = validation_score(row.validation)
         score = score if not math.isnan(score) else -row.loss
         if score > self.best:
-            self.best = score
-            save_checkpoint(self.out_dir / "best.safetensors", self.model, header, metrics)
+            with writing(self.out_dir / "best.safetensors", kept):
+                save_checkpoint(self.out_dir / "best.safetensors", self.model, header, metrics)
+            self.best = score  # once saved: a failed save is retried when this epoch is redone
         self._save_resume(row.epoch)
-        self._append_csv(row)
+        with writing(self.out_dir / "metrics.csv", self._after_failed_write()):
+            self._append_csv(row)
         if self.progress:
             tqdm.write(f"epoch {row.epoch}: loss {row.loss:.4f} ({', '.join(f'{k} {v:.4f}' for k, v in row.losses.items())})"
                        f", validation {', '.join(f'{k} {v:.4f}' for k, v in row.validation.items())}"
