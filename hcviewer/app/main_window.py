@@ -25,9 +25,10 @@ from hcviewer.app.controllers.segmentation import SegmentationController
 from hcviewer.app.defaults import DEFAULT_CHECKPOINT
 from hcviewer.app.document import ImageDocument, Project
 from hcviewer.app.file_list import FileListModel
-from hcviewer.app.gui_gc import install_gui_gc
+from hcviewer.app.gui_gc import dispose, install_gui_gc
 from hcviewer.app.image_loader import ImageLoaderService, readable
 from hcviewer.app.image_view import ImageView
+from hcviewer.app.interrupt import quit_on_interrupt
 from hcviewer.app.layers_panel import DisplayPanel, LayersPanel
 from hcviewer.app.menus import build_menus
 from hcviewer.app.overlays import DisplaySettings
@@ -191,6 +192,7 @@ def run_app(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None)
     window = MainWindow(checkpoint, device=args.device or "auto")
     window.show()
+    quit_on_interrupt(window)  # Ctrl+C in the terminal closes the window as its close button does
     if args.paths:
         window.files.open_paths(args.paths, boxes=args.boxes)
     elif args.boxes:
@@ -200,4 +202,6 @@ def run_app(args: argparse.Namespace) -> int:
     if checkpoint is None:
         window.show_message(f"No checkpoint: {DEFAULT_CHECKPOINT} is missing and --checkpoint was not given. "
                             "Boxes can be drawn and annotated by hand; pass --checkpoint FILE to segment.")
-    return app.exec()
+    status = app.exec()
+    dispose(window)  # deleted here, on the GUI thread, not in some later collection or at exit
+    return status
