@@ -1,11 +1,18 @@
 """Segment-Anything-style predictor: ``set_image`` runs the trunk once and caches its
-features; ``predict`` answers any boxes, tasks and tap subsets from that cache."""
+features; ``predict`` answers any boxes, tasks and tap subsets from that cache.
+
+Threads: one predictor may be shared by several threads. The image set by ``set_image`` (its
+features, size and pixels) belongs to the calling thread, so each thread's ``predict`` answers
+for the image that thread set, never for one another thread set in between; model calls are
+serialised (``FX_TRACE_LOCK``). A thread predicts only after its own ``set_image``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -58,7 +65,26 @@ class Prediction:
         return len(self.boxes)
 
 
+class _ThreadImage(threading.local):
+    """The image state of one thread (see the module docstring); these defaults in every new thread."""
+
+    features: dict[str, torch.Tensor] | None = None
+    image_size: tuple[int, int] | None = None
+    scale: float = 1.0
+
+
+def _per_thread(name: str) -> property:
+    """An attribute of the calling thread's image state."""
+    return property(lambda self: getattr(self._thread_image, name),
+                    lambda self, value: setattr(self._thread_image, name, value))
+
+
 class HypercolumnPredictor:
+    # Per thread: two threads alternating set_image and predict each get their own image's results.
+    _features = _per_thread("features")
+    _image_size = _per_thread("image_size")
+    _scale = _per_thread("scale")
+
     def __init__(self, model: HypercolumnModel, device: str | torch.device = "auto",
                  info: CheckpointInfo | None = None) -> None:
         if isinstance(device, torch.device):
@@ -71,6 +97,7 @@ class HypercolumnPredictor:
         self.config = model.config
         self._mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
+        self._thread_image = _ThreadImage()
         self._features: dict[str, torch.Tensor] | None = None
         self._trunk: nn.Module | None = None
         self._trunk_key: tuple | None = None
@@ -158,7 +185,7 @@ class HypercolumnPredictor:
         ``class_index`` picks each box's classifier set for class-specific checkpoints.
         """
         if self._features is None or self._image_size is None:
-            raise InputError("no image is set; call set_image(image) first")
+            raise InputError("no image is set in this thread; call set_image(image) first")
         try:
             taps = self.model.check_taps(taps)
             tasks = self.model.check_tasks(tasks)
