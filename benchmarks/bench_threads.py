@@ -11,7 +11,10 @@ Measured per visit (milliseconds): ``set_image`` on a 480x640 photo, ``predict``
 (the bundled checkpoint), and one training step (``hcviewer-train``'s step: 2 generated scenes
 of 384x512, MobileNetV2 with the default taps, forward + backward + AdamW).
 
-    .venv/bin/python benchmarks/bench_threads.py [--rounds 3] [--neighbours 2] [--json OUT.json]
+    .venv/bin/python benchmarks/bench_threads.py [--rounds 3] [--neighbours 2] [--skip-train] [--json OUT.json]
+
+``--skip-train`` leaves the training step out (rounds of a few seconds: more rounds, tighter
+ranges for the predictor).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def policies(cores: int) -> list[Policy]:
 
 
 # ------------------------------------------------------------------------------------ worker
-def run_worker(policy: Policy) -> None:
+def run_worker(policy: Policy, train: bool) -> None:
     """Load once, then answer one measurement per line read from stdin (JSON on stdout)."""
     os.environ.update(policy.env)  # before torch loads OpenMP
     if policy.use_hcviewer:
@@ -67,7 +70,7 @@ def run_worker(policy: Policy) -> None:
     if not policy.use_hcviewer:
         description = f"{torch.get_num_threads()} threads"
     predictor, photo = _predictor_and_photo()
-    trainer, samples = _trainer_and_samples()
+    trainer, samples = _trainer_and_samples() if train else (None, None)
     print(json.dumps({"ready": description}), flush=True)
     for line in sys.stdin:
         if line.strip() != "measure":
@@ -77,10 +80,11 @@ def run_worker(policy: Policy) -> None:
         mid = time.perf_counter()
         predictor.predict(BOXES)
         end = time.perf_counter()
-        trainer._step(samples)
+        if trainer is not None:
+            trainer._step(samples)
         done = time.perf_counter()
         print(json.dumps({"set_image": 1e3 * (mid - start), "predict": 1e3 * (end - mid),
-                          "train_step": 1e3 * (done - end)}), flush=True)
+                          "train_step": 1e3 * (done - end) if trainer is not None else None}), flush=True)
 
 
 def _predictor_and_photo():
@@ -112,11 +116,12 @@ def _trainer_and_samples():
 
 # ------------------------------------------------------------------------------------ parent
 class Worker:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, train: bool) -> None:
         env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
         self.policy = policy
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", policy.name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, __file__, "--worker", policy.name, *([] if train else ["--skip-train"])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, env=env, cwd=REPO)
         self.description = json.loads(self.process.stdout.readline())["ready"]
 
@@ -147,14 +152,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--neighbours", type=int, default=2, help="busy processes in the busy half of a round")
+    parser.add_argument("--skip-train", action="store_true", help="time set_image and predict only")
     parser.add_argument("--json", default=None, help="also write every measurement here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     if args.worker:
-        run_worker(next(p for p in policies(cores) if p.name == args.worker))
+        run_worker(next(p for p in policies(cores) if p.name == args.worker), train=not args.skip_train)
         return
-    workers = [Worker(p) for p in policies(cores)]
+    workers = [Worker(p, train=not args.skip_train) for p in policies(cores)]
     rows: list[dict] = []
     try:
         for round_index in range(args.rounds):
@@ -192,7 +198,7 @@ def print_table(rows: list[dict], workers: list[Worker], cores: int, neighbours:
                 continue
             cells = [_cell([r[k] for r in mine]) for k in ("set_image", "predict")]
             cells.append(_cell([r["set_image"] + r["predict"] for r in mine]))
-            cells.append(_cell([r["train_step"] for r in mine]))
+            cells.append(_cell([r["train_step"] for r in mine]) if mine[0]["train_step"] is not None else "-")
             load = statistics.median(r["load"] for r in mine)
             print(f"| {worker.policy.name} | {worker.description} | {condition} | {' | '.join(cells)} | {load:.1f} |")
 
