@@ -4,7 +4,7 @@ generated images with a COCO box file."""
 from __future__ import annotations
 
 import json
-import time
+import threading
 from pathlib import Path
 
 import cv2
@@ -95,13 +95,22 @@ def _segment_first_box(qtbot, window: MainWindow) -> int:
     return box_id
 
 
-def test_window_is_usable_before_the_model_has_loaded(make_window, qtbot):
-    start = time.perf_counter()
+def test_window_is_usable_before_the_model_has_loaded(make_window, qtbot, monkeypatch):
+    from hcviewer.inference import HypercolumnPredictor
+
+    loaded_in = []
+    from_checkpoint = HypercolumnPredictor.from_checkpoint.__func__
+
+    def record_thread(cls, *args, **kwargs):
+        loaded_in.append(threading.current_thread())
+        return from_checkpoint(cls, *args, **kwargs)
+
+    monkeypatch.setattr(HypercolumnPredictor, "from_checkpoint", classmethod(record_thread))
     window = make_window()
     assert window.isVisible() and window.state.model_info is None
-    assert time.perf_counter() - start < 5.0  # torch loads in the worker meanwhile
     assert "loading" in window.device_label.text()
     _wait(qtbot, lambda: window.state.model_info is not None)
+    assert loaded_in and threading.main_thread() not in loaded_in  # torch loads in the worker meanwhile
     assert window.device_label.text() == "Device: " + window.state.model_info.device
     assert [b.text() for b in window.layers.boxes.values()] == ["s4", "s8", "s16", "top"]
 
@@ -286,12 +295,12 @@ def test_a_folder_of_thousands_of_images_opens_lazily(make_window, qtbot, tmp_pa
     for i in range(1, 3000):
         (folder / f"{i:05d}.png").touch()  # never read unless shown
     window = make_window()
-    start = time.perf_counter()
     window.files.open_paths([folder])
-    assert time.perf_counter() - start < 2.0
     assert window.file_model.rowCount() == 3000
     _wait(qtbot, lambda: window.state.image is not None)
-    assert window.project.images[1].size is None  # only the shown image was read
+    # Only the shown image was read: reading any of the empty files would have been an error.
+    assert all(d.size is None and d.error is None for d in window.project.images[1:])
+    assert window.messages == []
     window.files.show_image(1)
     _wait(qtbot, lambda: window.messages)
     assert "00001.png" in window.messages[-1]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -117,14 +119,29 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_torchrun_two_processes_on_the_cpu(coco, tmp_path):
-    """DistributedDataParallel over gloo: both ranks train on their share, rank 0 writes."""
+    """DistributedDataParallel over gloo: both ranks train on their share, rank 0 writes. The
+    rendezvous takes a free port (--standalone): a busy port (another run, another test) is no
+    failure; here the default one is taken while it runs."""
     annotations, images = coco
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
                "-m", "hcviewer.train.cli", "train", "--coco", str(annotations), "--images", str(images),
                *TINY, "--epochs", "1", "--out", str(out), "--tasks", "figure_ground"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    with _listening_if_free(29500):  # torchrun's default master port
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert read_checkpoint_info(out / "best.safetensors").training["epochs_done"] == 1
     assert (out / "eval.json").is_file()
+
+
+@contextmanager
+def _listening_if_free(port: int):
+    """Hold ``port`` on localhost while the block runs (nothing to do when it is already taken)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        except OSError:
+            pass  # taken already: busy either way
+        yield
