@@ -75,7 +75,9 @@ def test_coco_annotation_scores_are_kept(tmp_path):
 
 
 def test_detection_results_match_images_whose_stem_is_the_id(tmp_path):
-    rle = {"size": [30, 40], "counts": "PQ1"}
+    block = np.zeros((30, 40), np.uint8)
+    block[5:20, 10:30] = 1
+    rle = {"size": [30, 40], "counts": mask_utils.encode(np.asfortranarray(block))["counts"].decode("ascii")}
     records = [
         {"image_id": 391895, "bbox": [1, 2, 3, 4], "score": 0.9, "category_id": 1, "segmentation": rle},
         {"image_id": 391895, "bbox": [5, 5, 10, 10], "score": 0.4, "category_id": 18},
@@ -112,7 +114,7 @@ BAD_JSON = {
     "detection_bbox_string": ('[{"image_id": 1, "bbox": [0, "0", 1, 1], "score": 1, "category_id": 1}]',
                               "record 0: bbox value must be a finite number"),
     "detection_zero_width": ('[{"image_id": 1, "bbox": [0, 0, 0, 1], "score": 1, "category_id": 1}]',
-                             "record 0: bbox [0, 0, 0, 1] has zero or negative width"),
+                             "record 0: the box [0, 0, 0, 1] has zero or negative size"),
     "detection_bad_score": ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "score": "high", "category_id": 1}]',
                             "record 0: score must be a finite number"),
     "detection_bad_keypoints": ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 1, "category_id": 1, '
@@ -133,7 +135,7 @@ def test_malformed_json_names_file_record_and_problem(tmp_path, case):
     (lambda d: d["annotations"][1].update(category_id=99), "annotations[1]: category_id 99 is not among"),
     (lambda d: d["annotations"][0].update(image_id=5), "annotations[0]: image_id 5 is not in 'images'"),
     (lambda d: d["annotations"][1].pop("bbox"), "annotations[1] lacks 'bbox'"),
-    (lambda d: d["annotations"][0].update(bbox=[0, 0, 3, -1]), "annotations[0]: bbox [0, 0, 3, -1] has zero"),
+    (lambda d: d["annotations"][0].update(bbox=[0, 0, 3, -1]), "annotations[0]: the box [0, 0, 3, -1] has zero"),
     (lambda d: d["categories"][0].pop("name"), "categories[0] lacks 'name'"),
 ])
 def test_malformed_coco_records_name_the_record(tmp_path, change, expected):
@@ -282,8 +284,8 @@ def test_decode_rle_compressed_uncompressed_and_bytes():
 @pytest.mark.parametrize("segmentation, expected", [
     ([[1, 2, 3, 4]], "at least 3"),
     ([], "at least 3"),
-    ({"size": [10, 10], "counts": "PQ1"}, "for a [10, 10]"),
-    ("polygon", "polygon list or an RLE"),
+    ({"size": [10, 10], "counts": "PQ1"}, "RLE for a 10x10 image"),
+    ("polygon", "neither a polygon list"),
 ])
 def test_decode_segmentation_rejects_bad_input(segmentation, expected):
     with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("]", r"\]")):

@@ -250,7 +250,7 @@ def _edit(document: dict, change: str) -> None:
 BROKEN_FOLDER_RECORDS = {
     "box three numbers": "images\\[0\\].objects\\[0\\] \"box\"",
     "box text": "images\\[0\\].objects\\[0\\] \"box\"",
-    "box empty": "images\\[0\\].objects\\[0\\] \"box\" .* is empty",
+    "box empty": "images\\[0\\].objects\\[0\\] \"box\" .* zero or negative size",
     "no label": "images\\[0\\].objects\\[0\\] needs a \"label\"",
     "mask missing": "images\\[0\\].objects\\[0\\] refers to masks/gone.png",
     "parts without names": "images\\[0\\].objects\\[0\\] has \"parts\"",
@@ -416,7 +416,7 @@ BROKEN_COCO_RECORDS = {
     "unknown category": "annotations\\[1\\] has category_id 7",
     "keypoints not triples": "annotations\\[1\\] keypoints",
     "keypoints text": "annotations\\[1\\] keypoints",
-    "RLE counts short": "annotations\\[1\\] segmentation",
+    "RLE counts short": "annotations\\[1\\] \\(id 11\\) of image a.jpg: the segmentation",
 }
 
 

@@ -109,3 +109,218 @@ def test_a_valid_checkpoint_still_loads_after_the_checks(tiny_checkpoint):
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert next(model.parameters()).device.type == "cpu"
     assert np.isfinite(info.config.std).all()
+
+
+# ------------------------------------------------------------------ box coordinates (float32)
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _coco_document(bbox=(1, 1, 5, 5), segmentation=None, **image_changes) -> dict:
+    image = {"id": 1, "file_name": "a.jpg", "width": 30, "height": 20, **image_changes}
+    annotation = {"id": 7, "image_id": 1, "category_id": 1, "bbox": list(bbox)}
+    if segmentation is not None:
+        annotation["segmentation"] = segmentation
+    return {"images": [image], "annotations": [annotation], "categories": [{"id": 1, "name": "person"}]}
+
+
+@pytest.fixture
+def coco_images(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"only its presence is checked when reading")
+    return folder
+
+
+@pytest.mark.parametrize("row, says", [
+    ("img1.jpg,0,0,1e39,100", "beyond"),  # float32 infinity: a segfault in roi_align
+    ("img1.jpg,0,0,3e38,100", "beyond"),  # finite in float32, Infinity in the results JSON
+    ("img1.jpg,1000.00001,0,1000.00002,100", "zero or negative size"),  # equal once rounded to float32
+])
+def test_csv_coordinates_the_network_cannot_use_name_file_and_line(tmp_path, row, says):
+    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+
+    path = _write(tmp_path / "boxes.csv", f"image,x0,y0,x1,y1\nimg0.jpg,1,1,5,5\n{row}\n")
+    with pytest.raises(BoxFileError, match=says) as error:
+        read_boxes(path)
+    assert str(path) in str(error.value) and "line 3" in str(error.value)
+
+
+@pytest.mark.parametrize("text, where", [
+    ('[{"image_id": 1, "bbox": [0, 0, 1e39, 10], "score": 1, "category_id": 1}]', "record 0"),
+    (json.dumps(_coco_document(bbox=(0, 0, 1e39, 10))), "annotations[0]"),
+])
+def test_json_box_files_with_overflowing_coordinates_name_the_record(tmp_path, text, where):
+    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+
+    path = _write(tmp_path / "boxes.json", text)
+    with pytest.raises(BoxFileError, match="within \\+-16777216") as error:
+        read_boxes(path)
+    assert str(path) in str(error.value) and where in str(error.value)
+
+
+def test_voc_box_files_with_overflowing_coordinates_name_the_object(tmp_path):
+    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+
+    path = _write(tmp_path / "a.xml", "<annotation><filename>a.jpg</filename><object><name>person</name><bndbox>"
+                                      "<xmin>1</xmin><ymin>1</ymin><xmax>1e39</xmax><ymax>9</ymax></bndbox></object>"
+                                      "</annotation>")
+    with pytest.raises(BoxFileError, match="object 0 .*beyond") as error:
+        read_boxes(path)
+    assert str(path) in str(error.value)
+
+
+def test_the_predictor_refuses_coordinates_float32_cannot_hold(tiny_checkpoint, rgb_image):
+    from hcviewer.inference import HypercolumnPredictor, InputError
+
+    predictor = HypercolumnPredictor.from_checkpoint(tiny_checkpoint)
+    predictor.set_image(rgb_image)
+    for box, says in (([0, 0, 1e39, 100], "box 1 has a coordinate beyond"),
+                      ([0, 0, 3e38, 100], "box 1 has a coordinate beyond"),
+                      ([10.00000001, 0, 10.00000002, 50], "box 1 has zero or negative size")):
+        with pytest.raises(InputError, match=says):
+            predictor.predict([[10, 10, 50, 50], box])
+    assert np.isfinite(predictor.predict([[10, 10, 50, 50]]).figure_ground).all()
+
+
+def test_training_readers_refuse_coordinates_float32_cannot_hold(tmp_path, coco_images):
+    from hcviewer.data.coco import read_coco
+    from hcviewer.data.records import DataError
+
+    path = _write(tmp_path / "train.json", json.dumps(_coco_document(bbox=(0, 0, 3e38, 10))))
+    with pytest.raises(DataError, match=r"annotations\[0\] bbox .*beyond") as error:
+        read_coco(path, coco_images)
+    assert str(path) in str(error.value)
+
+
+# ----------------------------------------------------------------- unhashable ids, deep nesting
+UNUSABLE_BOX_FILES = {
+    "image id a list": (json.dumps({**_coco_document(), "images": [{"id": [1], "file_name": "a.jpg"}]}),
+                        "images[0]: id must be a whole number or a string"),
+    "category id an object": (json.dumps({**_coco_document(), "categories": [{"id": {"a": 1}, "name": "x"}]}),
+                              "categories[0]: id must be a whole number or a string"),
+    "annotation image id a list": (
+        json.dumps({**_coco_document(), "annotations": [{"image_id": [1], "bbox": [1, 1, 2, 2], "category_id": 1}]}),
+        "annotations[0]: image_id must be"),
+    "detection image id an object": ('[{"image_id": {"a": 1}, "bbox": [0, 0, 1, 1], "score": 1, "category_id": 1}]',
+                                     "record 0: image_id must be"),
+    "detection category id a list": ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 1, "category_id": [1]}]',
+                                     "record 0: category_id must be"),
+    "deeply nested": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "odd polygon": (json.dumps(_coco_document(segmentation=[[1, 1, 5, 1, 5]])), "annotations[0]: the segmentation"),
+    "crafted compressed RLE": (json.dumps(_coco_document(segmentation={"size": [20, 30], "counts": "ooooooo"})),
+                               "annotations[0]: the segmentation has RLE 'counts'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNUSABLE_BOX_FILES))
+def test_unusable_box_files_are_box_file_errors_naming_the_record(tmp_path, case):
+    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+
+    text, says = UNUSABLE_BOX_FILES[case]
+    path = _write(tmp_path / "boxes.json", text)
+    with pytest.raises(BoxFileError) as error:
+        read_boxes(path)
+    assert str(path) in str(error.value) and says in str(error.value)
+
+
+def test_a_csv_field_over_128_kb_is_a_box_file_error_naming_the_line(tmp_path):
+    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+
+    path = _write(tmp_path / "boxes.csv", f"image,x0,y0,x1,y1,label\na.jpg,1,1,5,5,\"{'x' * 200_000}\"\n")
+    with pytest.raises(BoxFileError, match="line 2") as error:
+        read_boxes(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("document, says", [
+    ({**_coco_document(), "images": [{"id": [1], "file_name": "a.jpg", "width": 30, "height": 20}]}, "images\\[0\\] 'id'"),
+    (_coco_document(height=math.inf), "images\\[0\\] 'height' is inf"),
+    (_coco_document(width="wide"), "images\\[0\\] 'width'"),
+    (_coco_document(width=200000, height=200000), "images\\[0\\] claims 200000 x 200000 pixels"),
+    (_coco_document(segmentation=[[1, 1, 5, 1, 5]]), "annotations\\[0\\] \\(id 7\\) of image a.jpg: .*odd number"),
+    (_coco_document(segmentation=[[3, 4]]), "annotations\\[0\\] \\(id 7\\) of image a.jpg: .*at least 3"),
+    (_coco_document(segmentation={"size": [20, 30], "counts": "ooooooo"}), "annotations\\[0\\] \\(id 7\\)"),
+    ({**_coco_document(), "categories": [{"id": 1, "name": "person", "keypoints": 5}]}, "categories\\[0\\] 'keypoints'"),
+    ({**_coco_document(), "categories": [{"id": 1, "name": "person", "keypoints": ["a"], "skeleton": [[1, 9]]}]},
+     "categories\\[0\\] 'skeleton'"),
+])
+def test_unusable_training_annotations_are_data_errors_naming_the_record(tmp_path, coco_images, document, says):
+    from hcviewer.data.coco import read_coco
+    from hcviewer.data.records import DataError
+
+    path = _write(tmp_path / "train.json", json.dumps(document))
+    with pytest.raises(DataError, match=says) as error:
+        read_coco(path, coco_images)
+    assert str(path) in str(error.value)
+
+
+def test_polygons_of_fewer_than_3_points_beside_proper_ones_are_skipped(tmp_path, coco_images):
+    """COCO-style data has such zero-area pieces (one in the shared pelota set): not an error."""
+    from hcviewer.data.coco import read_coco
+
+    square = [2, 2, 12, 2, 12, 10, 2, 10]
+    path = _write(tmp_path / "train.json", json.dumps(_coco_document(segmentation=[square, [3, 4, 5, 6]])))
+    mask = read_coco(path, coco_images).images[0].objects[0].mask.decode(20, 30)
+    assert mask[3:9, 3:11].all() and mask.sum() < 150
+
+
+def test_deeply_nested_training_files_are_data_errors(tmp_path, coco_images):
+    from hcviewer.data.coco import read_coco
+    from hcviewer.data.folder import read_mask_folder
+    from hcviewer.data.records import DataError
+
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(DataError, match="nested too deeply"):
+        read_coco(_write(tmp_path / "train.json", deep), coco_images)
+    with pytest.raises(DataError, match="nested too deeply"):
+        read_mask_folder(_write(tmp_path / "boxes.json", deep))
+
+
+# ------------------------------------------------------------------------- duplicate image ids
+def test_duplicate_image_ids_are_refused_by_the_app_and_the_trainer_alike(tmp_path, coco_images):
+    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+    from hcviewer.data.coco import read_coco
+    from hcviewer.data.records import DataError
+
+    document = _coco_document()
+    document["images"].append({"id": 1, "file_name": "b.jpg", "width": 30, "height": 20})
+    path = _write(tmp_path / "twice.json", json.dumps(document))
+    with pytest.raises(BoxFileError, match=r"images\[1\]: image id 1 is used twice") as app_error:
+        read_boxes(path)
+    with pytest.raises(DataError, match=r"images\[1\] reuses image id 1") as trainer_error:
+        read_coco(path, coco_images)
+    assert str(path) in str(app_error.value) and str(path) in str(trainer_error.value)
+
+
+def test_merged_training_files_may_repeat_an_image_id_for_the_same_file(tmp_path, coco_images):
+    from hcviewer.data.coco import read_coco
+
+    first = _write(tmp_path / "instances.json", json.dumps(_coco_document()))
+    second = _write(tmp_path / "keypoints.json", json.dumps(_coco_document()))
+    assert len(read_coco([first, second], coco_images).images) == 1
+
+
+# --------------------------------------------------------------------- reloading a box file
+def test_reloading_thousands_of_boxes_adds_only_the_new_ones(tmp_path):
+    import cv2
+
+    from hcviewer.app.document import Project
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((400, 600, 3), np.uint8))
+    corners = np.random.default_rng(0).uniform(0, 500, (3000, 2)).round(2)
+
+    def box_file(name: str, extra: list) -> Path:
+        document = _coco_document(file_name="a.png", width=600, height=400)
+        document["annotations"] = [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": [x, y, 20, 30]}
+                                   for i, (x, y) in enumerate(corners.tolist() + extra)]
+        return _write(tmp_path / name, json.dumps(document))
+
+    project = Project(recovery_dir=tmp_path / "recovery")
+    project.add_images([tmp_path / "a.png"])
+    assert project.load_boxes(box_file("boxes.json", [])) == 3000
+    assert project.load_boxes(box_file("boxes.json", [])) == 0
+    assert project.load_boxes(box_file("more.json", [[550.5, 10.25]])) == 1
+    boxes = project.images[0].boxes
+    assert len(boxes) == 3001 and tuple(boxes[-1].xyxy) == (550.5, 10.25, 570.5, 40.25)

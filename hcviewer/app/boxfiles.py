@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from hcviewer.boxes import MAX_COORDINATE, coordinates_problem
+from hcviewer.cocomask import decode_segmentation, segmentation_problem  # noqa: F401 - decode_segmentation: for the app
 
 DEMO_BOXES = Path(__file__).resolve().parents[2] / "resources" / "demo" / "boxes.json"
 DEMO_IMAGE_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png")
@@ -88,7 +89,7 @@ class BoxFile:
 
 def _stem_key(stem: str) -> str:
     """'000000391895' and 391895 name the same COCO image."""
-    return str(int(stem)) if stem.isascii() and stem.isdigit() else stem
+    return (stem.lstrip("0") or "0") if stem.isascii() and stem.isdigit() else stem
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -123,20 +124,42 @@ def _read_text(path: Path) -> str:
 
 
 def _number(path: Path, where: str, value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BoxFileError(f"{path}: {where}: {what} must be a finite number, got {value!r}; fix or remove the record")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or abs(value) > MAX_COORDINATE):
+        raise BoxFileError(f"{path}: {where}: {what} must be a finite number within +-{MAX_COORDINATE:.0f}, "
+                           f"got {_short(value)}; fix or remove the record")
     return float(value)
+
+
+def _short(value: Any) -> str:
+    """A value as a message shows it (a crafted one may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _checked_box(path: Path, where: str, xyxy: tuple[float, float, float, float], written: Any
+                 ) -> tuple[float, float, float, float]:
+    """The box, or a BoxFileError when the network could not use its coordinates (float32)."""
+    problem = coordinates_problem(xyxy)
+    if problem is not None:
+        raise BoxFileError(f"{path}: {where}: the box {_short(written)} {problem}; fix or remove the record")
+    return xyxy
 
 
 def _xywh_to_xyxy(path: Path, where: str, bbox: Any) -> tuple[float, float, float, float]:
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         raise BoxFileError(f"{path}: {where}: bbox must be a list of 4 numbers [x, y, width, height], "
-                           f"got {bbox!r}; fix or remove the record")
+                           f"got {_short(bbox)}; fix or remove the record")
     x, y, w, h = (_number(path, where, v, "bbox value") for v in bbox)
-    if w <= 0 or h <= 0:
-        raise BoxFileError(f"{path}: {where}: bbox {list(bbox)} has zero or negative width/height; "
-                           "fix or remove the record")
-    return (x, y, x + w, y + h)
+    return _checked_box(path, where, (x, y, x + w, y + h), bbox)
+
+
+def _id(path: Path, where: str, value: Any, what: str) -> int | str:
+    """A COCO id: a whole number or a string (anything else cannot be matched or looked up)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise BoxFileError(f"{path}: {where}: {what} must be a whole number or a string, got {_short(value)}; "
+                           "fix the record")
+    return value
 
 
 # ------------------------------------------------------------------------------------ JSON
@@ -146,6 +169,8 @@ def _read_json(path: Path, text: str) -> BoxFile:
     except json.JSONDecodeError as exc:
         raise BoxFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
                            "fix the file or re-export it") from None
+    except RecursionError:
+        raise BoxFileError(f"{path}: the JSON is nested too deeply to be a box file; use {SUPPORTED}") from None
     if isinstance(data, list):
         return _read_detections(path, data)
     if isinstance(data, dict) and "annotations" in data:
@@ -182,11 +207,12 @@ def _coco_categories(path: Path, data: dict) -> dict[Any, str]:
     names = {}
     for i, category in enumerate(_records(path, data, "categories")):
         _require(path, f"categories[{i}]", category, ("id", "name"))
-        names[category["id"]] = str(category["name"])
+        names[_id(path, f"categories[{i}]", category["id"], "id")] = str(category["name"])
     return names
 
 
 def _label(path: Path, where: str, category_id: Any, names: dict[Any, str]) -> str:
+    category_id = _id(path, where, category_id, "category_id")
     if not names:
         return f"class {category_id}"
     if category_id not in names:
@@ -206,7 +232,16 @@ def _keypoints(path: Path, where: str, record: dict) -> tuple[float, ...] | None
 
 def _coco_box(path: Path, where: str, record: dict, names: dict[Any, str], score: float | None) -> LoadedBox:
     return LoadedBox(_xywh_to_xyxy(path, where, record["bbox"]), _label(path, where, record["category_id"], names),
-                     score, record.get("segmentation") or None, _keypoints(path, where, record))
+                     score, _segmentation(path, where, record), _keypoints(path, where, record))
+
+
+def _segmentation(path: Path, where: str, record: dict) -> Any | None:
+    """The record's COCO segmentation, checked now (it is decoded when its image is shown)."""
+    segmentation = record.get("segmentation") or None
+    problem = None if segmentation is None else segmentation_problem(segmentation)
+    if problem is not None:
+        raise BoxFileError(f"{path}: {where}: the segmentation {problem}; fix or remove it")
+    return segmentation
 
 
 def _set_categories(box_file: BoxFile, names: dict[Any, str], used_ids: list[Any]) -> None:
@@ -222,7 +257,11 @@ def _read_coco(path: Path, data: dict) -> BoxFile:
     images: dict[Any, str] = {}
     for i, image in enumerate(_records(path, data, "images")):
         _require(path, f"images[{i}]", image, ("id", "file_name"))
-        images[image["id"]] = str(image["file_name"])
+        image_id = _id(path, f"images[{i}]", image["id"], "id")
+        if image_id in images:
+            raise BoxFileError(f"{path}: images[{i}]: image id {image_id!r} is used twice (also for "
+                               f"{images[image_id]!r}); give each image its own id")
+        images[image_id] = str(image["file_name"])
     box_file = BoxFile(path, "coco", [])
     for image_id, file_name in images.items():
         box_file._add(Path(file_name).name, None, None)
@@ -231,7 +270,7 @@ def _read_coco(path: Path, data: dict) -> BoxFile:
     for i, record in enumerate(_records(path, data, "annotations")):
         where = f"annotations[{i}]"
         _require(path, where, record, ("image_id", "bbox", "category_id"))
-        if record["image_id"] not in images:
+        if _id(path, where, record["image_id"], "image_id") not in images:
             raise BoxFileError(f"{path}: {where}: image_id {record['image_id']!r} is not in 'images'; "
                                "add the image or fix the id")
         if record.get("iscrowd"):
@@ -250,7 +289,8 @@ def _read_detections(path: Path, records: list) -> BoxFile:
         where = f"record {i}"
         _require(path, where, record, ("image_id", "bbox", "score", "category_id"))
         score = _number(path, where, record["score"], "score")
-        box_file._add(None, str(record["image_id"]), _coco_box(path, where, record, {}, score))
+        box_file._add(None, str(_id(path, where, record["image_id"], "image_id")),
+                      _coco_box(path, where, record, {}, score))
         used.append(record["category_id"])
     _set_categories(box_file, {}, used)
     return box_file
@@ -319,12 +359,19 @@ def _voc_object(path: Path, index: int, obj: ElementTree.Element) -> LoadedBox:
     x0, y0, x1, y1 = corners[0] - 1, corners[1] - 1, corners[2], corners[3]
     if x1 <= x0 or y1 <= y0:
         raise BoxFileError(f"{path}: {where} ({label}): the box {corners} has xmax < xmin or ymax < ymin; fix it")
-    return LoadedBox((x0, y0, x1, y1), label)
+    return LoadedBox(_checked_box(path, f"{where} ({label})", (x0, y0, x1, y1), corners), label)
 
 
 # ------------------------------------------------------------------------------------- CSV
 def _read_csv(path: Path, text: str) -> BoxFile:
     rows = csv.reader(text.splitlines())
+    try:
+        return _read_csv_rows(path, rows)
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (128 KB)
+        raise BoxFileError(f"{path}: line {rows.line_num}: not a CSV row ({exc}); fix the row") from None
+
+
+def _read_csv_rows(path: Path, rows) -> BoxFile:
     header = [h.strip().lower() for h in next(rows)]
     missing = [c for c in CSV_REQUIRED if c not in header]
     unknown = [c for c in header if c not in CSV_COLUMNS]
@@ -362,7 +409,8 @@ def _csv_box(path: Path, line: int, values: dict[str, str]) -> LoadedBox:
     if x1 <= x0 or y1 <= y0:
         raise BoxFileError(f"{path}: line {line}: the box ({x0}, {y0}, {x1}, {y1}) needs x1 > x0 and y1 > y0; fix the row")
     score = number("score") if values.get("score") else None
-    return LoadedBox((x0, y0, x1, y1), values.get("label") or DEFAULT_LABEL, score)
+    xyxy = _checked_box(path, f"line {line}", (x0, y0, x1, y1), [values[c] for c in ("x0", "y0", "x1", "y1")])
+    return LoadedBox(xyxy, values.get("label") or DEFAULT_LABEL, score)
 
 
 def write_boxes_csv(path: str | Path, rows: list[tuple[str, LoadedBox]]) -> Path:
@@ -374,30 +422,6 @@ def write_boxes_csv(path: str | Path, rows: list[tuple[str, LoadedBox]]) -> Path
         for image, box in rows:
             writer.writerow([image, *box.xyxy, box.label, "" if box.score is None else box.score])
     return path
-
-
-# ---------------------------------------------------------------------------- segmentation
-def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """A COCO segmentation (polygon list, uncompressed or compressed RLE) as a bool [H, W] mask."""
-    from pycocotools import mask as mask_utils
-
-    if isinstance(segmentation, list):
-        polygons = [list(map(float, p)) for p in segmentation]
-        if not polygons or any(len(p) < 6 or len(p) % 2 for p in polygons):
-            raise ValueError("a COCO polygon needs at least 3 (x, y) points, as a flat list [x0, y0, x1, y1, ...]")
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(segmentation, dict) and {"counts", "size"} <= segmentation.keys():
-        if list(segmentation["size"]) != [height, width]:
-            raise ValueError(f"the RLE is for a {segmentation['size']} (height, width) image, "
-                             f"not {[height, width]}")
-        counts = segmentation["counts"]
-        if isinstance(counts, list):
-            rle = mask_utils.frPyObjects(segmentation, height, width)
-        else:
-            rle = {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    else:
-        raise ValueError("a COCO segmentation is a polygon list or an RLE {'size', 'counts'}")
-    return mask_utils.decode(rle).astype(bool)
 
 
 # ------------------------------------------------------------------------------------ demo

@@ -223,7 +223,8 @@ class Project:
             matched = matched or bool(boxes)
             if document.image_id is None:
                 document.image_id = box_file.image_id_for(document.path)
-            new = [b for b in boxes if not _has_box(document.boxes, b)]
+            present = {_box_key(b.label, b.xyxy) for b in document.boxes}
+            new = [b for b in boxes if _box_key(b.label, b.xyxy) not in present]
             if new:
                 size = document.size if index == self._loaded_index else None  # decoded when shown
                 changes[index] = document.boxes + tuple(self._make_box(b, size) for b in new)
@@ -521,8 +522,10 @@ def _same(old: Any, new: Any) -> bool:
     return old is new or old == new
 
 
-def _has_box(boxes: tuple[Box, ...], loaded: LoadedBox) -> bool:
-    return any(b.label == loaded.label and np.allclose(b.xyxy, loaded.xyxy) for b in boxes)
+def _box_key(label: str, xyxy) -> tuple:
+    """Boxes with the same label and corners (to 1/1000 pixel) are one box: reloading a box file
+    adds nothing twice. A set of keys makes that check linear in the number of boxes."""
+    return (label, *(round(float(v), 3) for v in xyxy))
 
 
 def _saved(box: Box) -> SavedObject:

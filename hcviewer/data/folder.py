@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hcviewer.boxes import coordinates_problem
 from hcviewer.data.images import read_label_png, read_size
 from hcviewer.data.records import AnnotatedDataset, DataError, ImageRecord, ObjectAnnotation, PngMask
 
@@ -87,6 +88,8 @@ def _load(path: Path) -> dict:
                         "(see hcviewer.data.folder for its layout)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc}); fix the file") from None
+    except RecursionError:
+        raise DataError(f"{path}: the JSON is nested too deeply; see hcviewer.data.folder for the layout") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: must be a JSON object with an 'images' list")
     return data
@@ -159,8 +162,9 @@ class _RecordReader:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                            for v in box)):
             raise self.error(where, f"\"box\" is {box!r}; it must be four numbers [x0, y0, x1, y1]")
-        if box[2] <= box[0] or box[3] <= box[1]:
-            raise self.error(where, f"\"box\" {box!r} is empty; x1 must exceed x0 and y1 exceed y0")
+        problem = coordinates_problem(box)
+        if problem is not None:
+            raise self.error(where, f"\"box\" {box!r} {problem}; x1 must exceed x0 and y1 exceed y0")
         return np.asarray(box, np.float32)
 
     def keypoints(self, where: str, keypoints: object) -> np.ndarray:
@@ -168,7 +172,7 @@ class _RecordReader:
             raise self.error(where, "has \"keypoints\" but the file has no \"keypoint_names\"; add them")
         try:
             array = np.asarray(keypoints, np.float32)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             array = np.zeros((0,))
         if array.shape != (len(self.keypoint_names), 3) or not np.isfinite(array).all():
             raise self.error(where, f"\"keypoints\" must be {len(self.keypoint_names)} [x, y, v] triples "

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from hcviewer.cocomask import decode_segmentation
 from hcviewer.data.errors import DataError
 from hcviewer.data.images import read_label_png, read_rgb
 
@@ -24,24 +25,17 @@ class MaskSource(Protocol):
 
 @dataclass(frozen=True)
 class CocoSegmentation:
-    """A COCO ``segmentation`` field: polygon list, compressed or uncompressed RLE."""
+    """A COCO ``segmentation`` field: polygon list, compressed or uncompressed RLE. ``where``
+    names its file and annotation in errors."""
 
     segmentation: object
+    where: str = "a COCO annotation"
 
     def decode(self, height: int, width: int) -> np.ndarray:
-        from pycocotools import mask as mask_utils
-
-        segm = self.segmentation
-        if isinstance(segm, list):
-            polygons = [p for p in segm if len(p) >= 6]
-            if not polygons:
-                return np.zeros((height, width), bool)
-            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-        elif isinstance(segm, dict) and isinstance(segm.get("counts"), list):
-            rle = mask_utils.frPyObjects(segm, height, width)
-        else:
-            rle = segm
-        return mask_utils.decode(rle).astype(bool)
+        try:
+            return decode_segmentation(self.segmentation, height, width)
+        except ValueError as exc:
+            raise DataError(f"{self.where}: {exc}; fix or remove the annotation") from None
 
 
 @dataclass(frozen=True)

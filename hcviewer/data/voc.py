@@ -23,8 +23,10 @@ from xml.parsers import expat
 
 import numpy as np
 
+from hcviewer.boxes import coordinates_problem
 from hcviewer.data.images import read_size
 from hcviewer.data.records import AnnotatedDataset, DataError, ImageRecord, ObjectAnnotation, PngMask
+from hcviewer.imageio import max_image_pixels
 
 
 def read_voc(root: str | Path, image_set: str | None = None, keep_difficult: bool = True) -> AnnotatedDataset:
@@ -123,6 +125,9 @@ def _image_size(xml_path: Path, annotation: ET.Element, image_path: Path) -> tup
     if size is not None:
         width, height = _number(size.findtext("width")), _number(size.findtext("height"))
         if width is not None and height is not None and width >= 1 and height >= 1:
+            if width * height > max_image_pixels():
+                raise DataError(f"{xml_path}: <size> claims {width:g} x {height:g} pixels, over the "
+                                f"{max_image_pixels()}-pixel limit; fix <width> and <height>")
             return int(width), int(height)
     return _image_size_from_file(xml_path, image_path)
 
@@ -159,8 +164,11 @@ def _read_object(path: Path, index: int, element: ET.Element) -> ObjectAnnotatio
         raise DataError(f"{path}: object {index} ({name}) box has xmax < xmin or ymax < ymin "
                         f"({xmin}, {ymin}, {xmax}, {ymax}); swap the corners")
     # VOC pixels are 1-based and xmax/ymax inclusive: pixel columns xmin..xmax are [xmin - 1, xmax).
-    box = np.array([xmin - 1, ymin - 1, xmax, ymax], np.float32)
-    return ObjectAnnotation(box, name)
+    box = (xmin - 1, ymin - 1, xmax, ymax)
+    problem = coordinates_problem(box)
+    if problem is not None:
+        raise DataError(f"{path}: object {index} ({name}) box ({xmin}, {ymin}, {xmax}, {ymax}) {problem}; fix it")
+    return ObjectAnnotation(np.array(box, np.float32), name)
 
 
 def _is_difficult(path: Path, index: int, element: ET.Element) -> bool:
