@@ -4,9 +4,9 @@ stale hover after changing images, opening a model from the GUI, cached results 
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from test_gui_app import _click_box, _wait, _write_dataset, make_window, window  # noqa: F401
 
@@ -66,3 +66,32 @@ def test_after_page_down_a_click_on_a_box_selects_it_without_moving_the_mouse(wi
     [box_id] = window.canvas.box_items
     QTest.mouseClick(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, inside_both)
     assert window.state.selected_id == box_id
+
+
+def _choose_in_next_file_dialog(path) -> None:
+    """Pick ``path`` in the next modal file dialog and press Open, as the user does."""
+    def choose() -> None:
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QFileDialog):
+            QTimer.singleShot(20, choose)
+            return
+        dialog.selectFile(str(path))
+        dialog.accept()
+
+    QTimer.singleShot(0, choose)
+
+
+def test_a_model_is_opened_from_the_file_menu_also_after_a_failed_load(make_window, qtbot, tmp_path, tiny_checkpoint):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    window = make_window(checkpoint=broken)
+    _wait(qtbot, lambda: window.messages)
+    assert window.messages[0].count(str(broken)) == 1 and window.state.model_info is None
+    _dismiss_messages(qtbot, window)
+    file_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&File")
+    open_model = next(a for a in file_menu.actions() if a.text() == "Open model…")
+    _choose_in_next_file_dialog(tiny_checkpoint)
+    open_model.trigger()
+    _wait(qtbot, lambda: window.state.model_info is not None)
+    assert window.state.model_info.path == str(tiny_checkpoint)
+    assert window.device_label.text().startswith("Device: CPU") and len(window.messages) == 1

@@ -70,10 +70,13 @@ def predict_images(
     progress_callback: Callable[[int, int], None] | None = None,
     cancel_flag: threading.Event | None = None,
     threshold: float = 0.5,
+    refine: bool | str = False,
 ) -> list[ImageResult]:
     """Segment every item's boxes, one image at a time. Unreadable images and boxes the
     predictor refuses become a result with ``error`` set; ``cancel_flag`` stops between images
-    (the results so far are returned). ``progress_callback(done, total)`` follows each image."""
+    (the results so far are returned). ``progress_callback(done, total)`` follows each image.
+    ``refine``: edge refinement of the masks (``HypercolumnPredictor.predict``). Keypoints are
+    predicted only for the boxes whose label the keypoint head answers (NaN rows otherwise)."""
     if "figure_ground" not in predictor.tasks:
         raise InputError(f"this checkpoint predicts {list(predictor.tasks)}, not figure-ground masks")
     tasks = tuple(t for t in ("figure_ground", "keypoints") if t in predictor.tasks)
@@ -81,14 +84,14 @@ def predict_images(
     for done, item in enumerate(items, start=1):
         if cancel_flag is not None and cancel_flag.is_set():
             break
-        results.append(_predict_item(predictor, item, tasks, threshold))
+        results.append(_predict_item(predictor, item, tasks, threshold, refine))
         if progress_callback is not None:
             progress_callback(done, len(items))
     return results
 
 
 def _predict_item(predictor: HypercolumnPredictor, item: BatchItem, tasks: tuple[str, ...],
-                  threshold: float) -> ImageResult:
+                  threshold: float, refine: bool | str = False) -> ImageResult:
     path = Path(item.image_path)
     boxes = np.asarray(item.boxes, np.float32).reshape(-1, 4)
     empty = ImageResult(path, item.image_id, boxes, [], [], None, labels=list(item.labels))
@@ -106,7 +109,8 @@ def _predict_item(predictor: HypercolumnPredictor, item: BatchItem, tasks: tuple
         return empty
     try:
         predictor.set_image(image)
-        prediction = predictor.predict(boxes[kept], tasks=tasks, class_index=_class_index(predictor, labels))
+        prediction = predictor.predict(boxes[kept], tasks=tasks, class_index=_class_index(predictor, labels),
+                                       labels=labels, refine=refine)
     except InputError as exc:
         return replace(empty, error=f"{path}: {exc}")
     masks_rle, scores = _encode_masks(prediction, image.shape[:2], threshold)
@@ -140,7 +144,8 @@ def _encode_masks(prediction: Prediction, image_size: tuple[int, int], threshold
     masks_rle, scores = [], []
     for lo in range(0, len(prediction), PASTE_CHUNK):
         chunk = Prediction(boxes=prediction.boxes[lo:lo + PASTE_CHUNK], taps=prediction.taps,
-                           figure_ground=prediction.figure_ground[lo:lo + PASTE_CHUNK])
+                           figure_ground=prediction.figure_ground[lo:lo + PASTE_CHUNK],
+                           refined=None if prediction.refined is None else prediction.refined[lo:lo + PASTE_CHUNK])
         for probs in paste_masks(chunk, image_size):
             mask = probs >= threshold
             masks_rle.append(encode_rle(mask))
@@ -156,7 +161,8 @@ def encode_rle(mask: np.ndarray) -> dict:
 
 def to_coco_results(results: list[ImageResult], category_ids: dict[str, int]) -> list[dict]:
     """COCO results format: one record per box (image_id, category_id, bbox [x, y, w, h],
-    score, segmentation RLE, and keypoints as flat [x, y, score] * J when predicted)."""
+    score, segmentation RLE, and keypoints as flat [x, y, score] * J when predicted for the box:
+    boxes of categories the keypoint head does not answer, e.g. a motorcycle, have none)."""
     records = []
     for result in results:
         if result.error is not None:
@@ -170,7 +176,7 @@ def to_coco_results(results: list[ImageResult], category_ids: dict[str, int]) ->
             record = {"image_id": int(result.image_id), "category_id": int(category_ids[label]),
                       "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                       "score": round(score, 5), "segmentation": rle}
-            if result.keypoints is not None:
+            if result.keypoints is not None and np.isfinite(result.keypoints[i]).all():  # NaN: not for this box
                 record["keypoints"] = [round(float(v), 2) for v in result.keypoints[i].reshape(-1)]
             records.append(record)
     return records

@@ -70,9 +70,9 @@ class MainWindow(QMainWindow):
         build_menus(self)
         self._restore_window()
         self.checkpoint = str(checkpoint) if checkpoint else None
+        self.device = device  # where models opened later run too
         if self.checkpoint:
-            self.model.load(self.checkpoint, device)
-            self.device_label.setText("Model: loading…")
+            self.segmentation.open_model(self.checkpoint)
         else:
             self.device_label.setText("No checkpoint: boxes and annotation only")
         if offer_recovery:

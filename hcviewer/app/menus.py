@@ -40,6 +40,7 @@ def _file_menu(window: "MainWindow", menu: QMenu) -> None:
     add_action(window, menu, "Open images…", files.open_images_dialog, QKeySequence.StandardKey.Open)
     add_action(window, menu, "Open folder…", files.open_folder_dialog, "Ctrl+Shift+O")
     add_action(window, menu, "Open boxes…", files.open_boxes_dialog, "Ctrl+B")
+    add_action(window, menu, "Open model…", window.segmentation.open_model_dialog, "Ctrl+M")
     window.recent_menu = menu.addMenu("Open recent")
     files.fill_recent_menu()
     menu.addSeparator()

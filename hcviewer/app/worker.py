@@ -120,7 +120,9 @@ class ModelWorker(QObject):
 
             predictor = HypercolumnPredictor.from_checkpoint(checkpoint, device)
         except Exception as exc:  # noqa: BLE001 - any failure becomes a message, the app stays up
-            self.modelFailed.emit(f"Could not load the checkpoint {checkpoint}: {exc}")
+            message = str(exc)  # CheckpointError names the file: said once
+            self.modelFailed.emit(f"Could not load the model: {message}" if checkpoint in message
+                                  else f"Could not load the model {checkpoint}: {message}")
             return
         self._predictor = predictor
         self._features_key = None

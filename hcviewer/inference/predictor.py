@@ -14,6 +14,7 @@ import copy
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,11 +26,13 @@ from hcviewer.boxes import box_problem
 from hcviewer.inference.device import DeviceChoice, choose_device
 from hcviewer.modeling.backbones import FX_TRACE_LOCK
 from hcviewer.modeling.preprocess import resize_for_model
+from hcviewer.modeling.refine import DEFAULT_REFINE, refine_probability
 from hcviewer.modeling import (
     CheckpointInfo,
     HypercolumnModel,
     heatmaps_to_keypoints,
     load_checkpoint,
+    paste_heatmap,
     paste_masks_in_image,
 )
 
@@ -48,6 +51,13 @@ class Prediction:
       (x, y, score) in image pixels.
     - ``contributions``: {task: {tap: [N, C, S, S] logit contribution}}, plus ``bias``
       {task: [N, C]}: logits = bias + sum of the selected taps' contributions.
+    - ``has_keypoints`` / ``has_parts``: [N] bool, whether the keypoint / part head answers each
+      box (``HypercolumnPredictor.applies_keypoints`` of its label). For the other boxes
+      ``keypoints`` are (nan, nan, 0) and ``keypoint_heatmaps`` and ``parts`` are zero: show
+      nothing for them. ``logits`` and ``contributions`` stay the network's raw output.
+    - ``refined``: with ``predict(refine=...)``, per box its edge-refined foreground probability
+      [h_i, w_i] float32 over the same box on a finer grid (``hcviewer.modeling.refine``); use it in
+      place of ``figure_ground`` (``paste_masks`` does).
     """
 
     boxes: np.ndarray
@@ -59,6 +69,9 @@ class Prediction:
     keypoints: np.ndarray | None = None
     contributions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     bias: dict[str, np.ndarray] = field(default_factory=dict)
+    has_keypoints: np.ndarray | None = None
+    has_parts: np.ndarray | None = None
+    refined: list[np.ndarray] | None = None
     seconds: float = 0.0
 
     def __len__(self) -> int:
@@ -70,6 +83,7 @@ class _ThreadImage(threading.local):
 
     features: dict[str, torch.Tensor] | None = None
     image_size: tuple[int, int] | None = None
+    image: np.ndarray | None = None
     scale: float = 1.0
 
 
@@ -83,6 +97,7 @@ class HypercolumnPredictor:
     # Per thread: two threads alternating set_image and predict each get their own image's results.
     _features = _per_thread("features")
     _image_size = _per_thread("image_size")
+    _image = _per_thread("image")
     _scale = _per_thread("scale")
 
     def __init__(self, model: HypercolumnModel, device: str | torch.device = "auto",
@@ -102,6 +117,7 @@ class HypercolumnPredictor:
         self._trunk: nn.Module | None = None
         self._trunk_key: tuple | None = None
         self._image_size: tuple[int, int] | None = None
+        self._image: np.ndarray | None = None
         self._scale = 1.0
 
     @classmethod
@@ -146,6 +162,7 @@ class HypercolumnPredictor:
             # roi_align reads NCHW; convert once here rather than on every predict.
             self._features = {node: f.contiguous() for node, f in features.items()}
         self._image_size = image.shape[:2]
+        self._image = image  # edge refinement reads its pixels (a reference: the caller keeps it unchanged)
         self._scale = box_scale
         return time.perf_counter() - start
 
@@ -168,6 +185,17 @@ class HypercolumnPredictor:
     def reset_image(self) -> None:
         self._features = None
         self._image_size = None
+        self._image = None
+
+    def applies_keypoints(self, label: str | None) -> bool:
+        """Whether boxes labelled ``label`` get keypoints: the checkpoint's keypoint categories
+        (``config.keypoint_categories``, e.g. person) and class-agnostic boxes (None, "object",
+        "unknown"); False for every box when the checkpoint has no keypoint head."""
+        return self.config.applies_to("keypoints", label)
+
+    def applies_parts(self, label: str | None) -> bool:
+        """Whether boxes labelled ``label`` get part labels (as ``applies_keypoints``)."""
+        return self.config.applies_to("parts", label)
 
     # -- boxes -------------------------------------------------------------------------------
     def predict(
@@ -178,11 +206,17 @@ class HypercolumnPredictor:
         class_index: np.ndarray | list[int] | None = None,
         return_contributions: bool = False,
         batch_size: int = 64,
+        labels: Sequence[str | None] | None = None,
+        refine: bool | str = False,
     ) -> Prediction:
         """Predict for boxes [N, 4] (x0, y0, x1, y1) in original image pixels.
 
         ``taps`` names the layers whose contributions are summed (default: all);
         ``class_index`` picks each box's classifier set for class-specific checkpoints.
+        ``labels``: each box's category name (None: class-agnostic); keypoints and parts are
+        given only for the boxes they apply to (``Prediction.has_keypoints``); without labels
+        every box gets them. ``refine``: True (the default method, ``guided``) or a method of
+        ``hcviewer.modeling.refine.REFINE_METHODS`` fills ``Prediction.refined``.
         """
         if self._features is None or self._image_size is None:
             raise InputError("no image is set in this thread; call set_image(image) first")
@@ -192,16 +226,38 @@ class HypercolumnPredictor:
         except ValueError as exc:
             raise InputError(str(exc)) from None
         boxes_np = check_boxes(boxes, self._image_size)
-        labels = self._check_class_index(class_index, len(boxes_np))
+        class_sets = self._check_class_index(class_index, len(boxes_np))
         start = time.perf_counter()
         chunks = []
         for lo in range(0, len(boxes_np), batch_size):
             chunks.append(self._predict_chunk(boxes_np[lo:lo + batch_size],
-                                              None if labels is None else labels[lo:lo + batch_size],
+                                              None if class_sets is None else class_sets[lo:lo + batch_size],
                                               tasks, taps, return_contributions))
         result = _concatenate(chunks, boxes_np, taps, tasks, self.model, return_contributions)
+        self._answer_categories(result, labels)
+        if refine and result.figure_ground is not None:
+            method = DEFAULT_REFINE if refine is True else refine
+            try:
+                result.refined = [refine_probability(self._image, box, probability, method)
+                                  for box, probability in zip(result.boxes, result.figure_ground)]
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
         result.seconds = time.perf_counter() - start
         return result
+
+    def _answer_categories(self, result: Prediction, labels: Sequence[str | None] | None) -> None:
+        """Blank keypoints and parts of the boxes whose category their head does not answer."""
+        n = len(result.boxes)
+        if labels is not None and len(labels) != n:
+            raise InputError(f"labels must name {n} boxes, got {len(labels)}")
+        names = [None] * n if labels is None else list(labels)
+        if result.keypoints is not None:
+            result.has_keypoints = np.array([self.applies_keypoints(name) for name in names], bool)
+            result.keypoints[~result.has_keypoints] = (np.nan, np.nan, 0.0)
+            result.keypoint_heatmaps[~result.has_keypoints] = 0.0
+        if result.parts is not None:
+            result.has_parts = np.array([self.applies_parts(name) for name in names], bool)
+            result.parts[~result.has_parts] = 0.0
 
     def _check_class_index(self, class_index, n: int) -> torch.Tensor | None:
         if not self.config.class_specific:
@@ -289,9 +345,14 @@ def _concatenate(chunks, boxes: np.ndarray, taps, tasks, model: HypercolumnModel
 
 def paste_masks(prediction: Prediction, image_size: tuple[int, int], threshold: float | None = None) -> np.ndarray:
     """Figure-ground probabilities pasted into the image: [N, H, W] float32, or bool when
-    ``threshold`` is given."""
+    ``threshold`` is given; the refined probabilities when the prediction has them."""
     if prediction.figure_ground is None:
         raise InputError("this prediction has no figure-ground masks")
-    probs = paste_masks_in_image(torch.from_numpy(prediction.figure_ground),
-                                 torch.from_numpy(prediction.boxes), image_size).numpy()
+    if prediction.refined is not None:
+        probs = np.zeros((len(prediction), *image_size), np.float32)
+        for i, (refined, box) in enumerate(zip(prediction.refined, prediction.boxes)):
+            probs[i] = paste_heatmap(torch.from_numpy(refined[None]), torch.from_numpy(box), image_size)[0].numpy()
+    else:
+        probs = paste_masks_in_image(torch.from_numpy(prediction.figure_ground),
+                                     torch.from_numpy(prediction.boxes), image_size).numpy()
     return probs >= threshold if threshold is not None else probs

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from hcviewer.modeling.refine import padded_crop
 from hcviewer.train.metrics import box_region
 
 GRABCUT_MAX_SIDE = 256  # GrabCut runs on the box crop downscaled to this long side, for speed
@@ -57,7 +58,7 @@ def grabcut(image: np.ndarray, box: Sequence[float], iterations: int = 5) -> np.
     if min(box_h, box_w) < GRABCUT_MIN_BOX:
         return box_filled(rgb, box)
     margin = max(8, round(0.1 * max(box_h, box_w)))
-    crop = _padded_crop(rgb, rows.start - margin, rows.stop + margin, cols.start - margin, cols.stop + margin)
+    crop = padded_crop(rgb, rows.start - margin, rows.stop + margin, cols.start - margin, cols.stop + margin)
     scale = min(1.0, GRABCUT_MAX_SIDE / max(crop.shape[:2]))
     small = cv2.resize(crop, _scaled_size(crop.shape, scale), interpolation=cv2.INTER_AREA) if scale < 1 else crop
     sy, sx = small.shape[0] / crop.shape[0], small.shape[1] / crop.shape[1]
@@ -84,14 +85,6 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] in (3, 4):
         return image[:, :, :3]
     raise ValueError(f"expected an [H, W, 3] RGB image, got shape {image.shape}")
-
-
-def _padded_crop(image: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    """image[r0:r1, c0:c1] where parts beyond the image repeat its edge pixels."""
-    h, w = image.shape[:2]
-    inner = image[max(r0, 0):min(r1, h), max(c0, 0):min(c1, w)]
-    return cv2.copyMakeBorder(np.ascontiguousarray(inner), max(0, -r0), max(0, r1 - h), max(0, -c0), max(0, c1 - w),
-                              cv2.BORDER_REPLICATE)
 
 
 def _scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:

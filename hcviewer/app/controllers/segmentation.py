@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QFileDialog
 
 from hcviewer.app.compare_view import CompareWindow, crop_box, standard_subsets
 from hcviewer.app.document import ModelResult
+from hcviewer.app.head_scope import HeadScope
 from hcviewer.app.image_view import Mode
 from hcviewer.app.viewer_state import BoxView
 from hcviewer.app.worker import BoxRequest, BoxResult, CompareRequest, ModelInfo
@@ -45,8 +47,24 @@ class SegmentationController(QObject):
         window.layers.tapsChanged.connect(self._taps_changed)
 
     # ------------------------------------------------------------------------------ model
+    def open_model_dialog(self) -> None:
+        """File > Open model…: another checkpoint (also after one failed to load)."""
+        folder = str(Path(self.window.checkpoint).parent) if self.window.checkpoint else self.window.settings.last_folder()
+        path, _ = QFileDialog.getOpenFileName(self.window, "Open model", folder,
+                                              "hcviewer checkpoints (*.safetensors);;All files (*)")
+        if path:
+            self.open_model(path)
+
+    def open_model(self, path: str) -> None:
+        """Load the checkpoint ``path`` in the worker; the current model answers until it is ready."""
+        self.window.checkpoint = str(path)
+        self._load_started = time.perf_counter()
+        self.window.device_label.setText(f"Model: loading {Path(path).name}…")
+        self.window.model.load(str(path), self.window.device)
+
     def _model_loaded(self, info: ModelInfo) -> None:
         window = self.window
+        replaced = self.state.model_info is not None
         self.state.model_info = info
         startup = time.perf_counter() - self._load_started
         window.device_label.setText(f"Device: {info.device}")
@@ -54,15 +72,21 @@ class SegmentationController(QObject):
         if info.device_warning:
             window.show_message(info.device_warning, "Device")
         window.project.keypoint_names, window.project.skeleton = info.keypoint_names, info.skeleton
+        window.project.heads = HeadScope.from_config(info)  # whose keypoints and parts are drawn and saved
         window.layers.set_taps(info.taps)
         window.display_panel.set_tasks(info.tasks)
         window.display_panel.set_parts(info.part_names)
+        if replaced:  # what is drawn came from the previous model
+            for box_id in list(self.state.views):
+                window.canvas.drop_result(box_id)
+            self.redraw_results()
         if self.state.selected_id is not None and self.state.selected_id not in self.state.views:
             self.segment_selected()
 
     def _model_failed(self, message: str) -> None:
-        self.window.device_label.setText("Model: not loaded")
-        self.window.show_message(message, "Checkpoint")
+        info = self.state.model_info  # a model loaded before keeps working
+        self.window.device_label.setText("Model: not loaded" if info is None else f"Device: {info.device}")
+        self.window.show_message(message, "Model")
 
     def _image_ready(self, key: str, seconds: float) -> None:
         if key == self.state.image_key:
