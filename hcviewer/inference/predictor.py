@@ -78,7 +78,7 @@ class Prediction:
         return len(self.boxes)
 
 
-class _ThreadImage(threading.local):
+class _ThreadImage:
     """The image state of one thread (see the module docstring); these defaults in every new thread."""
 
     features: dict[str, torch.Tensor] | None = None
@@ -87,10 +87,24 @@ class _ThreadImage(threading.local):
     scale: float = 1.0
 
 
+class _ThreadImages:
+    """One ``_ThreadImage`` per OS thread. Not ``threading.local``: PySide6 runs each slot call of
+    a QThread under a new Python thread state, which empties a ``threading.local`` between the
+    app worker's ``set_image`` and ``predict`` calls."""
+
+    def __init__(self) -> None:
+        self._states: dict[int, _ThreadImage] = {}
+        self._lock = threading.Lock()
+
+    def current(self) -> _ThreadImage:
+        with self._lock:
+            return self._states.setdefault(threading.get_ident(), _ThreadImage())
+
+
 def _per_thread(name: str) -> property:
     """An attribute of the calling thread's image state."""
-    return property(lambda self: getattr(self._thread_image, name),
-                    lambda self, value: setattr(self._thread_image, name, value))
+    return property(lambda self: getattr(self._thread_image.current(), name),
+                    lambda self, value: setattr(self._thread_image.current(), name, value))
 
 
 class HypercolumnPredictor:
@@ -112,7 +126,7 @@ class HypercolumnPredictor:
         self.config = model.config
         self._mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
-        self._thread_image = _ThreadImage()
+        self._thread_image = _ThreadImages()
         self._features: dict[str, torch.Tensor] | None = None
         self._trunk: nn.Module | None = None
         self._trunk_key: tuple | None = None
