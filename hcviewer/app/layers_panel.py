@@ -106,6 +106,12 @@ class DisplayPanel(QGroupBox):
         self.score.valueChanged.connect(self._score_changed)
         form.addRow("Min. box score", self.score)
         form.addRow("", self.score_label)
+        self.keypoint_score = _slider(0, 100, round(settings.keypoint_min_score * 100))
+        self.keypoint_score.setToolTip("Hide keypoints scoring below this (they are saved as not labelled, v=0)")
+        self.keypoint_score.valueChanged.connect(lambda v: self._set("keypoint_min_score", v / 100))
+        self.keypoint_score_label = QLabel()
+        form.addRow("Min. keypoint score", self.keypoint_score)
+        form.addRow("", self.keypoint_score_label)
         self.legend = QListWidget()
         self.legend.setMaximumHeight(120)
         self.legend.setToolTip("Part colours")
@@ -142,6 +148,7 @@ class DisplayPanel(QGroupBox):
     def _update_labels(self) -> None:
         self.threshold_label.setText(f"p ≥ {self.settings.threshold:.2f}")
         self.score_label.setText(f"score ≥ {self.score.value() / 100:.2f}")
+        self.keypoint_score_label.setText(f"keypoint score ≥ {self.settings.keypoint_min_score:.2f}")
 
     def set_parts(self, part_names: tuple[str, ...]) -> None:
         self.legend.clear()

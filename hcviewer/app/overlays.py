@@ -10,6 +10,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor
 
+from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD
+
 MASK_COLOR = (30, 144, 255)  # dodger blue: model result not yet accepted
 ACCEPTED_COLOR = (46, 204, 64)  # green: part of the annotation
 GT_COLOR = (255, 140, 0)  # orange: ground truth from the box file
@@ -189,7 +191,7 @@ class DisplaySettings:
         self.show_parts = False
         self.show_keypoints = True
         self.show_gt = False
-        self.keypoint_min_score = 0.0
+        self.keypoint_min_score = DEFAULT_KEYPOINT_THRESHOLD  # weaker keypoints are hidden (and saved v=0)
         self.color_by = "object"  # accepted masks: one colour per "object" or per "class"
 
     def key(self) -> tuple:

@@ -52,7 +52,7 @@ class AppSettings:
         self.q.setValue("window/state", state)
 
     def load_display(self, display: DisplaySettings) -> None:
-        for name in ("opacity", "threshold"):
+        for name in ("opacity", "threshold", "keypoint_min_score"):
             display.__dict__[name] = float(self.q.value(f"display/{name}", getattr(display, name)))
         for name in ("show_mask", "show_parts", "show_keypoints", "show_gt"):
             value = self.q.value(f"display/{name}", getattr(display, name))
@@ -61,6 +61,7 @@ class AppSettings:
         display.color_by = color_by if color_by in COLOR_BY else display.color_by
 
     def save_display(self, display: DisplaySettings) -> None:
-        for name in ("opacity", "threshold", "show_mask", "show_parts", "show_keypoints", "show_gt", "color_by"):
+        for name in ("opacity", "threshold", "keypoint_min_score", "show_mask", "show_parts", "show_keypoints",
+                     "show_gt", "color_by"):
             self.q.setValue(f"display/{name}", getattr(display, name))
         self.q.sync()

@@ -37,6 +37,8 @@ class ModelInfo:
     device: str  # e.g. "GPU: NVIDIA H100" or "CPU (2 threads)"
     device_warning: str | None
     load_seconds: float
+    keypoint_categories: tuple[str, ...] = ("person",)  # the boxes the keypoint head answers (empty: all)
+    part_categories: tuple[str, ...] = ("person",)  # the boxes the part head answers (empty: all)
 
 
 @dataclass
@@ -133,7 +135,8 @@ class ModelWorker(QObject):
             class_names=tuple(config.class_names), part_names=tuple(config.part_names),
             keypoint_names=tuple(config.keypoint_names), skeleton=tuple(config.skeleton),
             class_specific=bool(config.class_specific), device=choice.description,
-            device_warning=choice.warning, load_seconds=time.perf_counter() - start))
+            device_warning=choice.warning, load_seconds=time.perf_counter() - start,
+            keypoint_categories=tuple(config.keypoint_categories), part_categories=tuple(config.part_categories)))
         if self._image is not None and self._image.key == self.wanted_key:
             self._ensure_features(self._image.key)
 

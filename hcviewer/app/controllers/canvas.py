@@ -12,6 +12,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject
 
 from hcviewer.app.box_items import BoxItem, stack_labels
+from hcviewer.app.head_scope import HeadScope
 from hcviewer.app.overlays import (
     GT_COLOR, BoxOverlay, annotation_color, annotation_rgba, brush_pen, full_mask_outline_xy,
 )
@@ -22,6 +23,7 @@ from hcviewer.app.worker import box_mask_iou
 if TYPE_CHECKING:
     from hcviewer.app.document import Box
     from hcviewer.app.main_window import MainWindow
+    from hcviewer.app.viewer_state import BoxView
 
 ANNOTATION_Z = 18  # accepted masks above the model's results (8-15), below the boxes (20+)
 
@@ -43,6 +45,7 @@ class CanvasController(QObject):
             canvas.addItem(item, ignoreBounds=True)
         self.probe_marker.setZValue(60)
         self.result_layer = ResultLayer(canvas)
+        window.project.keypoint_threshold = self.display.keypoint_min_score  # saved as shown
         canvas.sigRangeChanged.connect(lambda *_: self.stack_labels())  # label sizes are in screen pixels
         window.view.hovered.connect(self.probe_at)
         window.view.left.connect(self.probe_left)
@@ -138,21 +141,23 @@ class CanvasController(QObject):
             overlay = self.overlays.get(selected_id)
             if overlay is None:
                 overlay = self.overlays[selected_id] = BoxOverlay(self.window.view.viewbox)
-            overlay.show(selected.box, selected.figure_ground, selected.parts, selected.keypoint_heatmaps,
-                         selected.keypoints, skeleton, self.display)
+            box = self.visible_boxes().get(selected_id)
+            parts, heatmaps, keypoints = head_outputs(selected, box.label if box else "", self.window.project.heads)
+            overlay.show(selected.box, selected.figure_ground, parts, heatmaps, keypoints, skeleton, self.display)
         self._draw_result_layer(skeleton)
 
     def _draw_result_layer(self, skeleton: tuple[tuple[int, int], ...]) -> None:
-        boxes = self.visible_boxes()
-        entries, key = [], [self.state.image_key, self.display.key(), skeleton]
+        boxes, heads = self.visible_boxes(), self.window.project.heads
+        entries, key = [], [self.state.image_key, self.display.key(), skeleton, heads]
         for box_id, view in self.state.views.items():
             if box_id == self.state.selected_id or box_id not in boxes:
                 continue
             # An accepted mask is drawn by the annotation layer; the model's mask would hide edits.
-            accepted = boxes[box_id].accepted
+            accepted, label = boxes[box_id].accepted, boxes[box_id].label
+            parts, _, keypoints = head_outputs(view, label, heads)
             entries.append(LayerEntry(view.box, None if accepted else view.figure_ground,
-                                      None if accepted else view.parts, view.keypoints))
-            key.append((box_id, id(view), accepted))
+                                      None if accepted else parts, keypoints))
+            key.append((box_id, id(view), accepted, label))
         if tuple(key) == self.result_layer.key:
             return  # drawn already
         if not entries or self.state.image is None:
@@ -194,6 +199,7 @@ class CanvasController(QObject):
 
     def display_changed(self) -> None:
         self.window.settings.save_display(self.display)
+        self.window.project.keypoint_threshold = self.display.keypoint_min_score  # saved as shown
         self.draw_annotation()
         self.draw_results()
 
@@ -239,3 +245,11 @@ def box_label(box: "Box") -> str:
     """The text drawn at a box: its class and detector score."""
     score = "" if box.score is None else f" {box.score:.2f}"
     return f"{box.label}{score}"
+
+
+def head_outputs(view: "BoxView", label: str, heads: HeadScope) -> tuple[np.ndarray | None, ...]:
+    """(parts [P+1, S, S], keypoint heatmaps [J, S, S], keypoints [J, 3]) of a box's result,
+    each None when its head was not trained on the box's class (no skeleton on a bench)."""
+    keypoints = heads.keypoints_apply(label)
+    return (view.parts if heads.parts_apply(label) else None,
+            view.keypoint_heatmaps if keypoints else None, view.keypoints if keypoints else None)
