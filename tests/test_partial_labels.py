@@ -196,3 +196,16 @@ def test_eval_scores_each_set_on_the_labels_it_has(scenes):
     assert report.method("all taps").pck == network["poses"].pck
     assert report.method("box").mask_iou == pytest.approx(by_set["masks"].method("box").mask_iou)
     assert "### poses" in report.markdown()
+
+
+def test_eval_adds_a_refined_row(scenes):
+    from hcviewer.train.evaluate import evaluate_sets
+
+    config = model_config(TrainConfig(taps=("s8", "top"), grid_size=2, output_size=16,
+                                      tasks=("figure_ground", "keypoints")), scenes)
+    report = evaluate_sets(build_hypercolumn(config), [scenes], baselines=(), min_area=64, refine="guided",
+                           progress=False)
+    names = [m.name for m in report.methods]
+    assert names == ["all taps", "top alone", "all taps, guided refinement"]
+    refined, plain = report.methods[2], report.methods[0]
+    assert len(refined.ious) == len(plain.ious) and refined.ious != plain.ious and refined.pck is None

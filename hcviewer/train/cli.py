@@ -192,6 +192,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tap subsets: the paper's (all, top alone, each left out) or every subset")
     parser.add_argument("--baselines", default="box,ellipse,grabcut", help="comma-separated, or 'none'")
     parser.add_argument("--min-area", type=float, default=32 * 32)
+    parser.add_argument("--refine", default=None, metavar="METHOD",
+                        help="add a row: all taps with edge-refined masks, METHOD guided or grabcut "
+                             "(as hcviewer predict --refine)")
     parser.add_argument("--device", default="cpu")
 
 
@@ -289,9 +292,12 @@ def command_resume(args: argparse.Namespace) -> int:
 
 def command_eval(args: argparse.Namespace) -> int:
     from hcviewer.modeling.checkpoint import load_checkpoint
+    from hcviewer.modeling.refine import REFINE_METHODS
     from hcviewer.train.evaluate import evaluate_sets, standard_subsets, write_report
     from hcviewer.fileio import write_text_atomic
 
+    if args.refine is not None and args.refine not in REFINE_METHODS:
+        raise DataError(f"--refine {args.refine}: use one of {', '.join(REFINE_METHODS)}")
     sources = data_sources(args)
     datasets = load_sources(sources, _categories(args), seed=0, limit=args.limit)
     if args.split != "all":
@@ -303,7 +309,7 @@ def command_eval(args: argparse.Namespace) -> int:
         model, _ = load_checkpoint(args.checkpoint, args.device)
         subsets = standard_subsets(model.taps, all_subsets=args.subsets == "all")
     baselines = () if args.baselines == "none" else _names(args.baselines)
-    report = evaluate_sets(model, datasets, subsets, baselines, args.min_area, args.device)
+    report = evaluate_sets(model, datasets, subsets, baselines, args.min_area, args.device, refine=args.refine)
     print(report.markdown())
     for target in (args.json, args.markdown):
         if target:

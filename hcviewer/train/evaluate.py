@@ -33,6 +33,7 @@ from hcviewer.fileio import write_text_atomic
 from hcviewer.modeling.hypercolumn import HypercolumnModel
 from hcviewer.modeling.postprocess import heatmaps_to_keypoints, paste_heatmap, paste_masks_in_image
 from hcviewer.modeling.preprocess import resize_for_model
+from hcviewer.modeling.refine import refine_probability
 from hcviewer.train.baselines import BASELINES
 from hcviewer.train.metrics import (box_region, coco_keypoint_ap, coco_segm_ap, mask_iou, part_confusion,
                                     part_scores, pck)
@@ -165,8 +166,9 @@ class _Collector:
     """Accumulates one method's per-object results: masks as COCO detections, keypoints, and
     the part confusion matrix."""
 
-    def __init__(self, name: str, taps: tuple[str, ...] | None, num_part_classes: int) -> None:
-        self.name, self.taps = name, taps
+    def __init__(self, name: str, taps: tuple[str, ...] | None, num_part_classes: int,
+                 refine: str | None = None) -> None:
+        self.name, self.taps, self.refine = name, taps, refine
         self.ious: list[float] = []
         self.detections: list[dict] = []
         self.keypoint_detections: list[dict] = []
@@ -191,7 +193,7 @@ class _Collector:
     def merged(cls, collectors: list["_Collector"]) -> "_Collector":
         """One collector holding the results of several (image ids are unique across them)."""
         first = collectors[0]
-        out = cls(first.name, first.taps, len(first.part_confusion))
+        out = cls(first.name, first.taps, len(first.part_confusion), first.refine)
         for c in collectors:
             _accumulate(out, c, ("ious", "detections", "keypoint_detections", "pred_keypoints", "part_confusion"))
         return out
@@ -207,7 +209,8 @@ class _Results:
     """The ground truth of the scored objects and every method's collector, for one set (or
     several merged)."""
 
-    def __init__(self, name: str, methods: list[tuple[str, tuple[str, ...] | None]], num_part_classes: int) -> None:
+    def __init__(self, name: str, methods: list[tuple[str, tuple[str, ...] | None, str | None]],
+                 num_part_classes: int) -> None:
         self.name = name
         self.images: list[dict] = []
         self.mask_annotations: list[dict] = []
@@ -215,7 +218,7 @@ class _Results:
         self.gt_keypoints: list[np.ndarray] = []  # [J, 3] per keypoint object
         self.keypoint_boxes: list[np.ndarray] = []
         self.num_part_objects = 0
-        self.collectors = [_Collector(n, taps, num_part_classes) for n, taps in methods]
+        self.collectors = [_Collector(n, taps, num_part_classes, refine) for n, taps, refine in methods]
 
     @classmethod
     def merged(cls, name: str, parts: list["_Results"]) -> "_Results":
@@ -276,15 +279,16 @@ def evaluate(model: HypercolumnModel | None, dataset: AnnotatedDataset, subsets:
              baselines: tuple[str, ...] = tuple(BASELINES), min_area: float = 32 * 32,
              device: str | torch.device = "cpu", threshold: float = 0.5, progress: bool = True) -> EvaluationReport:
     """Score the model under each tap subset and each named baseline on ``dataset``'s gt boxes."""
-    return evaluate_sets(model, [dataset], subsets, baselines, min_area, device, threshold, progress)
+    return evaluate_sets(model, [dataset], subsets, baselines, min_area, device, threshold, progress=progress)
 
 
 def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDataset],
                   subsets: list[tuple[str, ...]] | None = None, baselines: tuple[str, ...] = tuple(BASELINES),
                   min_area: float = 32 * 32, device: str | torch.device = "cpu", threshold: float = 0.5,
-                  progress: bool = True) -> EvaluationReport:
+                  refine: str | None = None, progress: bool = True) -> EvaluationReport:
     """Score every set on its own and all together: the report's methods are the scores over all
-    sets, and ``sets`` holds each set's report when there are several."""
+    sets, and ``sets`` holds each set's report when there are several. ``refine`` (a method of
+    ``hcviewer.modeling.refine``) adds a row: all taps with the masks edge-refined."""
     start = time.perf_counter()
     device = torch.device(device)
     if model is not None:
@@ -292,7 +296,10 @@ def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDatase
         subsets = subsets or standard_subsets(model.taps)
     else:
         subsets = []
-    methods = [(subset_name(s, model.taps), s) for s in subsets] + [(name, None) for name in baselines]
+    methods = [(subset_name(s, model.taps), s, None) for s in subsets]
+    if refine and model is not None:
+        methods.append((f"all taps, {refine} refinement", model.taps, refine))
+    methods += [(name, None, None) for name in baselines]
     part_names = model.config.part_names if model is not None else ()
     image_ids = itertools.count(1)  # unique across sets, so that their results can be merged
     per_set, reports = [], []
@@ -302,7 +309,7 @@ def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDatase
         for record in tqdm(dataset.images, desc=f"evaluate {dataset.name}", disable=not progress, unit="image"):
             objects = evaluation_objects(record, min_area)
             if objects:
-                _score_image(model, record, objects, next(image_ids), subsets, results, device, threshold)
+                _score_image(model, record, objects, next(image_ids), results, device, threshold)
         per_set.append(results)
         reports.append(results.summarise(dataset.keypoint_names, dataset.skeleton, part_names, min_area,
                                          time.perf_counter() - set_start))
@@ -317,26 +324,28 @@ def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDatase
 
 
 def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: list[ObjectAnnotation],
-                 image_id: int, subsets: list[tuple[str, ...]], results: _Results, device: torch.device,
-                 threshold: float) -> None:
+                 image_id: int, results: _Results, device: torch.device, threshold: float) -> None:
     rgb = record.load_rgb()
     size = rgb.shape[:2]
     boxes = np.stack([o.box for o in objects]).astype(np.float32)
     gt_masks = [o.mask.decode(*size).astype(bool) if o.mask is not None else None for o in objects]
     results.add_ground_truth(image_id, objects, gt_masks, size)
     with_mask = [i for i, m in enumerate(gt_masks) if m is not None]
+    network = [c for c in results.collectors if c.taps is not None]
     if model is not None:
-        outputs = predict_subsets(model, rgb, boxes, subsets, device)
+        outputs = predict_subsets(model, rgb, boxes, list(dict.fromkeys(c.taps for c in network)), device)
         with_keypoints = [i for i, o in enumerate(objects) if has_keypoints(o)]
         with_parts = [i for i, o in enumerate(objects) if o.parts is not None]
         gt_parts = {i: objects[i].parts.decode(*size) for i in with_parts} if "parts" in model.tasks else {}
-        for collector, subset in zip(results.collectors, subsets):
-            logits = outputs[subset]
+        for collector in network:
+            logits = outputs[collector.taps]
             if "figure_ground" in logits and with_mask:
-                probabilities = paste_masks_in_image(logits["figure_ground"][with_mask, 0].sigmoid(),
-                                                     torch.from_numpy(boxes[with_mask]), size).numpy()
+                probabilities = _pasted_masks(logits["figure_ground"][with_mask, 0].sigmoid(), boxes[with_mask], rgb,
+                                              collector.refine)
                 for prob, i in zip(probabilities, with_mask):
                     collector.add_mask(image_id, prob >= threshold, prob, gt_masks[i], boxes[i])
+            if collector.refine:
+                continue  # keypoints and parts are those of the unrefined row
             if "keypoints" in logits and with_keypoints:
                 keypoints = heatmaps_to_keypoints(logits["keypoints"][with_keypoints],
                                                   torch.from_numpy(boxes[with_keypoints])).numpy()
@@ -344,9 +353,20 @@ def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: l
                     collector.add_keypoints(image_id, kp, boxes[i])
             for i, gt in gt_parts.items():
                 collector.part_confusion += _part_confusion(logits["parts"][i], boxes[i], gt)
-    for collector in results.collectors[len(subsets):]:
+    for collector in results.collectors:
+        if collector.taps is not None:
+            continue
         for i in with_mask:
             collector.add_mask(image_id, BASELINES[collector.name](rgb, boxes[i]), None, gt_masks[i], boxes[i])
+
+
+def _pasted_masks(probabilities: torch.Tensor, boxes: np.ndarray, rgb: np.ndarray, refine: str | None) -> np.ndarray:
+    """Box probabilities [N, S, S] -> [N, H, W] in the image, edge-refined with ``refine``."""
+    size = rgb.shape[:2]
+    if not refine:
+        return paste_masks_in_image(probabilities, torch.from_numpy(boxes), size).numpy()
+    return np.stack([paste_heatmap(torch.from_numpy(refine_probability(rgb, box, prob.numpy(), refine))[None],
+                                   torch.from_numpy(box), size)[0].numpy() for prob, box in zip(probabilities, boxes)])
 
 
 def _part_confusion(logits: torch.Tensor, box: np.ndarray, gt_labels: np.ndarray) -> np.ndarray:
