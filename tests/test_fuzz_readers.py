@@ -171,22 +171,11 @@ def _read_box_file(path: Path) -> None:
                     pass  # the app shows no ground truth for it
 
 
+@pytest.mark.parametrize("name, texts", [("boxes.json", json_texts), ("boxes.csv", csv_texts), ("boxes.xml", xml_texts)])
 @FUZZ
-@given(text=json_texts)
-def test_json_box_files(folder, text):
-    _read_box_file(_write(folder, "boxes.json", text))
-
-
-@FUZZ
-@given(text=csv_texts)
-def test_csv_box_files(folder, text):
-    _read_box_file(_write(folder, "boxes.csv", text))
-
-
-@FUZZ
-@given(text=xml_texts)
-def test_voc_xml_box_files(folder, text):
-    _read_box_file(_write(folder, "boxes.xml", text))
+@given(data=st.data())
+def test_box_files(folder, name, texts, data):
+    _read_box_file(_write(folder, name, data.draw(texts)))
 
 
 @FUZZ
