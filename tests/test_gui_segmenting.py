@@ -95,3 +95,36 @@ def test_a_model_is_opened_from_the_file_menu_also_after_a_failed_load(make_wind
     _wait(qtbot, lambda: window.state.model_info is not None)
     assert window.state.model_info.path == str(tiny_checkpoint)
     assert window.device_label.text().startswith("Device: CPU") and len(window.messages) == 1
+
+
+def _menu_action(window, menu_title: str, text: str):
+    menu = next(a.menu() for a in window.menuBar().actions() if a.text() == menu_title)
+    return next(a for a in menu.actions() if a.text() == text)
+
+
+def test_accept_all_results_in_all_images_without_visiting_them_is_one_undo_step(window, qtbot):
+    window.segmentation.segment_all_images()
+    _wait(qtbot, lambda: not window.progress.isVisible())
+    assert window.state.image_index == 0  # b.png is never shown
+    _menu_action(window, "&Segment", "Accept all results in all images").trigger()
+    assert [_row(window, i) for i in range(2)] == ["a.png  —  done: 2 accepted", "b.png  —  done: 1 accepted"]
+    [b_box] = window.project.images[1].boxes
+    x0, y0, x1, y1 = b_box.xyxy.astype(int)
+    assert b_box.mask.any() and not b_box.mask[:, :x0].any() and not b_box.mask[y1:, :].any()
+    assert window.project.undo_name() == "accept 3 masks in 2 images"
+    window.annotation.undo()
+    assert not any(b.accepted for d in window.project.images for b in d.boxes)
+
+
+def test_revisiting_an_image_draws_its_results_without_running_the_network(window, qtbot, monkeypatch):
+    window.segmentation.segment_all_images()
+    _wait(qtbot, lambda: not window.progress.isVisible() and len(window.state.views) == 2)
+    requests = []
+    predict = window.model.predict
+    monkeypatch.setattr(window.model, "predict", lambda request: (requests.append(request), predict(request)))
+    for index, boxes in ((1, 1), (0, 2)):
+        QTest.keyClick(window, Qt.Key.Key_PageDown if index == 1 else Qt.Key.Key_PageUp)
+        _wait(qtbot, lambda: window.state.image_index == index and window.state.image is not None
+              and len(window.state.views) == boxes)
+        assert window.canvas.result_layer.image.isVisible()
+    assert requests == []

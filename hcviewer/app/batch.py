@@ -43,6 +43,7 @@ class ImageResult:
     box_indices: list[int] | None = None  # the item's box each mask is for (None: all, in order)
     skipped: list[SkippedBox] = field(default_factory=list)  # boxes that could not be segmented
     image_size: tuple[int, int] | None = None  # (H, W) once the image was read
+    figure_ground: np.ndarray | None = None  # [N, S, S] foreground probability per box (the app draws it)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def _predict_item(predictor: HypercolumnPredictor, item: BatchItem, tasks: tuple
     except InputError as exc:
         return replace(empty, error=f"{path}: {exc}")
     masks_rle, scores = _encode_masks(prediction, image.shape[:2], threshold)
-    return replace(empty, boxes=prediction.boxes, masks_rle=masks_rle, scores=scores, keypoints=prediction.keypoints)
+    return replace(empty, boxes=prediction.boxes, masks_rle=masks_rle, scores=scores, keypoints=prediction.keypoints,
+                   figure_ground=prediction.figure_ground)
 
 
 def _check_boxes(item: BatchItem, boxes: np.ndarray, image_size: tuple[int, int]) -> tuple[list[int], list[SkippedBox]]:

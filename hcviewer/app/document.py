@@ -309,6 +309,25 @@ class Project:
         if masks:
             self._edit(f"accept {len(masks)} masks", {index: boxes})
 
+    def accept_all_results(self, mask_of: Callable[[int, Box], np.ndarray | None]) -> int:
+        """Accept every result not yet accepted or rejected, in every image, as ONE edit;
+        ``mask_of(index, box)`` gives a box's result as a bool [H, W] mask (None: skip it).
+        Returns how many were accepted."""
+        changes, count = {}, 0
+        for index, document in enumerate(self.images):
+            boxes = document.boxes
+            for box in document.boxes:
+                mask = None if box.result is None or box.accepted or box.rejected else mask_of(index, box)
+                if mask is not None:
+                    keypoints = box.keypoints if box.result.keypoints is None else box.result.keypoints
+                    boxes = _swap(boxes, replace(box, mask_rle=encode_mask(mask), keypoints=keypoints))
+                    count += 1
+            if boxes is not document.boxes:
+                changes[index] = boxes
+        if changes:
+            self._edit(f"accept {count} masks in {len(changes)} images", changes)
+        return count
+
     def reject(self, index: int, box_id: int) -> None:
         """Discard the box's result and accepted mask; the box stays, marked rejected."""
         self._replace(index, box_id, "reject", mask_rle=None, keypoints=None, result=None, rejected=True)
@@ -355,7 +374,8 @@ class Project:
                 box = next((b for b in boxes if b.id == box_id), None)
                 if box is not None and np.allclose(box.xyxy, xyxy):
                     keypoints = None if result.keypoints is None else np.asarray(result.keypoints[i])
-                    boxes = _swap(boxes, replace(box, result=ModelResult(mask_rle=rle, keypoints=keypoints, score=score)))
+                    box_map = None if result.figure_ground is None else result.figure_ground[i]
+                    boxes = _swap(boxes, replace(box, result=ModelResult(box_map, rle, keypoints, score)))
             changes[index] = boxes
         self._batch_boxes.clear()
         self._edit(f"segment {len(changes)} images", changes, annotates=False)

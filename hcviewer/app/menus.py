@@ -82,6 +82,7 @@ def _segment_menu(window: "MainWindow", menu: QMenu) -> None:
     window.accept_action = add_action(window, menu, "Accept result", annotation.accept_selected, "A")
     window.reject_action = add_action(window, menu, "Reject result", annotation.reject_selected, "R")
     add_action(window, menu, "Accept all results in image", annotation.accept_all, "Shift+A")
+    add_action(window, menu, "Accept all results in all images", annotation.accept_all_images, "Ctrl+Alt+A")
     window.accept_button.clicked.connect(annotation.accept_selected)
     window.reject_button.clicked.connect(annotation.reject_selected)
     menu.addSeparator()

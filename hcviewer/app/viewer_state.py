@@ -39,6 +39,17 @@ class BoxView:
                    contributions, 0.0 if bias is None else float(bias[i, 0]))
 
 
+def stored_view(box: np.ndarray, taps: tuple[str, ...], result) -> BoxView | None:
+    """The view of a result the document keeps (``document.ModelResult``): the one drawn for it,
+    or one made from its box map (Segment all images), drawn without running the network (no
+    parts, heatmaps or probe contributions until the box is selected). None: nothing to draw."""
+    if result.view is not None:
+        return result.view
+    if result.figure_ground is None:
+        return None
+    return BoxView(np.asarray(box, np.float64), tuple(taps), result.figure_ground, None, None, result.keypoints, {}, 0.0)
+
+
 @dataclass
 class ViewerState:
     """The shown image and what is drawn over it."""

@@ -11,12 +11,15 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, Qt
 from PySide6.QtWidgets import QInputDialog, QMenu
 
+from hcviewer.app.annotation_io import decode_mask
 from hcviewer.app.document import Change
 from hcviewer.app.image_view import Mode
 from hcviewer.app.overlays import ACCEPTED_COLOR
+from hcviewer.app.wording import plural
 from hcviewer.app.worker import paste_box_map
 
 if TYPE_CHECKING:
+    from hcviewer.app.document import Box
     from hcviewer.app.main_window import MainWindow
 
 ERASE_COLOR = (255, 60, 60)
@@ -67,6 +70,23 @@ class AnnotationController(QObject):
         boxes = self.window.canvas.visible_boxes()
         masks = {box_id: self._result_mask(box_id) for box_id, box in boxes.items() if box.mask is None}
         self.project.accept_many(self.state.image_index, {i: m for i, m in masks.items() if m is not None})
+
+    def accept_all_images(self) -> None:
+        """Accept every result not yet accepted, in every image, without showing them (one undo
+        step): the shown image's results as drawn, the others' as Segment all images kept them."""
+        count = self.project.accept_all_results(self._kept_result_mask)
+        self.window.statusBar().showMessage(f"Accepted {plural(count, 'mask')}", 5000)
+
+    def _kept_result_mask(self, index: int, box: "Box") -> np.ndarray | None:
+        """A box's result as a bool [H, W] mask at the display threshold."""
+        if index == self.state.image_index and box.id in self.state.views:
+            return self._result_mask(box.id)
+        result, size = box.result, self.project.images[index].size
+        if size is None and result.mask_rle is not None:
+            size = tuple(result.mask_rle["size"])
+        if result.figure_ground is not None and size is not None:
+            return paste_box_map(result.figure_ground, box.xyxy, size) >= self.window.display.threshold
+        return None if result.mask_rle is None else decode_mask(result.mask_rle)
 
     def reject_selected(self) -> None:
         if self.window.canvas.selected_box() is None:

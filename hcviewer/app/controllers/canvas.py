@@ -18,6 +18,7 @@ from hcviewer.app.overlays import (
 )
 from hcviewer.app.probe import sample_box_map
 from hcviewer.app.result_layer import LayerEntry, ResultLayer, compose
+from hcviewer.app.viewer_state import stored_view
 from hcviewer.app.worker import box_mask_iou
 
 if TYPE_CHECKING:
@@ -82,9 +83,13 @@ class CanvasController(QObject):
                 self.drop_result(box_id)  # the box moved (undo/redo): its result is stale
             item.set_state(box_id == self.state.selected_id, self.accepted_color(box) if box.accepted else None,
                            box_label(box))
+        taps = self.state.model_info.taps if self.state.model_info else ()
         for box_id, box in boxes.items():
-            if box_id not in self.state.views and box.result is not None and box.result.view is not None:
-                self.state.views[box_id] = box.result.view  # redo (or undo of a move) brings a result back
+            if box_id not in self.state.views and box.result is not None:
+                # a result kept in the document: redo, undo of a move, revisiting the image
+                view = stored_view(box.xyxy, taps, box.result)
+                if view is not None:
+                    self.state.views[box_id] = view
         if self.state.selected_id not in boxes:
             self.state.selected_id = None
         self.stack_labels()

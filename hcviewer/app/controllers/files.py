@@ -160,9 +160,8 @@ class FileController(QObject):
         window.view.set_image(rgb)
         self.project.image_loaded(self.state.image_index, rgb.shape[:2])
         window.model.show_image(key, rgb)
-        window.canvas.sync_boxes()
-        if any(b.result is not None for b in window.current_document().boxes):
-            window.segmentation.redraw_results()  # results of "segment all images": redrawn from this image's features
+        window.canvas.sync_boxes()  # draws the results the document keeps: no network
+        window.segmentation.redraw_results()  # only those kept without box maps
 
     def _image_failed(self, key: str, message: str) -> None:
         if key != self.state.image_key:

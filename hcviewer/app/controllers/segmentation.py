@@ -138,16 +138,17 @@ class SegmentationController(QObject):
 
     def segment_all(self) -> None:
         """Segment all boxes in image (the user asked: boxes that cannot be are named)."""
-        self._segment_shown_boxes(report=True)
-
-    def redraw_results(self) -> None:
-        """The shown image's results drawn again from its cached features (nothing said)."""
-        self._segment_shown_boxes(report=False)
-
-    def _segment_shown_boxes(self, report: bool) -> None:
         boxes = list(self.window.canvas.visible_boxes().values())
         if boxes and self._ready_for_model():
-            self._request(boxes, contributions=False, report=report)
+            self._request(boxes, contributions=False)
+
+    def redraw_results(self) -> None:
+        """Results of the shown image that the document keeps without box maps (nothing to draw
+        them from) are predicted again from the image's cached features; nothing is said."""
+        boxes = [b for b in self.window.canvas.visible_boxes().values()
+                 if b.result is not None and b.id not in self.state.views]
+        if boxes and self._ready_for_model():
+            self._request(boxes, contributions=False, report=False)
 
     def _predicted(self, result: BoxResult) -> None:
         request, state = result.request, self.state
@@ -265,6 +266,5 @@ class SegmentationController(QObject):
             window.show_message(f"{len(skipped)} boxes were skipped (move them onto their image or delete them):\n"
                                 + "\n".join(skipped[:MAX_LISTED]) + ("\n…" if len(skipped) > MAX_LISTED else ""),
                                 "Segment all images")
-        document = window.current_document()
-        if self.state.image is not None and any(b.result is not None for b in document.boxes):
+        if self.state.image is not None:
             self.redraw_results()
