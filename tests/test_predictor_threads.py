@@ -82,3 +82,47 @@ def test_the_image_properties_are_the_calling_threads(tiny_checkpoint: Path, att
     thread.start()
     thread.join(timeout=60)
     assert getattr(predictor, attribute) and not seen[0]
+
+
+def test_queued_slot_calls_of_one_qthread_share_its_image(qtbot, tiny_checkpoint: Path):
+    """As the app's model worker: set_image and predict arrive as separate queued slot calls in
+    one QThread (PySide6 may run each under a new Python thread state)."""
+    from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+    predictor = HypercolumnPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    image = _images()[0]
+    predictor.set_image(image)
+    expected = predictor.predict(BOXES).figure_ground
+
+    class Worker(QObject):
+        answered = Signal(object)
+
+        @Slot()
+        def set_image(self) -> None:
+            predictor.set_image(image)
+
+        @Slot()
+        def predict(self) -> None:
+            try:
+                self.answered.emit(predictor.predict(BOXES).figure_ground)
+            except InputError as exc:
+                self.answered.emit(exc)
+
+    class Requests(QObject):
+        set_image = Signal()
+        predict = Signal()
+
+    thread, worker, requests = QThread(), Worker(), Requests()
+    worker.moveToThread(thread)
+    requests.set_image.connect(worker.set_image)
+    requests.predict.connect(worker.predict)
+    thread.start()
+    try:
+        with qtbot.waitSignal(worker.answered, timeout=60000) as answer:
+            requests.set_image.emit()
+            requests.predict.emit()
+    finally:
+        thread.quit()
+        thread.wait()
+    assert not isinstance(answer.args[0], Exception), answer.args[0]
+    np.testing.assert_allclose(answer.args[0], expected, atol=1e-5)
