@@ -130,3 +130,33 @@ def test_train_and_eval_with_ccp(tmp_path, capsys):
     present = [v for name, v in network["part_iou"].items() if name != "background" and v == v]
     assert network["part_miou"] == pytest.approx(np.mean(present))
     assert "face and skin" in capsys.readouterr().out
+
+    # A validation-only COCO set is scored whole next to the held-out photos, each on its own.
+    coco = write_coco_of(root)
+    assert main(["eval", "--checkpoint", str(out / "best.safetensors"), "--ccp", str(root), "--val-coco", str(coco),
+                 "--val-images", str(root / "photos"), "--split", "val", "--val-fraction", "0.34",
+                 "--baselines", "none", "--json", str(report_path), "--min-area", "16"]) == 0
+    report = json.loads(report_path.read_text())
+    assert {s["data"]: s["num_images"] for s in report["sets"]} == {"ccp:val": 2, "val-coco:val": 6}
+    assert report["num_images"] == 8 and report["sets"][1]["num_part_objects"] == 0
+
+
+def write_coco_of(root: Path) -> Path:
+    """The CCP photos as a COCO file: one person per photo with its mask, no parts."""
+    from pycocotools import mask as mask_utils
+
+    images, annotations = [], []
+    for i, label_path in enumerate(sorted((root / "labels").glob("*.png")), start=1):
+        mask = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED) > 0
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        images.append({"id": i, "file_name": f"{label_path.stem}.jpg", "width": W, "height": H})
+        annotations.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0,
+                            "segmentation": {"size": [H, W], "counts": rle["counts"].decode("ascii")},
+                            "bbox": [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]),
+                                     float(rows[-1] + 1 - rows[0])]})
+    path = root.parent / "val-coco" / "annotations" / "instances.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "person"}]}))
+    return path
