@@ -153,7 +153,7 @@ def test_box_files_add_boxes_by_image_name_once(project, tmp_path):
 
 def test_a_box_file_for_other_images_says_so(project, tmp_path):
     path = _coco(tmp_path, {"zebra.png": [[1, 1, 20, 20]]})
-    with pytest.raises(BoxFileError, match=r"boxes\.json: none of its 1 boxes belong to the open images"):
+    with pytest.raises(BoxFileError, match=r"boxes\.json: none of the boxes in it \(1 box\) belongs to the open images"):
         project.load_boxes(path)
 
 
@@ -188,7 +188,7 @@ def test_batch_items_and_results_are_one_undoable_edit(project):
     rles = [encode_mask(_mask(3, 9, 3, 9)), encode_mask(_mask(6, 20, 6, 20))]
     count = project.apply_batch_results([ImageResult(Path("a.png"), 0, items[0].boxes, rles, [0.9, 0.8],
                                                      np.zeros((2, 17, 3)))])
-    assert count == 1 and project.undo_name() == "segment 1 images"
+    assert count == 1 and project.undo_name() == "segment 1 image"
     results = {b.id: b.result for b in project.images[0].boxes}
     assert results[kept].mask_rle == rles[0] and results[kept].score == 0.9
     assert results[kept].keypoints.shape == (17, 3)

@@ -436,7 +436,7 @@ def test_segment_all_images_reports_an_image_it_could_not_read(make_window, qtbo
     (tmp_path / "b.png").write_bytes(b"truncated")
     window.segmentation.segment_all_images()
     _wait(qtbot, lambda: not window.progress.isVisible())
-    assert "1 images could not be segmented" in window.messages[-1] and "b.png" in window.messages[-1]
+    assert "1 image could not be segmented" in window.messages[-1] and "b.png" in window.messages[-1]
     assert window.file_model.data(window.file_model.index(1)).startswith("b.png  —  error")
 
 

@@ -83,6 +83,17 @@ class CompareWindow(QWidget):
         layout.addWidget(legend)
 
 
+def place_over(window: QWidget, parent: QWidget) -> None:
+    """Centre ``window`` over ``parent`` (inside the screen's available area, smaller if need be)."""
+    available = (parent.screen() or window.screen()).availableGeometry()
+    window.resize(min(window.width(), available.width()), min(window.height(), available.height()))
+    frame = window.frameGeometry()
+    frame.moveCenter(parent.frameGeometry().center())
+    frame.moveLeft(max(available.left(), min(frame.left(), available.right() - frame.width() + 1)))
+    frame.moveTop(max(available.top(), min(frame.top(), available.bottom() - frame.height() + 1)))
+    window.move(frame.topLeft())
+
+
 def crop_box(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The image pixels under a box (clipped to the image), resized to at most the display
     size; returns the crop and its integer (x0, y0, x1, y1)."""

@@ -26,8 +26,10 @@ from hcviewer.app.annotation_io import (
     Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask, read_annotation,
     write_annotation,
 )
-from hcviewer.app.boxfiles import BoxFileError, LoadedBox, decode_segmentation, read_boxes
+from hcviewer.app.boxfiles import BoxFileError, LoadedBox, read_boxes
 from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
+from hcviewer.app.mask_crops import MaskCrop, crop_from_rle, crop_from_segmentation
+from hcviewer.app.wording import plural
 from hcviewer.app.recovery import (
     RecoverySession, default_recovery_dir, recovered_annotation_path, recovery_extra,
 )
@@ -112,7 +114,7 @@ class ImageDocument:
         problems = f", {unsegmentable} cannot be segmented" if unsegmentable else ""
         if segmented:
             return f"segmented {segmented}/{n}" + (f", {accepted} accepted" if accepted else "") + problems
-        return (f"{n} boxes" + problems) if n else ""
+        return (plural(n, "box") + problems) if n else ""
 
     def unsegmentable(self) -> list[tuple[Box, str]]:
         """The boxes that cannot be segmented in this image (entirely outside it…), with why;
@@ -230,7 +232,7 @@ class Project:
                 changes[index] = document.boxes + tuple(self._make_box(b, size) for b in new)
         if not matched and len(box_file):
             names = ", ".join(box_file.image_names()[:3]) or "image ids"
-            raise BoxFileError(f"{box_file.path}: none of its {len(box_file)} boxes belong to the open images "
+            raise BoxFileError(f"{box_file.path}: none of the boxes in it ({plural(len(box_file), 'box')}) belongs to the open images "
                                f"(it names {names}…); open the images it describes, or their folder")
         added = sum(len(boxes) - len(self.images[i].boxes) for i, boxes in changes.items())
         self._edit(f"load boxes from {Path(path).name}", changes, annotates=False)
@@ -325,7 +327,7 @@ class Project:
             if boxes is not document.boxes:
                 changes[index] = boxes
         if changes:
-            self._edit(f"accept {count} masks in {len(changes)} images", changes)
+            self._edit(f"accept {plural(count, 'mask')} in {plural(len(changes), 'image')}", changes)
         return count
 
     def reject(self, index: int, box_id: int) -> None:
@@ -378,7 +380,7 @@ class Project:
                     boxes = _swap(boxes, replace(box, result=ModelResult(box_map, rle, keypoints, score)))
             changes[index] = boxes
         self._batch_boxes.clear()
-        self._edit(f"segment {len(changes)} images", changes, annotates=False)
+        self._edit(f"segment {plural(len(changes), 'image')}", changes, annotates=False)
         if errors:
             self._notify(Change("status", tuple(errors)))
         return len(changes)

@@ -88,6 +88,7 @@ class DisplayPanel(QGroupBox):
         super().__init__("Display", parent)
         self.settings = settings
         form = QFormLayout(self)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # a narrow panel puts labels above
         self.show_mask = self._task_box(form, "Figure-ground mask", "show_mask")
         self.show_parts = self._task_box(form, "Parts", "show_parts")
         self.show_keypoints = self._task_box(form, "Keypoints", "show_keypoints")

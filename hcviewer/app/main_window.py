@@ -54,6 +54,7 @@ class MainWindow(QMainWindow):
         self.model = ModelService(self)
         self.loader = ImageLoaderService(self)
         self.messages: list[str] = []  # every message shown to the user (tests read it)
+        self.shortcuts_dialog: QWidget | None = None  # Help > Keyboard shortcuts, made when first asked
 
         self.view = ImageView()
         self.setCentralWidget(self.view)
@@ -106,7 +107,10 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(side)
-        scroll.setMinimumWidth(270)
+        # The panel is never narrower than its contents: nothing is cut or hidden to the right.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(side.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
+                               + 2 * scroll.frameWidth())
         self._dock("Result and layers", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
         self.probe = ProbeWidget()
         self.probe_dock = self._dock("Probe", self.probe, Qt.DockWidgetArea.RightDockWidgetArea)

@@ -4,35 +4,39 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from PySide6.QtCore import QEvent, QObject
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMenu
+from PySide6.QtWidgets import QCheckBox, QDockWidget, QMenu
 
 from hcviewer.app.exporters import FORMATS
 from hcviewer.app.image_view import Mode
+from hcviewer.app.shortcuts_dialog import ShortcutsDialog
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow
 
 
-def add_action(window: "MainWindow", menu: QMenu, text: str, slot: Callable,
+def add_action(window: "MainWindow", menu: QMenu, text: str, slot: Callable | None,
                shortcut: str | QKeySequence.StandardKey | None = None, checkable: bool = False) -> QAction:
     action = QAction(text, window)
     if shortcut is not None:
         action.setShortcut(QKeySequence(shortcut))
     action.setCheckable(checkable)
-    action.triggered.connect(slot)
+    if slot is not None:
+        action.triggered.connect(slot)
     menu.addAction(action)
     return action
 
 
 def build_menus(window: "MainWindow") -> None:
-    """File, Edit, Segment and View menus; sets the window's ``recent_menu``, ``undo_action``,
+    """File, Edit, Segment, View and Help menus; sets the window's ``recent_menu``, ``undo_action``,
     ``redo_action``, ``mode_actions``, ``accept_action`` and ``reject_action``."""
     bar = window.menuBar()
     _file_menu(window, bar.addMenu("&File"))
     _edit_menu(window, bar.addMenu("&Edit"))
     _segment_menu(window, bar.addMenu("&Segment"))
     _view_menu(window, bar.addMenu("&View"))
+    _help_menu(window, bar.addMenu("&Help"))
 
 
 def _file_menu(window: "MainWindow", menu: QMenu) -> None:
@@ -99,7 +103,40 @@ def _view_menu(window: "MainWindow", menu: QMenu) -> None:
     toggles = (("Figure-ground mask", panel.show_mask), ("Parts", panel.show_parts),
                ("Keypoints", panel.show_keypoints), ("Ground truth", panel.show_gt))
     for key, (text, box) in enumerate(toggles, start=1):
-        add_action(window, menu, f"Show {text.lower()}", box.toggle, str(key))
+        _mirror(add_action(window, menu, f"Show {text.lower()}", None, str(key), checkable=True), box)
     menu.addSeparator()
     for dock in window.findChildren(QDockWidget):
         menu.addAction(dock.toggleViewAction())
+
+
+def _mirror(action: QAction, box: QCheckBox) -> None:
+    """A checkable menu command that shows and sets a Display check box (also its enabled state)."""
+    action.setChecked(box.isChecked())
+    action.setEnabled(box.isEnabled())
+    box.toggled.connect(action.setChecked)
+    action.toggled.connect(box.setChecked)  # each stops the other: no signal when unchanged
+    box.installEventFilter(_EnabledMirror(action, box))
+
+
+class _EnabledMirror(QObject):
+    """Disables the action when the check box is disabled (a task the checkpoint lacks)."""
+
+    def __init__(self, action: QAction, box: QCheckBox) -> None:
+        super().__init__(box)
+        self.action = action
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt naming
+        if event.type() == QEvent.Type.EnabledChange:
+            self.action.setEnabled(watched.isEnabled())
+        return False
+
+
+def _help_menu(window: "MainWindow", menu: QMenu) -> None:
+    add_action(window, menu, "Keyboard shortcuts", lambda: show_shortcuts(window), QKeySequence.StandardKey.HelpContents)
+
+
+def show_shortcuts(window: "MainWindow") -> None:
+    if window.shortcuts_dialog is None:
+        window.shortcuts_dialog = ShortcutsDialog(window.menuBar(), window)
+    window.shortcuts_dialog.show()
+    window.shortcuts_dialog.raise_()

@@ -10,6 +10,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+HINT = ("Probe: click a box to segment it, then point at a pixel inside it to see what each layer "
+        "adds to its mask logit.")
 POSITIVE = (46, 160, 90)
 NEGATIVE = (214, 60, 60)
 TOTAL = (30, 144, 255)
@@ -39,7 +41,7 @@ class ProbeWidget(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        self.title = QLabel("Probe: hover a segmented box")
+        self.title = QLabel(HINT)
         self.title.setWordWrap(True)
         layout.addWidget(self.title)
         self.plot = pg.PlotWidget(background=(250, 250, 250))
@@ -52,6 +54,7 @@ class ProbeWidget(QWidget):
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.7)
         self.plot.addItem(self.bars)
         layout.addWidget(self.plot)
+        self.plot.setVisible(False)  # no empty axes: the hint says what to do until a pixel is probed
         self.values: dict[str, float] = {}
         self.probability: float | None = None
 
@@ -71,8 +74,10 @@ class ProbeWidget(QWidget):
         self.values = dict(zip(names, heights))
         self.probability = float(1 / (1 + np.exp(-logit)))
         self.title.setText(f"Probe {where}: logit {logit:+.2f} → p(figure) = {self.probability:.2f}")
+        self.plot.setVisible(True)
 
-    def clear(self, message: str = "Probe: hover a segmented box") -> None:
+    def clear(self, message: str = HINT) -> None:
+        self.plot.setVisible(False)
         self.bars.setOpts(x=[], height=[])
         self.values = {}
         self.probability = None

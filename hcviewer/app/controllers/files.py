@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from hcviewer.app.boxfiles import DEMO_BOXES, BoxFileError, demo_images
 from hcviewer.app.image_loader import is_image_file, readable
+from hcviewer.app.wording import plural
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow
@@ -72,7 +73,7 @@ class FileController(QObject):
             return
         if remember:
             self.remember_recent(str(path))
-        self.window.statusBar().showMessage(f"{added} boxes from {Path(path).name}", 8000)
+        self.window.statusBar().showMessage(f"{plural(added, 'box')} from {Path(path).name}", 8000)
         if not opened_images and self.project.images:
             self.show_image(0)
 

@@ -4,6 +4,7 @@ recovery after a crash, and the question on closing with unsaved edits."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer
@@ -34,9 +35,19 @@ class SavingController(QObject):
         return self.save_to(path) if path else self.save_annotation_as()
 
     def save_annotation_as(self) -> bool:
-        path, _ = QFileDialog.getSaveFileName(self.window, "Save annotation", self.window.settings.last_folder(),
+        path, _ = QFileDialog.getSaveFileName(self.window, "Save annotation", str(self.proposed_path()),
                                               "COCO annotation (*.json)")
         return bool(path) and self.save_to(path)
+
+    def proposed_path(self) -> Path:
+        """Where Save as… starts: the annotation's own file, else beside the images, named after
+        their folder (a folder that cannot be written, like the demo's: the last folder used)."""
+        if self.project.annotation_path is not None:
+            return self.project.annotation_path
+        folder = Path(self.project.images[0].path).parent if self.project.images else None
+        if folder is None or not os.access(folder, os.W_OK):
+            return Path(self.window.settings.last_folder() or Path.home()) / "annotation.json"
+        return folder / f"{folder.name or 'images'}-annotation.json"
 
     def save_to(self, path: str | os.PathLike) -> bool:
         """Write the annotation to ``path``; a failure is a message and returns False."""

@@ -13,11 +13,13 @@ import numpy as np
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
-from hcviewer.app.compare_view import CompareWindow, crop_box, standard_subsets
+from hcviewer.app.compare_view import CompareWindow, crop_box, place_over, standard_subsets
 from hcviewer.app.document import ModelResult
 from hcviewer.app.head_scope import HeadScope
 from hcviewer.app.image_view import Mode
+from hcviewer.app.mask_crops import as_crop
 from hcviewer.app.viewer_state import BoxView
+from hcviewer.app.wording import plural
 from hcviewer.app.worker import BoxRequest, BoxResult, CompareRequest, ModelInfo
 from hcviewer.boxes import box_problem, describe_box
 
@@ -167,7 +169,7 @@ class SegmentationController(QObject):
             if all_taps:
                 results[box_id] = ModelResult(figure_ground=view.figure_ground, keypoints=view.keypoints, view=view)
         seconds = result.prediction.seconds + result.trunk_seconds
-        self.window.timing_label.setText(f"last prediction {seconds * 1000:.0f} ms ({len(request.box_ids)} boxes)")
+        self.window.timing_label.setText(f"last prediction {seconds * 1000:.0f} ms ({plural(len(request.box_ids), 'box')})")
         if results:
             self.window.project.set_results(state.image_index, results)  # its listener redraws, once for all boxes
         else:
@@ -184,6 +186,7 @@ class SegmentationController(QObject):
         if self.compare_window is None:
             self.compare_window = CompareWindow(self.window)
             self.compare_window.refreshRequested.connect(self.refresh_compare)
+            place_over(self.compare_window, self.window)
         self.compare_window.show()
         self.compare_window.raise_()
         self.refresh_compare()
@@ -199,7 +202,7 @@ class SegmentationController(QObject):
         self.compare_window.caption.setText(f"{box.label} box {box.id}: computing {len(subsets)} subsets…")
         self.window.model.compare(CompareRequest(
             self.state.image_key, box.id, np.array(clipped, np.float64), subsets,
-            gt_mask=box.gt_mask, class_index=(self._class_index([box]) or [None])[0]))
+            gt_mask=box.gt_crop, class_index=(self._class_index([box]) or [None])[0]))
 
     def _compared(self, result) -> None:
         request, image = result.request, self.state.image
@@ -209,7 +212,7 @@ class SegmentationController(QObject):
         gt_crop = None
         if request.gt_mask is not None:
             x0, y0, x1, y1 = clipped
-            gt = request.gt_mask[y0:y1, x0:x1].astype(np.uint8)
+            gt = as_crop(request.gt_mask).region(x0, y0, x1, y1).astype(np.uint8)
             gt_crop = cv2.resize(gt, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
         self.compare_window.panel.show_result(crop, request.box, result.masks, result.iou,
                                               self.window.display.threshold, gt_crop)
@@ -257,13 +260,14 @@ class SegmentationController(QObject):
         window.cancel_button.setVisible(False)
         count = window.project.apply_batch_results(batch.results)
         verb = "Cancelled after" if batch.cancelled else "Segmented"
-        window.statusBar().showMessage(f"{verb} {count} images in {batch.seconds:.1f} s", 10000)
+        window.statusBar().showMessage(f"{verb} {plural(count, 'image')} in {batch.seconds:.1f} s", 10000)
         errors = [r.error for r in batch.results if r.error is not None]
         if errors:
-            window.show_message(f"{len(errors)} images could not be segmented; first: {errors[0]}", "Segment all images")
+            window.show_message(f"{plural(len(errors), 'image')} could not be segmented; first: {errors[0]}",
+                                "Segment all images")
         skipped = [f"{Path(r.image_path).name}: {box.describe()}" for r in batch.results for box in r.skipped]
         if skipped:
-            window.show_message(f"{len(skipped)} boxes were skipped (move them onto their image or delete them):\n"
+            window.show_message(f"{plural(len(skipped), 'box')} skipped (move such a box onto its image or delete it):\n"
                                 + "\n".join(skipped[:MAX_LISTED]) + ("\n…" if len(skipped) > MAX_LISTED else ""),
                                 "Segment all images")
         if self.state.image is not None:
