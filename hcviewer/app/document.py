@@ -26,13 +26,12 @@ from hcviewer.app.annotation_io import (
     Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask, read_annotation,
     write_annotation,
 )
-from hcviewer.app.boxfiles import BoxFileError, LoadedBox, read_boxes
+from hcviewer.app.boxfiles import BoxFileError, LoadedBox, decode_segmentation, read_boxes
 from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
-from hcviewer.app.mask_crops import MaskCrop, crop_from_rle, crop_from_segmentation
-from hcviewer.app.wording import plural
 from hcviewer.app.recovery import (
     RecoverySession, default_recovery_dir, recovered_annotation_path, recovery_extra,
 )
+from hcviewer.app.wording import plural
 from hcviewer.boxes import box_problem
 
 MAX_UNDO = 1000  # undo steps kept (each holds its boxes' results and drawings)
