@@ -102,3 +102,8 @@ def test_counts_are_in_words(window, qtbot):
     rows = [window.file_model.data(window.file_model.index(i)) for i in range(2)]
     assert rows == ["a.png  —  2 boxes", "b.png  —  1 box"]
 
+
+def test_the_first_window_fits_the_available_screen(make_window, qtbot):
+    window = make_window()
+    available = window.screen().availableGeometry()
+    assert available.contains(window.frameGeometry())

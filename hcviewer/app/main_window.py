@@ -38,12 +38,15 @@ from hcviewer.app.viewer_state import ViewerState
 from hcviewer.app.worker import ModelService
 
 
+DEFAULT_SIZE = (1400, 900)  # the first window size where the screen has room
+SCREEN_SHARE = 0.9  # at most this share of the available screen, on a first start
+
+
 class MainWindow(QMainWindow):
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str = "auto",
                  settings: AppSettings | None = None, offer_recovery: bool = True) -> None:
         super().__init__()
         self.setWindowTitle("hcviewer")
-        self.resize(1400, 900)
         self.setAcceptDrops(True)
         self.settings = settings or AppSettings()
         self.display = DisplaySettings()
@@ -141,10 +144,21 @@ class MainWindow(QMainWindow):
 
     def _restore_window(self) -> None:
         geometry, state = self.settings.geometry(), self.settings.window_state()
-        if geometry is not None:
-            self.restoreGeometry(geometry)
+        if geometry is None or not self.restoreGeometry(geometry):
+            self._fit_to_screen()
         if state is not None:
             self.restoreState(state)
+
+    def _fit_to_screen(self) -> None:
+        """First start: the default size, or less to fit the screen's available area (with a high
+        DPI scale factor the screen is smaller in window units), centred on it."""
+        available = self.screen().availableGeometry()
+        width, height = DEFAULT_SIZE
+        self.resize(min(width, round(available.width() * SCREEN_SHARE)),
+                    min(height, round(available.height() * SCREEN_SHARE)))
+        frame = self.frameGeometry()
+        frame.moveCenter(available.center())
+        self.move(frame.topLeft())
 
     # ------------------------------------------------------------------------------ shared
     def show_message(self, text: str, title: str = "hcviewer") -> None:
