@@ -66,6 +66,7 @@ def test_accepted_masks_are_drawn_over_the_model_in_a_colour_per_object_or_class
     colors = _accepted_colors(window)
     assert colors[first] != colors[second]
     legend = window.display_panel.accepted_legend
+    assert overlay.outline.isVisible() and not overlay.mask_image.isVisible()  # the model's mask: outline only
     assert [legend.item(i).text() for i in range(legend.count())] == [f"person box {first}", f"person box {second}"]
     window.display_panel.color_by.setCurrentIndex(1)  # per class: both are people
     colors = _accepted_colors(window)

@@ -29,7 +29,7 @@ def test_help_lists_every_shortcut_in_one_table(make_window, qtbot):
     table = dialog.table
     rows = {(table.item(r, 1).text(), table.item(r, 2).text()) for r in range(table.rowCount())}
     assert {("A", "Accept result"), ("Ctrl+S", "Save annotation"), ("C", "Set class of box…"),
-            ("PgDown", "Next image"), ("1", "Show figure-ground mask"), ("Wheel", "Zoom")} <= rows
+            ("PgDown", "Next image"), ("1", "Show figure-ground mask"), ("Wheel", "Zoom"), ("Ctrl+Z", "Undo")} <= rows
 
 
 def test_view_toggles_are_checkable_and_follow_the_display_panel(make_window, qtbot):

@@ -55,7 +55,8 @@ class BoxItem(pg.ROI):
         color = SELECTED_COLOR if is_selected else accepted_color or BOX_COLOR
         self.setPen(brush_pen(color, width=3 if is_selected else 2))
         self.label.setText(label)
-        self.label.setColor(color)
+        # white text: dark mask colours are unreadable on the label's dark fill
+        self.label.setColor(SELECTED_COLOR if is_selected else BOX_COLOR)
         self.setZValue(30 if is_selected else 20)
         for handle in self.getHandles():
             handle.setVisible(is_selected)

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QCheckBox, QDockWidget, QMenu
 
 from hcviewer.app.exporters import FORMATS
 from hcviewer.app.image_view import Mode
-from hcviewer.app.shortcuts_dialog import ShortcutsDialog
+from hcviewer.app.shortcuts_dialog import COMMAND, ShortcutsDialog
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow
@@ -62,6 +62,8 @@ def _edit_menu(window: "MainWindow", menu: QMenu) -> None:
     annotation = window.annotation
     window.undo_action = add_action(window, menu, "Undo", annotation.undo, QKeySequence.StandardKey.Undo)
     window.redo_action = add_action(window, menu, "Redo", annotation.redo, "Ctrl+Shift+Z")
+    for action, name in ((window.undo_action, "Undo"), (window.redo_action, "Redo")):
+        action.setProperty(COMMAND, name)  # its text names the step: "Undo paint mask"
     menu.addSeparator()
     add_action(window, menu, "Set class of box…", annotation.show_class_menu, "C")
     add_action(window, menu, "Delete box", annotation.delete_selected, QKeySequence.StandardKey.Delete)

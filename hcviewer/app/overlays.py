@@ -145,10 +145,12 @@ class BoxOverlay:
 
     def show(self, box: np.ndarray, figure_ground: np.ndarray | None, parts: np.ndarray | None,
              keypoint_heatmaps: np.ndarray | None, keypoints: np.ndarray | None,
-             skeleton: tuple[tuple[int, int], ...], settings: "DisplaySettings") -> None:
+             skeleton: tuple[tuple[int, int], ...], settings: "DisplaySettings", mask_fill: bool = True) -> None:
         """box [4]; figure_ground [S, S]; parts [P+1, S, S]; keypoint_heatmaps [J, S, S];
-        keypoints [J, 3] (x, y, score) image px. Redraws only when something changed."""
-        key = (tuple(box), *(id(a) for a in (figure_ground, parts, keypoint_heatmaps, keypoints)), settings.key())
+        keypoints [J, 3] (x, y, score) image px. ``mask_fill`` False: the mask's outline only (the
+        box has an accepted mask, drawn in its own colour). Redraws only when something changed."""
+        key = (tuple(box), *(id(a) for a in (figure_ground, parts, keypoint_heatmaps, keypoints)), settings.key(),
+               mask_fill)
         if key == self._drawn_key:
             return
         self.clear()
@@ -157,7 +159,8 @@ class BoxOverlay:
         shape = display_shape(box)
         if figure_ground is not None and settings.show_mask:
             mask = upsample(figure_ground, shape) >= settings.threshold
-            _show_image(self.mask_image, mask_rgba(mask, MASK_COLOR, settings.opacity), rect)
+            if mask_fill:
+                _show_image(self.mask_image, mask_rgba(mask, MASK_COLOR, settings.opacity), rect)
             self.outline.setData(*outline_xy(mask, box))
             self.outline.setVisible(True)
         if parts is not None and settings.show_parts:

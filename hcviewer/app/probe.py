@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 HINT = ("Probe: click a box to segment it, then point at a pixel inside it to see what each layer "
@@ -43,6 +44,7 @@ class ProbeWidget(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         self.title = QLabel(HINT)
         self.title.setWordWrap(True)
+        self.title.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)  # the hint at the top
         layout.addWidget(self.title)
         self.plot = pg.PlotWidget(background=(250, 250, 250))
         self.plot.setMinimumHeight(160)
@@ -53,7 +55,7 @@ class ProbeWidget(QWidget):
         self.plot.addLine(y=0, pen=pg.mkPen((80, 80, 80)))
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.7)
         self.plot.addItem(self.bars)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.plot, 1)
         self.plot.setVisible(False)  # no empty axes: the hint says what to do until a pixel is probed
         self.values: dict[str, float] = {}
         self.probability: float | None = None

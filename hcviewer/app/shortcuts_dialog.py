@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QHeaderView, QMenuBar, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDialog, QDialogButtonBox, QHeaderView, QMenuBar, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
 
+COMMAND = "command"  # an action's fixed name, where its text changes (Undo paint mask)
 MOUSE = (  # what the canvas does with the mouse (no menu command to read it from)
     ("Canvas", "Wheel", "Zoom"),
     ("Canvas", "Drag (select mode)", "Pan, or move a box; its corners resize it"),
@@ -23,7 +26,8 @@ def shortcut_rows(menu_bar: QMenuBar) -> list[tuple[str, str, str]]:
             continue
         for action in _commands(menu.actions()):
             if not action.shortcut().isEmpty():
-                rows.append((menu.title().replace("&", ""), action.shortcut().toString(), action.text().replace("&", "")))
+                command = action.property(COMMAND) or action.text()  # Undo, not "Undo paint mask"
+                rows.append((menu.title().replace("&", ""), action.shortcut().toString(), command.replace("&", "")))
     return rows
 
 
@@ -50,6 +54,7 @@ class ShortcutsDialog(QDialog):
             for c, text in enumerate(row):
                 self.table.setItem(r, c, QTableWidgetItem(text))
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)

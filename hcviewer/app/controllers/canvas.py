@@ -148,7 +148,9 @@ class CanvasController(QObject):
                 overlay = self.overlays[selected_id] = BoxOverlay(self.window.view.viewbox)
             box = self.visible_boxes().get(selected_id)
             parts, heatmaps, keypoints = head_outputs(selected, box.label if box else "", self.window.project.heads)
-            overlay.show(selected.box, selected.figure_ground, parts, heatmaps, keypoints, skeleton, self.display)
+            # an accepted mask is drawn in its colour: the model's result only as its outline
+            overlay.show(selected.box, selected.figure_ground, parts, heatmaps, keypoints, skeleton, self.display,
+                         mask_fill=not (box is not None and box.accepted))
         self._draw_result_layer(skeleton)
 
     def _draw_result_layer(self, skeleton: tuple[tuple[int, int], ...]) -> None:

@@ -1,0 +1,120 @@
+"""Screenshots of the app for the README and docs/screenshots/, on the bundled demo and checkpoint.
+
+    xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python scripts/take_screenshots.py [--out DIR]
+
+Under a real X server (or Xvfb) the grabs include pop-up menus; with QT_QPA_PLATFORM=offscreen
+they do not (the class menu shot then shows no menu). Writes brush_edit.png (a brush edit on an
+accepted mask), accepted_colors.png (one colour per object, with the legend), class_menu.png (Set
+class) and shortcuts.png (Help > Keyboard shortcuts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import QApplication, QScrollArea
+
+from hcviewer.app.defaults import DEFAULT_CHECKPOINT
+from hcviewer.app.image_view import Mode
+from hcviewer.app.main_window import MainWindow
+from hcviewer.app.menus import show_shortcuts
+from hcviewer.app.settings import AppSettings
+
+COFFEE = 2  # the demo's third photo: a cup and a spoon
+
+
+def wait(app: QApplication, condition, timeout_s: float = 300) -> None:
+    end = time.perf_counter() + timeout_s
+    while not condition():
+        if time.perf_counter() > end:
+            raise TimeoutError("the window did not get there in time")
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def settle(app: QApplication, seconds: float = 0.5) -> None:
+    """Let pending repaints happen before a grab."""
+    wait(app, lambda end=time.perf_counter() + seconds: time.perf_counter() > end)
+
+
+def save(pixmap: QPixmap, path: Path) -> None:
+    """A PNG of at most 256 colours (a third of the size; the screenshots live in the repository)."""
+    image = pixmap.toImage().convertToFormat(QImage.Format.Format_RGB888)
+    rgb = Image.frombuffer("RGB", (image.width(), image.height()), bytes(image.constBits()), "raw", "RGB",
+                           image.bytesPerLine())
+    rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+
+
+def grab_screen_area(app: QApplication, window) -> QPixmap:
+    """The window's area of the screen: pop-up menus over it included."""
+    frame = window.frameGeometry()
+    return app.primaryScreen().grabWindow(0, frame.x(), frame.y(), frame.width(), frame.height())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    folder = tempfile.TemporaryDirectory()
+    os.environ["HCVIEWER_RECOVERY_DIR"] = folder.name
+    settings = AppSettings(QSettings(str(Path(folder.name) / "settings.ini"), QSettings.Format.IniFormat))
+    window = MainWindow(args.checkpoint, "cpu", settings=settings, offer_recovery=False)
+    window.ask_to_save = False
+    window.resize(1500, 950)
+    window.move(20, 20)
+    window.show()
+    window.files.open_demo()
+    window.files.show_image(COFFEE)
+    state = window.state
+    wait(app, lambda: state.model_info is not None and state.image_index == COFFEE and state.image is not None
+         and len(window.canvas.box_items) == 2)
+
+    window.segmentation.segment_all()
+    wait(app, lambda: len(state.views) == 2)
+    window.annotation.accept_all()
+    cup, spoon = sorted(window.canvas.box_items)
+    scroll = next(w for w in window.findChildren(QScrollArea) if w.widget() is window.display_panel.parentWidget())
+    scroll.ensureWidgetVisible(window.display_panel.accepted_legend)
+    settle(app)
+    save(window.grab(), args.out / "accepted_colors.png")
+
+    window.canvas.select_box(cup)
+    wait(app, lambda: cup in state.views and bool(state.views[cup].contributions))
+    window.annotation.set_mode(Mode.BRUSH_ADD)
+    window.view.brush_radius = 11
+    window.annotation.stroke_started()
+    for t in np.linspace(0, 1, 30):  # a stroke over the cup's handle, which the model's mask misses
+        window.annotation.stroke_point(225 + 45 * t, 232 + 18 * t)
+    window.annotation.stroke_finished()
+    window.annotation.set_mode(Mode.SELECT)
+    settle(app)
+    save(window.grab(), args.out / "brush_edit.png")
+
+    window.canvas.select_box(spoon)
+    window.annotation.show_class_menu()
+    settle(app, 1.0)
+    save(grab_screen_area(app, window), args.out / "class_menu.png")
+    window.annotation.class_menu.close()
+
+    show_shortcuts(window)
+    settle(app)
+    save(window.shortcuts_dialog.grab(), args.out / "shortcuts.png")
+    window.close()
+    print(f"wrote 4 screenshots to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
