@@ -21,7 +21,7 @@ import shiboken6
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThread, QTimer
 from PySide6.QtWidgets import QWidget
 
-COLLECT_INTERVAL_MS = 1000
+COLLECT_INTERVAL_MS = 100  # often enough that each collection stays small (a tick costs microseconds)
 
 
 class GuiThreadCollector(QObject):
