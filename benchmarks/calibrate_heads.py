@@ -20,7 +20,8 @@ from typing import Callable
 import torch
 
 from hcviewer.modeling import BACKBONES, build_person_model
-from hcviewer.modeling.heads import pixel_major_features
+from hcviewer.modeling.box_features import pixel_major_features
+from hcviewer.modeling.heads import contributions_by_pixels
 
 
 def median_ms(run: Callable[[], object], repeats: int) -> float:
@@ -72,8 +73,8 @@ def calibration_row(model, backbone: str, tap: str, features: torch.Tensor, repe
     times = {}
     for task, head in model.heads.items():
         times[task] = {
-            "scores": median_ms(lambda: head._contribution_by_scores(tap, features, None), repeats),
-            "pixels": median_ms(lambda: head._contribution_by_pixels(tap, per_pixel), repeats),
+            "scores": median_ms(lambda: head.contribution_by_scores(tap, features, None), repeats),
+            "pixels": median_ms(lambda: contributions_by_pixels([head], tap, per_pixel), repeats),
         }
     picked, upsampled = {}, False
     for task in sorted(model.heads, key=lambda t: -model.heads[t].task_channels):

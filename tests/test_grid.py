@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hcviewer.modeling.box_features import BoxTapFeatures
 from hcviewer.modeling.grid import grid_axis_weights, grid_interpolation_weights
 from hcviewer.modeling.heads import HypercolumnHead
 
@@ -66,7 +67,8 @@ def test_grid_of_identical_classifiers_is_one_classifier(order: str) -> None:
             grid.classifiers[tap].weight.copy_(plain.classifiers[tap].weight.repeat(16, 1, 1, 1))
         plain.bias.normal_()
         grid.bias.copy_(plain.bias)
-    features = {"a": torch.randn(3, 6, 5, 5, dtype=torch.float64), "b": torch.randn(3, 3, 1, 1, dtype=torch.float64)}
+    features = BoxTapFeatures.of({"a": torch.randn(3, 6, 5, 5, dtype=torch.float64),
+                                  "b": torch.randn(3, 3, 1, 1, dtype=torch.float64)}, output_size=12)
     with torch.no_grad():
         expected, _ = plain(features)
         actual, _ = grid(features)

@@ -7,6 +7,7 @@ paper's fc7, which enters the hypercolumn as a 1x1 map). Adding a backbone is on
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import threading
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.fx
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
@@ -26,6 +29,8 @@ from torchvision.models.feature_extraction import create_feature_extractor
 # other threads may build one (the app's worker) holds it around its forward calls.
 FX_TRACE_LOCK = threading.RLock()
 from torchvision.ops import roi_align
+
+from hcviewer.modeling.box_sampling import box_axis_weights, sample_boxes
 
 
 @dataclass(frozen=True)
@@ -134,10 +139,31 @@ class AveragePoolTop(nn.Module):
 
     def __init__(self, head: nn.Module) -> None:
         super().__init__()
-        self.head = head
+        self.head = head  # Conv2dNormActivation: 1x1 conv, batch norm, ReLU6
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # [K, C, R, R] -> [K, D]
         return self.head(pooled).mean(dim=(2, 3))
+
+    def is_affine_before_activation(self) -> bool:
+        """Conv and batch norm form one affine map (batch norm uses its running statistics)."""
+        conv, norm = self.head[0], self.head[1]
+        return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1
+                and isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None)
+
+    def forward_sampled(self, feature_map: torch.Tensor, sample: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``forward(cut(feature_map))`` for a linear box cut ``sample`` ([B, C, H, W] ->
+        [K, R, R, C]) with the 1x1 conv applied to the whole map first: the conv's linear part
+        commutes with any linear cut, and its bias and the batch norm shift are added after the
+        cut. One conv over the image's few positions instead of one per box and bin (28x fewer
+        multiply-adds with 160 boxes at 7 x 7). Needs ``is_affine_before_activation()``.
+        Returns [K, D]."""
+        conv, norm, activation = self.head[0], self.head[1], self.head[2]
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        shift = norm.bias - norm.running_mean * scale
+        if conv.bias is not None:
+            shift = shift + conv.bias * scale
+        mapped = F.conv2d(feature_map, conv.weight * scale[:, None, None, None])  # [B, D, H, W]
+        return activation(sample(mapped) + shift).mean(dim=(1, 2))
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -208,8 +234,27 @@ class Backbone(nn.Module):
         self.box_top = spec.make_box_top(tv_model) if box_taps else None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images [B, 3, H, W] normalised -> {node: [B, C, H/s, W/s]}"""
+        """images [B, 3, H, W] normalised -> {node: [B, C, H/s, W/s]}
+
+        While every batch norm uses its running statistics (frozen for training, or eval mode),
+        the trunk runs with batch norm folded into the convolutions, channels-last
+        (``fold_batch_norm``): the same function and gradients, about 1.5x faster to train on a
+        CPU. The maps are then channels-last.
+        """
+        folded = self._folded_body()
+        if folded is not None:
+            return folded(images.contiguous(memory_format=torch.channels_last))
         return self.body(images)
+
+    def _folded_body(self) -> torch.fx.GraphModule | None:
+        norms = [m for m in self.body.modules() if isinstance(m, nn.BatchNorm2d)]
+        if not norms or any(m.training or m.running_var is None for m in norms):
+            return None
+        if "_folded" not in self.__dict__:
+            # Kept out of the module tree (it shares the body's modules): no second copy of the
+            # parameters in state_dict() or parameters().
+            object.__setattr__(self, "_folded", fold_batch_norm(self.body))
+        return self.__dict__["_folded"]
 
     def tap_box_features(
         self, features: dict[str, torch.Tensor], rois: torch.Tensor, tap: str
@@ -228,3 +273,109 @@ class Backbone(nn.Module):
             return pooled
         assert self.box_top is not None
         return self.box_top(pooled)[:, :, None, None]
+
+    def sample_tap(self, features: dict[str, torch.Tensor], rois: torch.Tensor, tap: str,
+                   output_size: int) -> torch.Tensor:
+        """``tap_box_features`` by separable sampling matrices (``box_sampling``), whose backward
+        is a few matrix products (training). Same values up to float rounding; fastest with
+        rois sorted by ``size_order``.
+
+        Conv taps: the box features bilinearly resized to output_size, pixel-major
+        [S*S, K, C]. The box-level tap: [K, D, 1, 1].
+        """
+        t = self.tap_specs[tap]
+        feature_map = features[t.node]
+        size = t.roi_size if t.box_level else output_size
+        weights_y, weights_x = box_axis_weights(rois, feature_map.shape[2:], 1.0 / t.stride, t.roi_size, size)
+
+        def sample(feature_map: torch.Tensor) -> torch.Tensor:
+            return sample_boxes(feature_map, rois[:, 0].long(), weights_y, weights_x)
+
+        if not t.box_level:
+            return sample_boxes(feature_map, rois[:, 0].long(), weights_y, weights_x, pixel_major=True)
+        if isinstance(self.box_top, AveragePoolTop) and self.box_top.is_affine_before_activation():
+            return self.box_top.forward_sampled(feature_map, sample)[:, :, None, None]
+        return self.tap_box_features(features, rois, tap)
+
+
+class ConvBatchNorm(nn.Module):
+    """A convolution and the batch norm after it (running statistics) as one convolution with
+    scaled weights and a bias, then the layers that followed them (e.g. ReLU6). The same
+    function and the same gradients for every parameter, without batch norm's own forward and
+    backward passes. A 1x1 convolution of a channels-last map runs as one matrix product:
+    PyTorch's CPU convolution takes a slow unfolding path for 1x1 kernels with small batches on
+    one thread."""
+
+    def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d, after: tuple[nn.Module, ...] = ()) -> None:
+        super().__init__()
+        self.conv = conv
+        self.norm = norm
+        self.after = nn.ModuleList(after)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm = self.conv, self.norm
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        weight = conv.weight * scale[:, None, None, None]
+        bias = norm.bias - norm.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1
+        if pointwise and x.is_contiguous(memory_format=torch.channels_last):
+            y = F.linear(x.permute(0, 2, 3, 1), weight[:, :, 0, 0], bias).permute(0, 3, 1, 2)
+            # y is a view: in-place activations on it would make autograd copy it back and forth.
+            for layer in self.after:
+                y = _out_of_place(layer)(y)
+            return y
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        for layer in self.after:
+            y = layer(y)
+        return y
+
+
+def _out_of_place(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    if isinstance(layer, nn.ReLU6):
+        return lambda t: F.hardtanh(t, 0.0, 6.0)
+    if isinstance(layer, nn.ReLU):
+        return F.relu
+    return layer
+
+
+def fold_batch_norm(body: torch.fx.GraphModule) -> torch.fx.GraphModule | None:
+    """A graph over the same modules as ``body`` (shared parameters) in which every convolution
+    followed by a batch norm (two graph nodes, or one Conv2dNormActivation leaf) is one
+    ``ConvBatchNorm``. Valid while the batch norms use their running statistics; None when
+    ``body`` has no such pair."""
+    graph = copy.deepcopy(body.graph)
+    modules = dict(body.named_modules())
+    root: dict[str, nn.Module | torch.Tensor] = {}
+    for node in list(graph.nodes):
+        if node.op != "call_module":
+            continue
+        module = modules[node.target]
+        if (isinstance(module, nn.Sequential) and len(module) >= 2 and isinstance(module[0], nn.Conv2d)
+                and isinstance(module[1], nn.BatchNorm2d)):
+            node.target = f"folded_{len(root)}"
+            root[node.target] = ConvBatchNorm(module[0], module[1], tuple(module)[2:])
+        elif isinstance(module, nn.BatchNorm2d):
+            source = node.args[0]
+            if (isinstance(source, torch.fx.Node) and source.op == "call_module" and len(source.users) == 1
+                    and isinstance(modules.get(source.target), nn.Conv2d)):
+                conv = modules[source.target]
+                source.target = f"folded_{len(root)}"
+                root[source.target] = ConvBatchNorm(conv, module)
+                node.replace_all_uses_with(source)
+                graph.erase_node(node)
+    if not root:
+        return None
+    for node in graph.nodes:
+        if node.op == "call_module" and node.target not in root:
+            root[node.target] = modules[node.target]
+        elif node.op == "get_attr":
+            root[node.target] = _attribute(body, node.target)
+    return torch.fx.GraphModule(root, graph)
+
+
+def _attribute(module: nn.Module, path: str):
+    for name in path.split("."):
+        module = getattr(module, name)
+    return module

@@ -9,11 +9,16 @@ subset is exactly the bias plus those taps' contributions.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hcviewer.modeling.grid import grid_axis_weights, grid_interpolation_weights
+
+if TYPE_CHECKING:
+    from hcviewer.modeling.box_features import BoxTapFeatures
 
 
 # Cost-model constants of ``HypercolumnHead.evaluation_order``, in multiply-adds.
@@ -91,27 +96,7 @@ class HypercolumnHead(nn.Module):
         pixels_cost = cin * s * s * (c + BMM_OVERHEAD + feature_upsampling)
         return "pixels" if pixels_cost < scores_cost else "scores"
 
-    def tap_contribution(
-        self,
-        tap: str,
-        features: torch.Tensor,
-        set_index: torch.Tensor | None,
-        pixel_features: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """features [N, Cin, R, R] of one tap -> its score contribution [N, C, S, S].
-
-        ``pixel_features`` is a per-call memo of ``pixel_major_features`` keyed by tap, so that
-        the heads of several tasks upsample a tap's box features only once.
-        """
-        if pixel_features is None:
-            pixel_features = {}
-        if self.evaluation_order(tap, features.shape[-1], upsampled=tap in pixel_features) == "pixels":
-            if tap not in pixel_features:
-                pixel_features[tap] = pixel_major_features(features, self.output_size)
-            return self._contribution_by_pixels(tap, pixel_features[tap])
-        return self._contribution_by_scores(tap, features, set_index)
-
-    def _contribution_by_scores(
+    def contribution_by_scores(
         self, tap: str, features: torch.Tensor, set_index: torch.Tensor | None
     ) -> torch.Tensor:
         n, _, r, _ = features.shape
@@ -127,15 +112,6 @@ class HypercolumnHead(nn.Module):
         upsampled = F.interpolate(scores.reshape(n, k2 * c, r, r), size=(s, s), mode="bilinear",
                                   align_corners=False).view(n, k2, c, s * s)
         return (upsampled * weights[None, :, None]).sum(1).view(n, c, s, s)
-
-    def _contribution_by_pixels(self, tap: str, per_pixel: torch.Tensor) -> torch.Tensor:
-        """per_pixel [S*S, N, Cin] (``pixel_major_features``) -> [N, C, S, S]."""
-        p, n, _ = per_pixel.shape
-        s, c = self.output_size, self.task_channels
-        # One small matmul per output pixel, [S*S, N, Cin] @ [S*S, Cin, C], so that bmm runs
-        # as a single batched GEMM (an einsum here is ~15x slower on the CPU).
-        classifiers = self.pixel_classifiers(tap).to(per_pixel.dtype)
-        return torch.bmm(per_pixel, classifiers).permute(1, 2, 0).reshape(n, c, s, s)
 
     def pixel_classifiers(self, tap: str) -> torch.Tensor:
         """The grid classifiers interpolated to every output pixel, [S*S, Cin, C] (one set):
@@ -163,38 +139,88 @@ class HypercolumnHead(nn.Module):
 
     def forward(
         self,
-        tap_features: dict[str, torch.Tensor],
+        tap_features: BoxTapFeatures,
         set_index: torch.Tensor | None = None,
         return_contributions: bool = False,
-        pixel_features: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Sum the contributions of the taps present in ``tap_features``; ``pixel_features``
-        (see ``tap_contribution``) may be shared between the heads of one call.
+        """Sum the contributions of the taps present in ``tap_features``.
 
         Returns logits [N, C, S, S] and, if asked, each tap's contribution [N, C, S, S].
         """
-        if not tap_features:
-            raise ValueError("at least one tap is needed")
-        n = next(iter(tap_features.values())).shape[0]
-        logits = self.bias_map(n, set_index)
-        contributions = {}
-        for tap, feats in tap_features.items():
-            contribution = self.tap_contribution(tap, feats, set_index, pixel_features)
-            logits = logits + contribution
-            if return_contributions:
-                contributions[tap] = contribution
-        return logits, contributions
+        return forward_heads({"head": self}, tap_features, set_index, return_contributions)["head"]
 
 
-def pixel_major_features(features: torch.Tensor, output_size: int) -> torch.Tensor:
-    """Box features [N, Cin, R, R], bilinearly upsampled to S x S and laid out pixel-major,
-    [S*S, N, Cin], as the ``pixels`` evaluation order consumes them."""
-    n, cin, r, _ = features.shape
-    s = output_size
-    if r == 1:
-        return features.view(1, n, cin).expand(s * s, n, cin)
-    upsampled = F.interpolate(features, size=(s, s), mode="bilinear", align_corners=False)
-    return upsampled.reshape(n, cin, s * s).permute(2, 0, 1).contiguous()
+def forward_heads(
+    heads: dict[str, HypercolumnHead],
+    tap_features: BoxTapFeatures,
+    set_index: torch.Tensor | None = None,
+    return_contributions: bool = False,
+) -> dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Several task heads over the same box features: per task, logits [N, C, S, S] (bias plus
+    the contributions of the taps in ``tap_features``) and, if asked, each tap's contribution.
+
+    Per tap, the heads are considered widest first: the first to evaluate a tap in the
+    ``pixels`` order pays for its upsampled features, which the narrower heads then get free
+    (``evaluation_order``); all heads in the ``pixels`` order share one batched matmul.
+    """
+    if not tap_features:
+        raise ValueError("at least one tap is needed")
+    logits = {task: head.bias_map(tap_features.num_boxes, set_index) for task, head in heads.items()}
+    contributions: dict[str, dict[str, torch.Tensor]] = {task: {} for task in heads}
+    widest_first = sorted(heads, key=lambda task: -heads[task].task_channels)
+    for tap in tap_features:
+        by_pixels = []
+        for task in widest_first:
+            free = tap_features.pixels_are_free(tap) or bool(by_pixels)
+            if heads[task].evaluation_order(tap, tap_features.roi_size(tap), upsampled=free) == "pixels":
+                by_pixels.append(task)
+            else:
+                contributions[task][tap] = heads[task].contribution_by_scores(tap, tap_features[tap], set_index)
+        if by_pixels:
+            per_pixel = tap_features.pixels(tap)
+            merged = contributions_by_pixels([heads[task] for task in by_pixels], tap, per_pixel)
+            contributions.update({task: {**contributions[task], tap: c} for task, c in zip(by_pixels, merged)})
+    results = {}
+    for task in heads:
+        for tap in tap_features:  # summed in the taps' order, whichever order computed them
+            logits[task] = logits[task] + contributions[task][tap]
+        results[task] = (logits[task], contributions[task] if return_contributions else {})
+    return results
+
+
+def contributions_by_pixels(heads: list[HypercolumnHead], tap: str, per_pixel: torch.Tensor) -> list[torch.Tensor]:
+    """The ``pixels`` order for several heads at once: per_pixel [S*S, N, Cin]
+    (``BoxTapFeatures.pixels``) -> each head's contribution [N, C, S, S].
+
+    One small matmul per output pixel, [S*S, N, Cin] @ [S*S, Cin, sum of C], with the heads'
+    per-pixel classifiers side by side: bmm runs as one batched GEMM (an einsum here is ~15x
+    slower on the CPU), and one call for all heads costs about what one head alone did.
+    """
+    p, n, _ = per_pixel.shape
+    s = heads[0].output_size
+    classifiers = torch.cat([h.pixel_classifiers(tap) for h in heads], dim=2).to(per_pixel.dtype)
+    scores = _contiguous_gradient(torch.bmm(per_pixel, classifiers))  # [S*S, N, sum of C]
+    split = scores.split([h.task_channels for h in heads], dim=2)
+    return [part.permute(1, 2, 0).reshape(n, part.shape[2], s, s) for part in split]
+
+
+class _ContiguousGradient(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous. The pixels order's
+    [S*S, N, C] scores are read permuted to [N, C, S, S], so their gradient arrives with no unit
+    stride in a [N, C] matrix, and bmm's backward then copied each of the S*S small matrices
+    on its own (~90,000 copies per training step); one copy of the whole gradient replaces them."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+def _contiguous_gradient(tensor: torch.Tensor) -> torch.Tensor:
+    return _ContiguousGradient.apply(tensor) if tensor.requires_grad else tensor
 
 
 def _select_sets(scores: torch.Tensor, set_index: torch.Tensor | None) -> torch.Tensor:

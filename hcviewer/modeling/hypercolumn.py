@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from hcviewer.modeling.backbones import Backbone, get_backbone_spec
+from hcviewer.modeling.box_features import BoxTapFeatures
+from hcviewer.modeling.box_sampling import size_order
 from hcviewer.modeling.config import HypercolumnConfig
-from hcviewer.modeling.heads import HypercolumnHead
+from hcviewer.modeling.heads import HypercolumnHead, forward_heads
 
 
 @dataclass
@@ -20,6 +22,15 @@ class BoxOutputs:
     logits: dict[str, torch.Tensor]
     contributions: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     bias: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def reordered(self, index: torch.Tensor) -> "BoxOutputs":
+        """The same outputs with boxes taken in the order of ``index`` [K]."""
+        return BoxOutputs(
+            logits={task: v.index_select(0, index) for task, v in self.logits.items()},
+            contributions={task: {tap: v.index_select(0, index) for tap, v in per_tap.items()}
+                           for task, per_tap in self.contributions.items()},
+            bias={task: v.index_select(0, index) for task, v in self.bias.items()},
+        )
 
 
 class HypercolumnModel(nn.Module):
@@ -92,10 +103,11 @@ class HypercolumnModel(nn.Module):
         return tuple(tasks)
 
     def box_tap_features(
-        self, features: dict[str, torch.Tensor], rois: torch.Tensor, taps: tuple[str, ...]
-    ) -> dict[str, torch.Tensor]:
-        """rois [K, 5] (batch index, x0, y0, x1, y1) in input pixels -> {tap: [K, C, R, R]}."""
-        return {tap: self.backbone.tap_box_features(features, rois, tap) for tap in taps}
+        self, features: dict[str, torch.Tensor], rois: torch.Tensor, taps: tuple[str, ...], sampled: bool = False
+    ) -> BoxTapFeatures:
+        """rois [K, 5] (batch index, x0, y0, x1, y1) in input pixels -> each tap's box features,
+        computed when first used ({tap: [K, C, R, R]} and upsampled, see ``BoxTapFeatures``)."""
+        return BoxTapFeatures(self.backbone, features, rois, taps, self.config.output_size, sampled)
 
     def forward_boxes(
         self,
@@ -106,25 +118,30 @@ class HypercolumnModel(nn.Module):
         taps: tuple[str, ...] | None = None,
         return_contributions: bool = False,
     ) -> BoxOutputs:
-        """Heads for K boxes over cached trunk features; only the named taps contribute."""
+        """Heads for K boxes over cached trunk features; only the named taps contribute.
+
+        With gradients enabled (training) the box features are cut by sampling matrices, whose
+        backward is fast (``BoxTapFeatures``); without, by roi_align (fastest forward).
+        """
         taps = self.check_taps(taps)
         tasks = self.check_tasks(tasks)
         if not self.config.class_specific:
             class_index = None
-        box_features = self.box_tap_features(features, rois, taps)
-        pixel_features: dict[str, torch.Tensor] = {}  # upsampled once, shared by the task heads
+        sampled = torch.is_grad_enabled()
+        if sampled:  # boxes of similar size are sampled together (box_sampling.sample_boxes)
+            order = size_order(rois)
+            rois = rois[order]
+            class_index = None if class_index is None else class_index[order]
+        box_features = self.box_tap_features(features, rois, taps, sampled)
         out = BoxOutputs(logits={})
-        # Widest head first: it is the one most likely to upsample a tap's features, which the
-        # narrower heads then reuse for free (see HypercolumnHead.evaluation_order).
-        for task in sorted(tasks, key=lambda t: -self.heads[t].task_channels):
-            head: HypercolumnHead = self.heads[task]
-            logits, contributions = head(box_features, class_index, return_contributions, pixel_features)
+        per_task = forward_heads({task: self.heads[task] for task in tasks}, box_features, class_index,
+                                 return_contributions)
+        for task, (logits, contributions) in per_task.items():
             out.logits[task] = logits
             if return_contributions:
                 out.contributions[task] = contributions
-                out.bias[task] = head.bias_map(rois.shape[0], class_index)
-        out.logits = {task: out.logits[task] for task in tasks}
-        return out
+                out.bias[task] = self.heads[task].bias_map(rois.shape[0], class_index)
+        return out.reordered(torch.argsort(order)) if sampled else out
 
     def forward(
         self,

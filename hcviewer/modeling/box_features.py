@@ -1,0 +1,99 @@
+"""The box features of one ``forward_boxes`` call: computed per tap when a task head first asks
+for them, then shared by the heads of the other tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from hcviewer.modeling.backbones import Backbone
+
+
+class BoxTapFeatures(Mapping[str, torch.Tensor]):
+    """Per tap, for N boxes:
+
+    - ``self[tap]``: [N, C, R, R], roi_align at the tap's size (the box-level tap: [N, D, 1, 1]);
+    - ``pixels(tap)``: [S*S, N, C], bilinearly resized to the S x S output and laid out
+      pixel-major, as the heads' ``pixels`` evaluation order consumes them.
+
+    ``sampled=True`` (training) computes ``pixels`` and the box-level vector straight from the
+    feature maps with separable sampling matrices (``Backbone.sample_tap``) instead of roi_align
+    and F.interpolate, whose CPU backward passes were most of a training step; the values are
+    the same up to float rounding.
+    """
+
+    def __init__(self, backbone: Backbone | None, features: dict[str, torch.Tensor], rois: torch.Tensor,
+                 taps: tuple[str, ...], output_size: int, sampled: bool = False) -> None:
+        self._backbone = backbone
+        self._features = features
+        self._rois = rois
+        self._taps = taps
+        self.output_size = output_size
+        self.sampled = sampled
+        self._box: dict[str, torch.Tensor] = {}
+        self._pixels: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def of(cls, box_features: dict[str, torch.Tensor], output_size: int) -> "BoxTapFeatures":
+        """Given box features {tap: [N, C, R, R]} (a head used on its own)."""
+        n = next(iter(box_features.values())).shape[0] if box_features else 0
+        made = cls(None, {}, torch.zeros(n, 5), tuple(box_features), output_size)
+        made._box = dict(box_features)
+        return made
+
+    def __getitem__(self, tap: str) -> torch.Tensor:
+        if tap not in self._taps:
+            raise KeyError(tap)
+        if tap not in self._box:
+            if self.sampled and self.is_box_level(tap):
+                self._box[tap] = self._backbone.sample_tap(self._features, self._rois, tap, self.output_size)
+            else:
+                self._box[tap] = self._backbone.tap_box_features(self._features, self._rois, tap)
+        return self._box[tap]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._taps)
+
+    def __len__(self) -> int:
+        return len(self._taps)
+
+    @property
+    def num_boxes(self) -> int:
+        return self._rois.shape[0]
+
+    def is_box_level(self, tap: str) -> bool:
+        if self._backbone is None:
+            return self._box[tap].shape[-1] == 1
+        return self._backbone.tap_specs[tap].box_level
+
+    def roi_size(self, tap: str) -> int:
+        """R of ``self[tap]`` (1 for the box-level tap)."""
+        if self._backbone is None:
+            return self._box[tap].shape[-1]
+        return 1 if self.is_box_level(tap) else self._backbone.tap_specs[tap].roi_size
+
+    def pixels_are_free(self, tap: str) -> bool:
+        """Whether ``pixels(tap)`` costs a head nothing more: computed already by another head,
+        or the natural product of sampled mode."""
+        return tap in self._pixels or (self.sampled and not self.is_box_level(tap))
+
+    def pixels(self, tap: str) -> torch.Tensor:
+        if tap not in self._pixels:
+            if self.sampled and not self.is_box_level(tap):
+                self._pixels[tap] = self._backbone.sample_tap(self._features, self._rois, tap, self.output_size)
+            else:
+                self._pixels[tap] = pixel_major_features(self[tap], self.output_size)
+        return self._pixels[tap]
+
+
+def pixel_major_features(features: torch.Tensor, output_size: int) -> torch.Tensor:
+    """Box features [N, Cin, R, R], bilinearly upsampled to S x S and laid out pixel-major,
+    [S*S, N, Cin], as the ``pixels`` evaluation order consumes them."""
+    n, cin, r, _ = features.shape
+    s = output_size
+    if r == 1:
+        return features.view(1, n, cin).expand(s * s, n, cin)
+    upsampled = F.interpolate(features, size=(s, s), mode="bilinear", align_corners=False)
+    return upsampled.reshape(n, cin, s * s).permute(2, 0, 1).contiguous()
