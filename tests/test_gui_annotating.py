@@ -44,13 +44,16 @@ def test_accept_on_a_brush_edited_mask_keeps_the_edit(window, qtbot):
 
 
 def _accepted_colors(window) -> dict[int, tuple[int, ...]]:
-    """The colour drawn at the middle of each accepted box's mask, by box id."""
-    rgba = window.canvas.annotation_item.image
+    """The colour drawn at the middle of each accepted box's mask, by box id (the layer covers
+    the accepted masks' extent, from its top-left corner; small images are drawn at full size)."""
+    item = window.canvas.annotation_item
+    corner = item.mapRectToParent(item.boundingRect()).topLeft()
+    rgba, left, top = item.image, round(corner.x()), round(corner.y())
     colors = {}
     for box in window.current_document().boxes:
         if box.accepted:
             ys, xs = np.nonzero(box.mask)
-            colors[box.id] = tuple(int(v) for v in rgba[ys[len(ys) // 2], xs[len(xs) // 2], :3])
+            colors[box.id] = tuple(int(v) for v in rgba[ys[len(ys) // 2] - top, xs[len(xs) // 2] - left, :3])
     return colors
 
 

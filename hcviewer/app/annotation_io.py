@@ -14,10 +14,11 @@ where COCO readers ignore it, so that loading the file continues the work where 
   ``"hcviewer"`` key.
 
 Beside ``NAME.json`` a folder ``NAME_masks/`` holds one PNG per accepted object
-(``<image stem>/<annotation id>_<label>.png``, 255 inside the object). The PNGs are written to a
-new folder first, then the JSON (temporary file and rename), then the folder replaces the old
-one: a full disk or a missing permission leaves both previous files, and the error
-(``AnnotationWriteError``) says exactly what was and was not written.
+(``<image stem>/<annotation id>_<label>.png``, 1 bit per pixel: 255 inside the object as OpenCV
+reads it, True as Pillow does). The PNGs are written to a new folder first, then the JSON
+(temporary file and rename), then the folder replaces the old one: a full disk or a missing
+permission leaves both previous files, and the error (``AnnotationWriteError``) says exactly
+what was and was not written.
 """
 
 from __future__ import annotations
@@ -40,10 +41,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
+from hcviewer.app.mask_crops import MaskCrop, crop_from_rle, rle_area, rle_bbox, rle_from_crop
 from hcviewer.fileio import write_text_atomic
 from hcviewer.imageio import max_image_pixels
 
 FORMAT_VERSION = 2
+# Mask PNGs: 1 bit per pixel (read back as 0/255 by OpenCV, mode "1" by Pillow), run-length deflate:
+# a 12000 x 9000 mask is written in 0.3 s instead of 2 s, and 5x smaller.
+PNG_OPTIONS = [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 MAX_RESULT_SIDE = 1024  # a saved S x S model result
 
 
@@ -102,8 +107,14 @@ class Annotation:
 
 
 # ------------------------------------------------------------------------------------ masks
-def encode_mask(mask: np.ndarray) -> dict:
-    """COCO compressed RLE of a bool [H, W] mask, ``counts`` as str (JSON-ready)."""
+def encode_mask(mask: np.ndarray | MaskCrop | dict) -> dict:
+    """COCO compressed RLE of a bool [H, W] mask or of a ``MaskCrop`` (only the crop's pixels
+    are read: a large photo's masks are edited as crops), ``counts`` as str (JSON-ready). A mask
+    already encoded (made in the background) is returned as it is."""
+    if isinstance(mask, dict):
+        return mask
+    if isinstance(mask, MaskCrop):
+        return rle_from_crop(mask)
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
@@ -119,14 +130,6 @@ def _decode_cached(counts: str, height: int, width: int) -> np.ndarray:
     mask = np.ascontiguousarray(mask_utils.decode(rle), dtype=bool)  # pycocotools gives Fortran order
     mask.flags.writeable = False  # shared by every caller: edits must copy
     return mask
-
-
-def mask_bbox(mask: np.ndarray) -> list[float]:
-    """COCO [x, y, w, h] of a mask's pixels ([0, 0, 0, 0] when empty)."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return [0.0, 0.0, 0.0, 0.0]
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -170,9 +173,10 @@ def mask_folder(path: Path) -> Path:
     return path.with_name(f"{path.stem}_masks")
 
 
-def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
-    """The COCO dict, and the PNG masks by relative file name. ``read_sizes``: read the header
-    of images with boxes whose size is unknown (never shown); others are written as 0 x 0."""
+def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tuple[dict, dict[str, dict]]:
+    """The COCO dict, and the masks (compressed RLE) of the PNGs by relative file name.
+    ``read_sizes``: read the header of images with boxes whose size is unknown (never shown);
+    others are written as 0 x 0."""
     images, annotations, pending, pngs = [], [], [], {}
     category_ids = dict(annotation.category_ids)
     image_ids = image_id_list(annotation.images)
@@ -186,7 +190,7 @@ def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tu
                 continue
             record = _object_record(obj, image_id, len(annotations) + 1, category_ids[obj.label], annotation)
             annotations.append(record)
-            pngs[f"{png_folder}/{record['id']:05d}_{safe_name(obj.label)}.png"] = decode_mask(obj.mask_rle)
+            pngs[f"{png_folder}/{record['id']:05d}_{safe_name(obj.label)}.png"] = obj.mask_rle
     categories = [{"id": cid, "name": name} for name, cid in sorted(category_ids.items(), key=lambda kv: kv[1])]
     keypoint_ids = {record["category_id"] for record in annotations if "keypoints" in record}
     for category in categories:
@@ -230,9 +234,8 @@ def _image_record(image: SavedImage, image_id: int | str, folder: Path, read_siz
 
 def _object_record(obj: SavedObject, image_id: int | str, ann_id: int, category_id: int,
                    annotation: Annotation) -> dict:
-    mask = decode_mask(obj.mask_rle)
     record = {"id": ann_id, "image_id": image_id, "category_id": category_id, "segmentation": obj.mask_rle,
-              "area": int(mask.sum()), "bbox": mask_bbox(mask), "iscrowd": 0,
+              "area": rle_area(obj.mask_rle), "bbox": rle_bbox(obj.mask_rle), "iscrowd": 0,
               "hcviewer_box": _rounded(obj.xyxy), "score": obj.score}
     if obj.keypoints is not None and annotation.heads.keypoints_apply(obj.label):
         record.update(keypoint_fields(obj.keypoints, annotation.keypoint_threshold))
@@ -321,17 +324,18 @@ def _folder_mode() -> int:
     return 0o777 & ~umask
 
 
-def _stage_mask_folder(path: Path, folder: Path, pngs: dict[str, np.ndarray]) -> Path:
-    """Every PNG in a new hidden folder beside ``folder`` (with the usual permissions, as the
-    JSON); on failure nothing is left and nothing else has changed."""
+def _stage_mask_folder(path: Path, folder: Path, pngs: dict[str, dict]) -> Path:
+    """Every mask (compressed RLE, decoded one at a time) as a PNG in a new hidden folder beside
+    ``folder`` (with the usual permissions, as the JSON); on failure nothing is left and nothing
+    else has changed."""
     temp = None
     try:
         temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
         os.chmod(temp, _folder_mode())  # mkdtemp makes 0700
-        for name, mask in pngs.items():
+        for name, rle in pngs.items():
             target = temp / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+            ok, png = cv2.imencode(".png", _png_pixels(rle), PNG_OPTIONS)
             if not ok:
                 raise OSError(f"PNG encoding failed for {name}")
             target.write_bytes(png.tobytes())
@@ -342,6 +346,16 @@ def _stage_mask_folder(path: Path, folder: Path, pngs: dict[str, np.ndarray]) ->
                                    f"saved: the previous {path.name} and {folder.name}/, if any, are unchanged. "
                                    "Choose a folder you can write to, or free disk space.") from None
     return temp
+
+
+def _png_pixels(rle: dict) -> np.ndarray:
+    """uint8 [H, W], 255 inside the mask, made row by row from its crop (a full decode of a
+    12000 x 9000 mask is column-major and took seconds to turn around)."""
+    crop = crop_from_rle(rle)
+    pixels = np.zeros(crop.image_size, np.uint8)
+    x0, y0, x1, y1 = crop.xyxy
+    pixels[y0:y1, x0:x1][crop.mask] = 255
+    return pixels
 
 
 def _replace_folder(staged: Path, folder: Path) -> None:

@@ -26,8 +26,9 @@ from hcviewer.app.annotation_io import (
     Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask, read_annotation,
     write_annotation,
 )
-from hcviewer.app.boxfiles import BoxFileError, LoadedBox, decode_segmentation, read_boxes
+from hcviewer.app.boxfiles import BoxFileError, LoadedBox, read_boxes
 from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
+from hcviewer.app.mask_crops import MaskCrop, crop_from_rle, crop_from_segmentation
 from hcviewer.app.recovery import (
     RecoverySession, default_recovery_dir, recovered_annotation_path, recovery_extra,
 )
@@ -49,19 +50,40 @@ class ModelResult:
 
 
 class GroundTruth:
-    """A box file's mask for a box; decoded once the image size is known. Shared (not copied)
-    by every version of the box, so undo never loses the decoded mask."""
+    """A box file's mask for a box; decoded, as a crop of its bounding box (a 12000 x 9000
+    photo's full masks took seconds), once the image size is known. Shared (not copied) by
+    every version of the box, so undo never loses the decoded mask."""
 
     def __init__(self, segmentation: Any) -> None:
         self.segmentation = segmentation
-        self.mask: np.ndarray | None = None
+        self._size: tuple[int, int] | None = None
+        self._crop: MaskCrop | None = None
 
     def decode(self, size: tuple[int, int]) -> None:
-        if self.mask is None or self.mask.shape != tuple(size):
+        """The image's size is known: the mask is decoded when first needed (``crop``), so that
+        showing an image decodes only the ground truth that is drawn or compared."""
+        if self._size != tuple(size):
+            self._size, self._crop = tuple(size), None
+
+    def forget(self) -> None:
+        """Drop the decoded mask (another image is shown)."""
+        self._size, self._crop = None, None
+
+    @property
+    def crop(self) -> MaskCrop | None:
+        """The mask as its bounding-box crop; None before ``decode`` or when the segmentation
+        does not fit the image."""
+        if self._crop is None and self._size is not None:
             try:
-                self.mask = decode_segmentation(self.segmentation, *size)
+                self._crop = crop_from_segmentation(self.segmentation, *self._size)
             except ValueError:
-                self.mask = None  # a segmentation that does not fit this image: shown as none
+                self._size = None  # a segmentation that does not fit this image: shown as none
+        return self._crop
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """bool [H, W] over the whole image (for files and tests; drawing uses ``crop``)."""
+        return None if self.crop is None else self.crop.full()
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: an edit makes new Box objects
@@ -82,8 +104,17 @@ class Box:
         return None if self.mask_rle is None else decode_mask(self.mask_rle)
 
     @property
+    def mask_crop(self) -> MaskCrop | None:
+        """The accepted mask as its bounding-box crop (cached, read-only): what the window draws and edits."""
+        return None if self.mask_rle is None else crop_from_rle(self.mask_rle)
+
+    @property
     def gt_mask(self) -> np.ndarray | None:
         return None if self.gt is None else self.gt.mask
+
+    @property
+    def gt_crop(self) -> MaskCrop | None:
+        return None if self.gt is None else self.gt.crop
 
     @property
     def accepted(self) -> bool:
@@ -194,7 +225,7 @@ class Project:
         if previous is not None and previous != index and previous < len(self.images):
             for box in self.images[previous].boxes:
                 if box.gt is not None:
-                    box.gt.mask = None
+                    box.gt.forget()
         document = self.images[index]
         document.size = (int(size[0]), int(size[1]))
         document.error = None

@@ -1,10 +1,14 @@
 """Images are decoded off the GUI thread (a 40-megapixel JPEG takes most of a second): an
-``ImageLoader`` in its own QThread answers ``load(key, path)`` with ``loaded`` or ``failed``."""
+``ImageLoader`` in its own QThread answers ``load(key, path)`` with ``loaded`` or ``failed``.
+A photo larger than the screen is also shrunk there for display (``display_image``): drawing a
+12000 x 9000 photo itself cost the GUI thread seconds at every zoom."""
 
 from __future__ import annotations
 
 import os
 
+import cv2
+import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from hcviewer.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
@@ -12,6 +16,20 @@ from hcviewer.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 
 def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+DISPLAY_MAX_SIDE = 4096  # the shown image's longest side; larger photos are shown reduced
+
+
+def display_image(rgb: np.ndarray, max_side: int | None = None) -> np.ndarray:
+    """[h, w, 3] uint8: ``rgb`` itself, or reduced (area average) to ``max_side`` (default
+    ``DISPLAY_MAX_SIDE``) on its long side."""
+    height, width = rgb.shape[:2]
+    scale = (max_side or DISPLAY_MAX_SIDE) / max(height, width)
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 def readable(text: str | os.PathLike) -> str:
@@ -22,7 +40,7 @@ def readable(text: str | os.PathLike) -> str:
 
 
 class ImageLoader(QObject):
-    loaded = Signal(str, object)  # key, RGB uint8 [H, W, 3]
+    loaded = Signal(str, object, object)  # key, RGB uint8 [H, W, 3], its display_image
     failed = Signal(str, str)  # key, message
 
     def __init__(self) -> None:
@@ -38,7 +56,7 @@ class ImageLoader(QObject):
         except ImageReadError as exc:
             self.failed.emit(key, readable(str(exc)))  # a str signal would drop undecodable bytes
             return
-        self.loaded.emit(key, image)
+        self.loaded.emit(key, image, display_image(image))
 
 
 class ImageLoaderService(QObject):

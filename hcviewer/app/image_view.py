@@ -62,7 +62,7 @@ class CanvasViewBox(pg.ViewBox):
 
 
 class ImageView(pg.GraphicsView):
-    """Shows one RGB image; large images are drawn downsampled (``autoDownsample``)."""
+    """Shows one RGB image, in image pixel coordinates whatever the resolution it is drawn at."""
 
     hovered = Signal(float, float)  # image px under the pointer
     left = Signal()
@@ -71,7 +71,7 @@ class ImageView(pg.GraphicsView):
         super().__init__(parent, background=(40, 40, 40))
         self.viewbox = CanvasViewBox()
         self.setCentralItem(self.viewbox)
-        self.image_item = pg.ImageItem(autoDownsample=True)
+        self.image_item = pg.ImageItem()  # no autoDownsample: it averaged the whole image at every zoom
         self.image_item.setZValue(0)
         self.viewbox.addItem(self.image_item)
         self.brush_cursor = pg.QtWidgets.QGraphicsEllipseItem()
@@ -85,13 +85,17 @@ class ImageView(pg.GraphicsView):
         self.scene().sigItemRemoved.connect(self._forget_stale_hover)
         self.setAcceptDrops(False)  # drops go to the main window
 
-    def set_image(self, rgb: np.ndarray | None) -> None:
+    def set_image(self, rgb: np.ndarray | None, image_shape: tuple[int, int] | None = None) -> None:
+        """Show ``rgb`` [h, w, 3] over an image of ``image_shape`` (height, width; default its
+        own): a reduced copy of a large photo covers the photo's full pixel extent."""
         if rgb is None:
             self.image_item.clear()
             self.image_shape = None
             return
-        self.image_item.setImage(rgb, levels=(0, 255), autoLevels=False)
-        self.image_shape = rgb.shape[:2]
+        self.image_item.setImage(rgb, autoLevels=False)  # no levels: uint8 RGB is drawn as is, not rescaled
+        self.image_shape = tuple(image_shape or rgb.shape[:2])
+        height, width = self.image_shape
+        self.image_item.setRect(QRectF(0, 0, width, height))
         self.fit()
 
     def fit(self) -> None:

@@ -194,6 +194,7 @@ class MainWindow(QMainWindow):
         self.segmentation.close_compare()
         self.model.shutdown()
         self.loader.shutdown()
+        self.annotation.jobs.shutdown()
         self.saving.stop()  # a clean exit removes the recovery file
         super().closeEvent(event)
 

@@ -21,6 +21,8 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from hcviewer.app.mask_crops import as_crop, box_map_iou
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -62,13 +64,14 @@ class BoxResult:
 
 @dataclass
 class CompareRequest:
-    """One box under several tap subsets; IoU against ``gt_mask`` (bool [H, W]) when given."""
+    """One box under several tap subsets; IoU against ``gt_mask`` (a ``MaskCrop``, or bool
+    [H, W]) when given."""
 
     image_key: str
     box_id: int
     box: np.ndarray  # [4]
     subsets: dict[str, tuple[str, ...]]  # name -> taps
-    gt_mask: np.ndarray | None = None
+    gt_mask: Any = None  # MaskCrop | np.ndarray | None
     class_index: int | None = None
 
 
@@ -193,10 +196,11 @@ class ModelWorker(QObject):
             contributions = {tap: c[0, 0] for tap, c in prediction.contributions["figure_ground"].items()}
             bias = float(prediction.bias["figure_ground"][0, 0])
             masks, iou = {}, {}
+            gt = None if request.gt_mask is None else as_crop(request.gt_mask)
             for name, taps in request.subsets.items():
                 logits = bias + sum((contributions[t] for t in taps), np.zeros_like(next(iter(contributions.values()))))
                 masks[name] = 1.0 / (1.0 + np.exp(-logits))
-                iou[name] = None if request.gt_mask is None else box_mask_iou(masks[name], request.box, request.gt_mask)
+                iou[name] = None if gt is None else box_map_iou(masks[name], request.box, 0.5, gt)
             self.compared.emit(CompareResult(request, masks, iou, time.perf_counter() - start))
 
         self._guard(run)
@@ -238,13 +242,6 @@ class ModelWorker(QObject):
             traceback.print_exc()
             # Bad input (InputError is a ValueError) says what is wrong in words; others name their kind.
             self.failed.emit(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
-
-
-def box_mask_iou(probs: np.ndarray, box: np.ndarray, gt_mask: np.ndarray, threshold: float = 0.5) -> float:
-    """IoU of an S x S box mask (thresholded, pasted into the image) and a bool [H, W] mask."""
-    predicted = paste_box_map(probs, box, gt_mask.shape) >= threshold
-    union = np.logical_or(predicted, gt_mask).sum()
-    return float(np.logical_and(predicted, gt_mask).sum() / union) if union else 1.0
 
 
 def paste_box_map(box_map: np.ndarray, box: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:

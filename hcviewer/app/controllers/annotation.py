@@ -11,12 +11,13 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, Qt
 from PySide6.QtWidgets import QInputDialog, QMenu
 
-from hcviewer.app.annotation_io import decode_mask
+from hcviewer.app.annotation_io import encode_mask
 from hcviewer.app.document import Change
 from hcviewer.app.image_view import Mode
+from hcviewer.app.mask_crops import MaskCrop, box_map_crop, crop_from_rle, crop_mask, remember_crop
+from hcviewer.app.mask_jobs import SYNC_PIXELS, MaskJobs
 from hcviewer.app.overlays import ACCEPTED_COLOR
 from hcviewer.app.wording import plural
-from hcviewer.app.worker import paste_box_map
 
 if TYPE_CHECKING:
     from hcviewer.app.document import Box
@@ -32,6 +33,10 @@ class AnnotationController(QObject):
         self.state = window.state
         self.project = window.project
         self._stroke: list[tuple[float, float]] = []
+        self.jobs = MaskJobs(self)  # large masks are made in the background
+        self.jobs.failed = window.show_message
+        self._busy: set[int] = set()  # boxes being accepted in the background
+        self._queued_strokes: dict[int, list] = {}  # box id -> strokes to paint after the one painting
         self._last_label: str | None = None  # the class last set (C): new boxes take it
         self._added_classes: list[str] = []  # New class… this session
         self.class_menu = QMenu(window)
@@ -46,29 +51,50 @@ class AnnotationController(QObject):
         self.project.add_listener(self._document_changed)
 
     # ------------------------------------------------------------------------------ results
-    def _result_mask(self, box_id: int) -> np.ndarray | None:
-        """The shown model result for a box as a bool [H, W] image mask."""
+    def _result_mask(self, box_id: int) -> MaskCrop | None:
+        """The shown model result for a box as a mask (the crop of its box: a large photo's
+        full-image mask took seconds to make and encode)."""
         view = self.state.views.get(box_id)
         if view is None or view.figure_ground is None or self.state.image is None:
             return None
-        return paste_box_map(view.figure_ground, view.box, self.state.image.shape[:2]) >= self.window.display.threshold
+        return box_map_crop(view.figure_ground, view.box, self.state.image.shape[:2], self.window.display.threshold)
 
     def can_accept(self) -> bool:
         """A shown result of a box not accepted yet: an accepted (maybe brush-edited) mask is
         never replaced by the model's (Reject starts the box over)."""
         box = self.window.canvas.selected_box()
         view = self.state.views.get(box.id) if box is not None else None
-        return box is not None and not box.accepted and view is not None and view.figure_ground is not None
+        return (box is not None and not box.accepted and box.id not in self._busy and view is not None
+                and view.figure_ground is not None)
 
     def accept_selected(self) -> None:
-        if self.can_accept():
-            self.project.accept(self.state.image_index, self.state.selected_id,
-                                self._result_mask(self.state.selected_id))
+        if not self.can_accept():
+            return
+        box_id, key = self.state.selected_id, self.state.image_key
+        view = self.state.views[box_id]
+        if _box_pixels(view.box) <= SYNC_PIXELS:
+            self.project.accept(self.state.image_index, box_id, self._result_mask(box_id))
+            return
+        # A large photo's box: its mask is drawn and encoded in the mask thread.
+        size, threshold, figure_ground, box = self.state.image.shape[:2], self.window.display.threshold, \
+            view.figure_ground, np.array(view.box)
+        self._busy.add(box_id)
+        self.window.statusBar().showMessage("Accepting the mask…", 3000)
+        self.jobs.submit(lambda: _encoded(box_map_crop(figure_ground, box, size, threshold)),
+                         lambda made: self._accept_made(key, box_id, view, made))
+
+    def _accept_made(self, key: str, box_id: int, view, made: tuple[MaskCrop, dict]) -> None:
+        """A mask made in the background: the box is accepted if it is still as it was."""
+        self._busy.discard(box_id)
+        box = self.window.canvas.visible_boxes().get(box_id) if key == self.state.image_key else None
+        if box is not None and not box.accepted and np.allclose(box.xyxy, view.box) and box.result is not None:
+            remember_crop(*made)
+            self.project.accept(self.state.image_index, box_id, made[1])
 
     def accept_all(self) -> None:
         """Accept every shown, not yet accepted result of this image (one undo step)."""
         boxes = self.window.canvas.visible_boxes()
-        masks = {box_id: self._result_mask(box_id) for box_id, box in boxes.items() if box.mask is None}
+        masks = {box_id: self._result_mask(box_id) for box_id, box in boxes.items() if not box.accepted}
         self.project.accept_many(self.state.image_index, {i: m for i, m in masks.items() if m is not None})
 
     def accept_all_images(self) -> None:
@@ -77,16 +103,16 @@ class AnnotationController(QObject):
         count = self.project.accept_all_results(self._kept_result_mask)
         self.window.statusBar().showMessage(f"Accepted {plural(count, 'mask')}", 5000)
 
-    def _kept_result_mask(self, index: int, box: "Box") -> np.ndarray | None:
-        """A box's result as a bool [H, W] mask at the display threshold."""
+    def _kept_result_mask(self, index: int, box: "Box") -> MaskCrop | np.ndarray | None:
+        """A box's result as a mask (a crop, or bool [H, W]) at the display threshold."""
         if index == self.state.image_index and box.id in self.state.views:
             return self._result_mask(box.id)
         result, size = box.result, self.project.images[index].size
         if size is None and result.mask_rle is not None:
             size = tuple(result.mask_rle["size"])
         if result.figure_ground is not None and size is not None:
-            return paste_box_map(result.figure_ground, box.xyxy, size) >= self.window.display.threshold
-        return None if result.mask_rle is None else decode_mask(result.mask_rle)
+            return box_map_crop(result.figure_ground, box.xyxy, size, self.window.display.threshold)
+        return None if result.mask_rle is None else crop_from_rle(result.mask_rle)
 
     def reject_selected(self) -> None:
         if self.window.canvas.selected_box() is None:
@@ -96,11 +122,11 @@ class AnnotationController(QObject):
         self.window.canvas.sync_boxes()
 
     # ------------------------------------------------------------------------------ brush
-    def _editable_mask(self) -> np.ndarray | None:
+    def _editable_mask(self) -> MaskCrop | None:
         box = self.window.canvas.selected_box()
-        if box is None:
+        if box is None or (box.id in self._busy and not box.accepted):  # being accepted in the background
             return None
-        return box.mask if box.mask is not None else self._result_mask(box.id)
+        return box.mask_crop if box.accepted else self._result_mask(box.id)
 
     def stroke_started(self) -> None:
         self._stroke = []
@@ -124,10 +150,44 @@ class AnnotationController(QObject):
         if mask is None or not self._stroke:
             return
         view = self.window.view
-        add = view.viewbox.mode == Mode.BRUSH_ADD
-        painted = paint_stroke(mask, self._stroke, view.brush_radius, add=add)
+        stroke = (self._stroke, view.brush_radius, view.viewbox.mode == Mode.BRUSH_ADD)
         self._stroke = []
-        self.project.paint(self.state.image_index, self.state.selected_id, painted, erased=not add)
+        box_id = self.state.selected_id
+        if box_id in self._queued_strokes:  # a stroke of this box is being painted in the background
+            self._queued_strokes[box_id].append(stroke)
+        elif mask.mask.size <= SYNC_PIXELS:
+            self.project.paint(self.state.image_index, box_id, paint_crop(mask, *stroke), erased=not stroke[2])
+        else:
+            self._queued_strokes[box_id] = [stroke]
+            self._paint_later(box_id, mask)
+
+    def _paint_later(self, box_id: int, mask: MaskCrop) -> None:
+        """Paint the box's queued strokes on ``mask`` in the mask thread (a large photo's mask)."""
+        strokes, key = self._queued_strokes[box_id], self.state.image_key
+        self._queued_strokes[box_id] = []
+        before = self.window.canvas.visible_boxes()[box_id].mask_rle
+
+        def paint() -> tuple[MaskCrop, dict]:
+            painted = mask
+            for points, radius, add in strokes:
+                painted = paint_crop(painted, points, radius, add)
+            return _encoded(painted)
+
+        self.jobs.submit(paint, lambda made: self._paint_made(key, box_id, before, made, erased=not strokes[-1][2]))
+
+    def _paint_made(self, key: str, box_id: int, before: dict | None, made: tuple[MaskCrop, dict],
+                    erased: bool) -> None:
+        """Painted strokes made in the background: applied if the box's mask is still the one
+        they were painted on; strokes made meanwhile are painted next, on the result."""
+        box = self.window.canvas.visible_boxes().get(box_id) if key == self.state.image_key else None
+        queued = self._queued_strokes.pop(box_id, [])
+        if box is None or box.mask_rle is not before:
+            return  # undone, moved or another image shown meanwhile: the strokes are dropped
+        remember_crop(*made)
+        self.project.paint(self.state.image_index, box_id, made[1], erased=erased)
+        if queued:
+            self._queued_strokes[box_id] = queued
+            self._paint_later(box_id, made[0])
 
     def scale_brush(self, factor: float) -> None:
         view = self.window.view
@@ -256,3 +316,27 @@ def paint_stroke(mask: np.ndarray, points: list[tuple[float, float]], radius: fl
     for point in pixels[:1] + pixels[-1:]:
         cv2.circle(canvas, point, max(0, round(radius)), value, thickness=-1)
     return canvas.astype(bool)
+
+
+def _box_pixels(box: np.ndarray) -> float:
+    return float(box[2] - box[0]) * float(box[3] - box[1])
+
+
+def _encoded(crop: MaskCrop) -> tuple[MaskCrop, dict]:
+    """A crop and its compressed RLE (made in the mask thread)."""
+    return crop, encode_mask(crop)
+
+
+def paint_crop(crop: MaskCrop, points: list[tuple[float, float]], radius: float, add: bool) -> MaskCrop:
+    """``paint_stroke`` over just the region the mask and the stroke cover (never a large
+    photo's whole image): the same pixels, as a crop."""
+    height, width = crop.image_size
+    reach = radius + 2
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    cx0, cy0, cx1, cy1 = crop.xyxy if crop.mask.size else (width, height, 0, 0)
+    x0, y0 = max(0, min(cx0, int(np.floor(min(xs) - reach)))), max(0, min(cy0, int(np.floor(min(ys) - reach))))
+    x1, y1 = min(width, max(cx1, int(np.ceil(max(xs) + reach)))), min(height, max(cy1, int(np.ceil(max(ys) + reach))))
+    if x1 <= x0 or y1 <= y0:
+        return crop
+    painted = paint_stroke(crop.region(x0, y0, x1, y1), [(x - x0, y - y0) for x, y in points], radius, add)
+    return crop_mask(painted, x0, y0, crop.image_size)

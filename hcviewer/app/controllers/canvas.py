@@ -9,17 +9,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QRectF
 
 from hcviewer.app.box_items import BoxItem, stack_labels
 from hcviewer.app.head_scope import HeadScope
+from hcviewer.app.image_loader import DISPLAY_MAX_SIDE
+from hcviewer.app.mask_crops import box_map_iou, compose_crops, crop_outline_xy, rle_area
 from hcviewer.app.overlays import (
-    GT_COLOR, BoxOverlay, annotation_color, annotation_rgba, brush_pen, full_mask_outline_xy,
+    GT_COLOR, BoxOverlay, annotation_color, brush_pen,
 )
 from hcviewer.app.probe import sample_box_map
 from hcviewer.app.result_layer import LayerEntry, ResultLayer, compose
 from hcviewer.app.viewer_state import stored_view
-from hcviewer.app.worker import box_mask_iou
 
 if TYPE_CHECKING:
     from hcviewer.app.document import Box
@@ -187,9 +188,13 @@ class CanvasController(QObject):
         boxes = self.visible_boxes().values()
         accepted = [b for b in boxes if b.accepted]
         colors = [self.accepted_color(b) for b in accepted]
-        if accepted and self.state.image is not None:
-            rgba = annotation_rgba([b.mask for b in accepted], colors, self.display.opacity)
-            self.annotation_item.setImage(rgba, levels=(0, 255))
+        drawn = None
+        if accepted and self.state.image is not None:  # from crops, at the shown image's resolution
+            drawn = compose_crops([b.mask_crop for b in accepted], colors, self.display.opacity, DISPLAY_MAX_SIDE)
+        if drawn is not None:
+            rgba, (x0, y0, x1, y1) = drawn
+            self.annotation_item.setImage(rgba, autoLevels=False)  # no levels: uint8 drawn as is, not rescaled
+            self.annotation_item.setRect(QRectF(x0, y0, x1 - x0, y1 - y0))
             self.annotation_item.setVisible(True)
         else:
             self.annotation_item.setVisible(False)
@@ -198,11 +203,10 @@ class CanvasController(QObject):
         else:
             legend = [(f"{b.label} box {b.id}", color) for b, color in zip(accepted, colors)]
         self.window.display_panel.set_accepted_legend(legend)
-        gts = [b.gt_mask for b in boxes if b.gt_mask is not None] if self.display.show_gt else []
-        if gts:
-            self.gt_curve.setData(*full_mask_outline_xy(np.logical_or.reduce(gts)))
-        else:
-            self.gt_curve.setData([], [])
+        gts = [b.gt_crop for b in boxes if b.gt_crop is not None] if self.display.show_gt else []
+        outlines = [crop_outline_xy(crop, DISPLAY_MAX_SIDE) for crop in gts]
+        self.gt_curve.setData(np.concatenate([x for x, _ in outlines] or [np.zeros(0)]),
+                              np.concatenate([y for _, y in outlines] or [np.zeros(0)]))
 
     def display_changed(self) -> None:
         self.window.settings.save_display(self.display)
@@ -216,16 +220,16 @@ class CanvasController(QObject):
         can_accept = window.annotation.can_accept()
         window.accept_button.setEnabled(can_accept)
         window.accept_action.setEnabled(can_accept)
-        window.reject_button.setEnabled(box is not None and (view is not None or box.mask is not None))
+        window.reject_button.setEnabled(box is not None and (view is not None or box.accepted))
         if box is None:
             window.result_label.setText("Click a box to segment it; D draws a new box.")
             return
-        state = "accepted" if box.mask is not None else "segmented" if view is not None else "not segmented"
+        state = "accepted" if box.accepted else "segmented" if view is not None else "not segmented"
         taps = "" if view is None else f" — taps {'+'.join(view.taps)}"
-        area = f", mask {int(box.mask.sum())} px" if box.mask is not None else ""
+        area = f", mask {rle_area(box.mask_rle)} px" if box.accepted else ""
         iou = ""
-        if box.gt_mask is not None and view is not None and view.figure_ground is not None:
-            value = box_mask_iou(view.figure_ground, view.box, box.gt_mask, self.display.threshold)
+        if box.gt_crop is not None and view is not None and view.figure_ground is not None:
+            value = box_map_iou(view.figure_ground, view.box, self.display.threshold, box.gt_crop)
             iou = f"<br>IoU vs ground truth: {value:.2f}"
         window.result_label.setText(f"<b>{box.label}</b> box {box.id}: {state}{taps}{area}{iou}")
 

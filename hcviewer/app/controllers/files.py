@@ -153,12 +153,12 @@ class FileController(QObject):
         self.window.canvas.clear_results()
         self.state.forget_image()
 
-    def _image_loaded(self, key: str, rgb: np.ndarray) -> None:
+    def _image_loaded(self, key: str, rgb: np.ndarray, display: np.ndarray) -> None:
         if key != self.state.image_key:
             return
         window = self.window
         self.state.image = rgb
-        window.view.set_image(rgb)
+        window.view.set_image(display, rgb.shape[:2])
         self.project.image_loaded(self.state.image_index, rgb.shape[:2])
         window.model.show_image(key, rgb)
         window.canvas.sync_boxes()  # draws the results the document keeps: no network

@@ -1,0 +1,115 @@
+"""Large photos stay responsive: the window shows a reduced copy made in the loader thread
+over the photo's full pixel extent, draws accepted masks and ground truth from crops, and makes
+large masks (accept, brush) in the background, applying them when ready. The thresholds are
+lowered here so that a small test image takes the large-photo paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings
+
+from hcviewer.app import controllers, image_loader, mask_jobs
+from hcviewer.app.gui_gc import dispose
+from hcviewer.app.image_view import Mode
+from hcviewer.app.main_window import MainWindow
+from hcviewer.app.settings import AppSettings
+
+pytestmark = pytest.mark.slow
+
+H, W = 240, 320
+BOX = [40, 30, 220, 200]
+
+
+@pytest.fixture
+def window(qtbot, tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("HCVIEWER_RECOVERY_DIR", str(tmp_path / "recovery"))
+    monkeypatch.setattr(image_loader, "DISPLAY_MAX_SIDE", 100)  # shown reduced, as a 12000 x 9000 photo is
+    from hcviewer.app.controllers import annotation as annotation_controller
+
+    monkeypatch.setattr(annotation_controller, "SYNC_PIXELS", 100)  # every mask made in the background
+    monkeypatch.setattr(controllers.canvas, "DISPLAY_MAX_SIDE", 100)
+    rng = np.random.default_rng(3)
+    cv2.imwrite(str(tmp_path / "big.png"), rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    x0, y0, x1, y1 = BOX
+    (tmp_path / "boxes.json").write_text(json.dumps({
+        "images": [{"id": 5, "file_name": "big.png", "height": H, "width": W}],
+        "annotations": [{"id": 1, "image_id": 5, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0,
+                         "segmentation": [[x0 + 10, y0 + 10, x1 - 10, y0 + 10, x1 - 10, y1 - 10, x0 + 10, y1 - 10]]}],
+        "categories": [{"id": 1, "name": "person"}]}))
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    window = MainWindow(tiny_checkpoint, "cpu", settings=settings, offer_recovery=False)
+    window.ask_to_save = False
+    qtbot.addWidget(window)
+    window.show()
+    window.files.open_paths([tmp_path / "big.png"], boxes=tmp_path / "boxes.json")
+    qtbot.waitUntil(lambda: window.state.image is not None and window.state.model_info is not None
+                    and len(window.canvas.box_items) == 1, timeout=120000)
+    yield window
+    dispose(window)
+
+
+def _box(window: MainWindow):
+    return window.project.images[0].boxes[0]
+
+
+def test_the_photo_is_shown_reduced_over_its_full_extent(window):
+    item = window.view.image_item
+    assert max(item.image.shape[:2]) == 100 and window.state.image.shape[:2] == (H, W)
+    extent = item.mapRectToParent(item.boundingRect())
+    assert (extent.width(), extent.height()) == (W, H)
+
+
+def test_accept_and_brush_are_made_in_the_background_and_undone_as_usual(window, qtbot):
+    box_id = _box(window).id
+    window.canvas.select_box(box_id)
+    qtbot.waitUntil(lambda: box_id in window.state.views, timeout=60000)
+    window.display.show_gt = True
+    window.canvas.draw_annotation()
+    assert len(window.canvas.gt_curve.getData()[0]) > 0  # the ground truth outline, from its crop
+    assert "IoU vs ground truth" in window.result_label.text()
+    window.annotation.accept_selected()
+    window.annotation.accept_selected()  # a second A while the first is being made: nothing more
+    qtbot.waitUntil(lambda: _box(window).accepted, timeout=60000)
+    accepted = _box(window).mask.copy()
+    assert window.project.undo_name() == "accept" and window.messages == []
+    assert window.canvas.annotation_item.isVisible()
+
+    window.annotation.set_mode(Mode.BRUSH_ADD)
+    for row in (5, 15):  # two strokes in a row: the second waits for the first and is painted on it
+        window.annotation.stroke_started()
+        for x in range(60, 200, 10):
+            window.annotation.stroke_point(float(x), float(row))
+        window.annotation.stroke_finished()
+    qtbot.waitUntil(lambda: _box(window).mask[15, 100] and _box(window).mask[5, 100], timeout=60000)
+    assert window.project.undo_name() == "paint mask"
+    window.annotation.undo()
+    window.annotation.undo()
+    assert np.array_equal(_box(window).mask, accepted)
+
+
+def test_a_mask_made_for_a_box_moved_meanwhile_is_dropped(window, qtbot):
+    box_id = _box(window).id
+    window.canvas.select_box(box_id)
+    qtbot.waitUntil(lambda: box_id in window.state.views, timeout=60000)
+    window.annotation.accept_selected()
+    window.project.move_box(0, box_id, np.array([10.0, 10.0, 100.0, 100.0]))  # before the mask is ready
+    qtbot.wait(1000)
+    assert not _box(window).accepted and window.project.undo_name() == "move box"
+
+
+def test_the_annotation_of_a_large_photo_saves_as_usual(window, qtbot, tmp_path):
+    box_id = _box(window).id
+    window.canvas.select_box(box_id)
+    qtbot.waitUntil(lambda: box_id in window.state.views, timeout=60000)
+    window.annotation.accept_selected()
+    qtbot.waitUntil(lambda: _box(window).accepted, timeout=60000)
+    window.saving.save_to(tmp_path / "out.json")
+    png = next(Path(tmp_path / "out_masks").rglob("*.png"))
+    assert np.array_equal(cv2.imread(str(png), cv2.IMREAD_UNCHANGED) > 0, _box(window).mask)
+    assert json.loads((tmp_path / "out.json").read_text())["images"][0]["id"] == 5
+    assert mask_jobs.SYNC_PIXELS == 1_000_000  # the module's own threshold is untouched
