@@ -29,7 +29,7 @@ def _mask(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
 @pytest.fixture
 def annotation(tmp_path: Path) -> Annotation:
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 60, 3), np.uint8))
-    keypoints = np.array([[10.5, 12.0, 0.9], [20.0, 22.25, 0.1]])
+    keypoints = np.array([[10.5, 12.0, 0.9], [20.0, 22.25, 0.01]])
     person = SavedObject((5, 5, 30, 35), "person", 0.8, encode_mask(_mask(40, 60, 10, 30, 8, 25)), keypoints)
     cat = SavedObject((30, 2, 58, 20), "cat", None, encode_mask(_mask(40, 60, 3, 18, 32, 50)))
     pending = SavedObject((1, 1, 9, 9), "person", 0.3)
@@ -50,9 +50,9 @@ def test_saved_file_is_coco_that_pycocotools_reads(annotation, tmp_path):
     person = next(a for a in anns if a["category_id"] == 1)
     assert np.array_equal(coco.annToMask(person).astype(bool), _mask(40, 60, 10, 30, 8, 25))
     assert person["bbox"] == [8, 10, 17, 20] and person["area"] == 17 * 20
-    # the second point scores 0.1, below the keypoint threshold: unlabelled (v = 0 at 0, 0), score kept
+    # the second point scores 0.01, below the keypoint threshold: unlabelled (v = 0 at 0, 0), score kept
     assert person["keypoints"] == [10.5, 12.0, 2, 0, 0, 0] and person["num_keypoints"] == 1
-    assert person["keypoint_scores"] == [0.9, 0.1]
+    assert person["keypoint_scores"] == [0.9, 0.01]
     categories = {c["name"]: c for c in coco.dataset["categories"]}
     assert categories["person"]["id"] == 1 and categories["cat"]["id"] == 2  # new labels get new ids
     assert categories["person"]["keypoints"] == ["nose", "eye"] and categories["person"]["skeleton"] == [[1, 2]]
