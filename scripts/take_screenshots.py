@@ -5,7 +5,8 @@
 Under a real X server (or Xvfb) the grabs include pop-up menus; with QT_QPA_PLATFORM=offscreen
 they do not (the class menu shot then shows no menu). Writes brush_edit.png (a brush edit on an
 accepted mask), accepted_colors.png (one colour per object, with the legend), class_menu.png (Set
-class) and shortcuts.png (Help > Keyboard shortcuts).
+class), shortcuts.png (Help > Keyboard shortcuts) and keypoint_threshold.png (the Min. keypoint
+score slider in use: the astronaut's keypoints above it, a rocket box without keypoints).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hcviewer.app.menus import show_shortcuts
 from hcviewer.app.settings import AppSettings
 
 COFFEE = 2  # the demo's third photo: a cup and a spoon
+ASTRONAUT = 0  # the demo's first photo
 
 
 def wait(app: QApplication, condition, timeout_s: float = 300) -> None:
@@ -111,9 +113,30 @@ def main(argv: list[str] | None = None) -> int:
     show_shortcuts(window)
     settle(app)
     save(window.shortcuts_dialog.grab(), args.out / "shortcuts.png")
+    window.shortcuts_dialog.close()
+    keypoint_threshold_shot(app, window, args.out / "keypoint_threshold.png")
     window.close()
-    print(f"wrote 4 screenshots to {args.out}")
+    print(f"wrote 5 screenshots to {args.out}")
     return 0
+
+
+def keypoint_threshold_shot(app: QApplication, window: MainWindow, path: Path, threshold: int = 6) -> None:
+    """The astronaut with her keypoints scoring at least ``threshold`` hundredths, and a rocket box
+    segmented without keypoints (the person keypoint head does not apply to rockets)."""
+    state = window.state
+    window.files.show_image(ASTRONAUT)
+    wait(app, lambda: state.image_index == ASTRONAUT and state.image is not None and len(window.canvas.box_items) == 1)
+    window.project.add_box(ASTRONAUT, np.array([360.0, 0.0, 512.0, 150.0]), "rocket")  # the model behind her
+    window.segmentation.segment_all()
+    wait(app, lambda: len(state.views) == 2)
+    person = next(b.id for b in window.current_document().boxes if b.label == "person")
+    window.canvas.select_box(person)
+    wait(app, lambda: person in window.canvas.overlays and bool(state.views[person].contributions))
+    window.display_panel.keypoint_score.setValue(threshold)
+    scroll = next(w for w in window.findChildren(QScrollArea) if w.widget() is window.display_panel.parentWidget())
+    scroll.ensureWidgetVisible(window.display_panel.keypoint_score_label)
+    settle(app, 1.0)
+    save(window.grab(), path)
 
 
 if __name__ == "__main__":
