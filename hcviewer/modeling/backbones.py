@@ -238,8 +238,9 @@ class Backbone(nn.Module):
 
         While every batch norm uses its running statistics (frozen for training, or eval mode),
         the trunk runs with batch norm folded into the convolutions, channels-last
-        (``fold_batch_norm``): the same function and gradients, about 1.5x faster to train on a
-        CPU. The maps are then channels-last.
+        (``fold_batch_norm``): the same function and gradients, 1.5-1.7x faster forward and
+        backward on one CPU thread than the trunk's own layers in NCHW (benchmarks/
+        bench_training.py, docs/performance.md). The maps are then channels-last.
         """
         folded = self._folded_body()
         if folded is not None:
@@ -302,9 +303,7 @@ class ConvBatchNorm(nn.Module):
     """A convolution and the batch norm after it (running statistics) as one convolution with
     scaled weights and a bias, then the layers that followed them (e.g. ReLU6). The same
     function and the same gradients for every parameter, without batch norm's own forward and
-    backward passes. A 1x1 convolution of a channels-last map runs as one matrix product:
-    PyTorch's CPU convolution takes a slow unfolding path for 1x1 kernels with small batches on
-    one thread."""
+    backward passes."""
 
     def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d, after: tuple[nn.Module, ...] = ()) -> None:
         super().__init__()
@@ -315,29 +314,14 @@ class ConvBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, norm = self.conv, self.norm
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-        weight = conv.weight * scale[:, None, None, None]
         bias = norm.bias - norm.running_mean * scale
         if conv.bias is not None:
             bias = bias + conv.bias * scale
-        pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1
-        if pointwise and x.is_contiguous(memory_format=torch.channels_last):
-            y = F.linear(x.permute(0, 2, 3, 1), weight[:, :, 0, 0], bias).permute(0, 3, 1, 2)
-            # y is a view: in-place activations on it would make autograd copy it back and forth.
-            for layer in self.after:
-                y = _out_of_place(layer)(y)
-            return y
-        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        y = F.conv2d(x, conv.weight * scale[:, None, None, None], bias, conv.stride, conv.padding, conv.dilation,
+                     conv.groups)
         for layer in self.after:
             y = layer(y)
         return y
-
-
-def _out_of_place(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    if isinstance(layer, nn.ReLU6):
-        return lambda t: F.hardtanh(t, 0.0, 6.0)
-    if isinstance(layer, nn.ReLU):
-        return F.relu
-    return layer
 
 
 def fold_batch_norm(body: torch.fx.GraphModule) -> torch.fx.GraphModule | None:
