@@ -25,22 +25,33 @@ def paste_heatmap(heatmap: torch.Tensor, box: torch.Tensor | np.ndarray, image_s
     Exact for boxes partly or wholly outside the image: only the visible part is sampled.
     """
     h, w = image_size
-    c = heatmap.shape[0]
-    out = heatmap.new_zeros(c, h, w)
+    out = heatmap.new_zeros(heatmap.shape[0], h, w)
+    region = paste_heatmap_region(heatmap, box, image_size)
+    if region is not None:
+        values, (x0, y0) = region
+        out[:, y0:y0 + values.shape[1], x0:x0 + values.shape[2]] = values
+    return out
+
+
+def paste_heatmap_region(heatmap: torch.Tensor, box: torch.Tensor | np.ndarray, image_size: tuple[int, int]
+                         ) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    """What ``paste_heatmap`` writes inside the box, without the [C, H, W] image around it:
+    ([C, h, w] values of the image pixels whose centres lie in the box, (x0, y0) of its top-left
+    pixel), or None when no pixel centre lies in the box."""
+    h, w = image_size
     x0, y0, x1, y1 = (float(v) for v in box)
     if not (x1 > x0 and y1 > y0):
-        return out
+        return None
     cx0, cx1 = box_pixel_range(x0, x1, w)
     cy0, cy1 = box_pixel_range(y0, y1, h)
     if cx1 <= cx0 or cy1 <= cy0:
-        return out
+        return None
     xs = (torch.arange(cx0, cx1, dtype=torch.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
     ys = (torch.arange(cy0, cy1, dtype=torch.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None].to(heatmap)
     sampled = F.grid_sample(heatmap[None].float(), grid.float(), mode="bilinear",
                             padding_mode="border", align_corners=False)[0]
-    out[:, cy0:cy1, cx0:cx1] = sampled.to(out.dtype)
-    return out
+    return sampled.to(heatmap.dtype), (cx0, cy0)
 
 
 def paste_masks_in_image(
