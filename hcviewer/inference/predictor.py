@@ -37,6 +37,12 @@ from hcviewer.modeling import (
 )
 
 
+# Boxes per heads pass: the heads' per-pixel working set grows with the chunk and leaves the
+# caches; 256 boxes on one CPU thread took 15-17 ms per box in chunks of 8-32 and 22 ms in
+# chunks of 64 (benchmarks/bench_heads_chunk.py, docs/performance.md).
+HEADS_CHUNK = 16
+
+
 class InputError(ValueError):
     """Bad input from the caller (image, boxes, taps, tasks); the message says which and why."""
 
@@ -219,7 +225,7 @@ class HypercolumnPredictor:
         taps: tuple[str, ...] | list[str] | None = None,
         class_index: np.ndarray | list[int] | None = None,
         return_contributions: bool = False,
-        batch_size: int = 64,
+        batch_size: int = HEADS_CHUNK,
         labels: Sequence[str | None] | None = None,
         refine: bool | str = False,
     ) -> Prediction:
