@@ -19,18 +19,15 @@ from typing import Callable
 import torch
 import torch.fx
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
+
+from hcviewer.modeling.box_sampling import box_axis_weights, sample_boxes
 
 # torch.fx tracing (create_feature_extractor) patches nn.Module.__call__ process-wide while it
 # runs: any module another thread calls meanwhile fails ("module is not installed as a
 # submodule"). Building a backbone holds this lock; code that runs a model in a thread while
 # other threads may build one (the app's worker) holds it around its forward calls.
 FX_TRACE_LOCK = threading.RLock()
-from torchvision.ops import roi_align
-
-from hcviewer.modeling.box_sampling import box_axis_weights, sample_boxes
 
 
 @dataclass(frozen=True)
@@ -68,6 +65,15 @@ class BackboneSpec:
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 
 
+def _torchvision():
+    """torchvision, imported when a backbone is first built: importing it imports torch._dynamo
+    (through torchvision.ops.roi_align), 3.4 s of the 9.6 s ``import hcviewer.inference`` took,
+    so that the app's window comes up while a worker thread loads the model."""
+    import torchvision
+
+    return torchvision
+
+
 def _torchvision_weights(enum_member) -> dict[str, torch.Tensor]:
     """torchvision's normal weight loading: its cache, else a download on a user's machine."""
     return enum_member.get_state_dict(progress=True)
@@ -93,29 +99,29 @@ def check_hash_prefix(path: Path) -> None:
 def mobilenet_v2_imagenet_state_dict() -> dict[str, torch.Tensor]:
     path = _mobilenet_v2_offline_file()
     if path is None:
-        return _torchvision_weights(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1)
+        return _torchvision_weights(_torchvision().models.MobileNet_V2_Weights.IMAGENET1K_V1)
     check_hash_prefix(path)
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _mobilenet_v2(pretrained: bool) -> nn.Module:
-    model = torchvision.models.mobilenet_v2(weights=None)
+    model = _torchvision().models.mobilenet_v2(weights=None)
     if pretrained:
         model.load_state_dict(mobilenet_v2_imagenet_state_dict())
     return model
 
 
 def _vgg16(pretrained: bool) -> nn.Module:
-    model = torchvision.models.vgg16(weights=None)
+    model = _torchvision().models.vgg16(weights=None)
     if pretrained:
-        model.load_state_dict(_torchvision_weights(torchvision.models.VGG16_Weights.IMAGENET1K_V1))
+        model.load_state_dict(_torchvision_weights(_torchvision().models.VGG16_Weights.IMAGENET1K_V1))
     return model
 
 
 def _alexnet(pretrained: bool) -> nn.Module:
-    model = torchvision.models.alexnet(weights=None)
+    model = _torchvision().models.alexnet(weights=None)
     if pretrained:
-        model.load_state_dict(_torchvision_weights(torchvision.models.AlexNet_Weights.IMAGENET1K_V1))
+        model.load_state_dict(_torchvision_weights(_torchvision().models.AlexNet_Weights.IMAGENET1K_V1))
     return model
 
 
@@ -227,6 +233,7 @@ class Backbone(nn.Module):
         self.tap_specs = {name: spec.tap(name) for name in taps}
         tv_model = spec.make_model(pretrained)
         nodes = sorted({t.node for t in self.tap_specs.values()}, key=int)
+        from torchvision.models.feature_extraction import create_feature_extractor  # imported late: see _torchvision
         with FX_TRACE_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FX tracing chatter
             self.body = create_feature_extractor(tv_model.features, return_nodes={n: n for n in nodes})
@@ -266,7 +273,7 @@ class Backbone(nn.Module):
         Returns [K, C, R, R] for conv taps and [K, D, 1, 1] for the box-level tap.
         """
         t = self.tap_specs[tap]
-        pooled = roi_align(
+        pooled = _torchvision().ops.roi_align(
             features[t.node], rois, output_size=t.roi_size, spatial_scale=1.0 / t.stride,
             sampling_ratio=2, aligned=True,
         )
