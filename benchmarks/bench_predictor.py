@@ -1,76 +1,104 @@
-"""Time the hypercolumn predictor against Mask R-CNN and Segment Anything on the same boxes.
+"""The hypercolumn predictor against a fair bare trunk and its peers, interleaved photo by photo.
 
-Every model gets the same photos and the same given boxes (COCO ground-truth boxes; no
-detector runs). For each model two parts are timed separately:
+Every model is built first, in one process; then, round after round, each photo goes through
+every model in turn (the order rotates from photo to photo), so that a change of machine load
+during the run hits all models alike. Per model and photo:
 
-- trunk: once per image (hypercolumn ``set_image``, Mask R-CNN's transform + ResNet-50-FPN,
-  SAM's ``set_image`` with the ViT-B image encoder);
-- heads: all of an image's boxes at once, from the cached trunk features (hypercolumn
-  ``predict``, Mask R-CNN's RoIAlign + mask head with the boxes as proposals, SAM's prompt
-  encoder + mask decoder with the boxes as prompts). Output: box-level masks, no paste-back.
+- trunk: once per image (hypercolumn ``set_image``; the bare trunk's forward; Mask R-CNN's
+  transform + ResNet-50-FPN; SAM's ``set_image`` with the ViT-B image encoder);
+- heads: the photo's 4 boxes from the cached trunk features (hypercolumn ``predict``; Mask
+  R-CNN's RoIAlign + mask head with the boxes as proposals; SAM's prompt encoder + mask decoder
+  with the boxes as prompts), then the same boxes again. Box-level outputs, no paste-back.
 
-All networks use random weights: timing does not depend on the values. Medians over images
-and repeats. Run from the repository root:
+The **fair bare trunk** is torchvision's MobileNetV2 forward (features, pooling, classifier) with
+the predictor's own optimisations: batch norm folded into the convolutions
+(``torch.fx.experimental.optimization.fuse``), channels-last layout, the same resizing and
+normalisation, under ``torch.inference_mode``. Beside each trunk's time the table gives its
+achieved GFLOP/s (its FLOPs counted by ``torch.utils.flop_counter`` on the photo) and the run
+prints the GFLOP/s of a 2048 x 2048 float32 matmul, timed in the same rounds: the machine's
+practical limit. The load average is printed at the start and the end.
 
-    .venv/bin/python benchmarks/bench_predictor.py [--quick] [--device cuda]
+``--busy`` starts two ``yes > /dev/null`` neighbours for the run (and stops them); ``--both``
+runs idle, then busy, and compares. Networks have random weights (timing does not depend on
+them); the thread count is the app's policy (``hcviewer.threads``) unless ``--threads``.
+
+    .venv/bin/python benchmarks/bench_predictor.py            # idle, 4 photos x 5 rounds
+    .venv/bin/python benchmarks/bench_predictor.py --both
+    .venv/bin/python benchmarks/bench_predictor.py --quick    # 2 photos x 1 round: does it work
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import cv2
-import numpy as np
-import torch
-import torchvision
-
-from hcviewer.inference import HypercolumnPredictor
-from hcviewer.modeling import BACKBONES, HypercolumnModel, build_person_model
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "coco-mini-train"
 BOXES_PER_IMAGE = 4
+HYPERCOLUMN = "hypercolumn mobilenet_v2"
+BARE = "bare MobileNetV2 forward (BN folded, channels-last)"
 
-# The issue's targets for mobilenet_v2 on a 2-core CPU, 480x640 photo, 4 boxes.
-TARGET_NEW_IMAGE_MS = 200.0
+# The issue's targets (mobilenet_v2, 480x640 photo, 4 boxes).
+TARGET_TRUNK_RATIO = 1.1  # new image + 4 boxes / fair bare trunk
 TARGET_CACHED_MS = 20.0
-TARGET_TRUNK_RATIO = 1.1
+TARGET_BUSY_RATIO = 2.0  # busy / idle, new image + 4 boxes
 
 
 @dataclass
 class Sample:
     name: str
-    image: np.ndarray  # [H, W, 3] uint8 RGB
-    boxes: np.ndarray  # [BOXES_PER_IMAGE, 4] float32 (x0, y0, x1, y1) image pixels
+    image: "object"  # [H, W, 3] uint8 RGB numpy array
+    boxes: "object"  # [4, 4] float32 (x0, y0, x1, y1) image pixels
+
+
+@dataclass
+class Contender:
+    """One model: ``trunk(sample)`` once per image; ``heads(sample)`` for its boxes (None: a
+    trunk-only reference)."""
+
+    name: str
+    trunk: Callable[[Sample], object]
+    heads: Callable[[Sample], object] | None = None
+    flops: dict[str, float] = field(default_factory=dict)  # trunk FLOPs per photo name
 
 
 @dataclass
 class Timing:
-    """Milliseconds, one entry per (image, repeat)."""
+    """Milliseconds, one entry per (round, photo)."""
 
     trunk: list[float] = field(default_factory=list)
     heads: list[float] = field(default_factory=list)
-    cached: list[float] = field(default_factory=list)  # heads again, same boxes
+    cached: list[float] = field(default_factory=list)
+    gflops: list[float] = field(default_factory=list)  # achieved by the trunk
 
-    def median(self, part: str) -> float:
-        values = getattr(self, part)
-        return statistics.median(values) if values else float("nan")
+
+def spread(values: list[float], digits: int = 1) -> str:
+    """'median (min-max)'."""
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 # --- data --------------------------------------------------------------------------------------
 
 
 def load_coco_samples(data: Path, count: int) -> list[Sample]:
-    """Images with at least four non-crowd objects, 480x640 ones first (the target's size);
-    the four largest ground-truth boxes of each."""
+    """Photos with at least four non-crowd objects, 480x640 ones first (the targets' size), by
+    id; the four largest ground-truth boxes of each."""
+    import cv2
+    import numpy as np
+
     annotations = json.loads((data / "annotations" / "instances_train2017.json").read_text())
     boxes_by_image: dict[int, list[list[float]]] = {}
     for ann in annotations["annotations"]:
@@ -90,263 +118,297 @@ def load_coco_samples(data: Path, count: int) -> list[Sample]:
 
 
 def load_skimage_samples(count: int) -> list[Sample]:
-    """Fallback without the shared data: scikit-image's sample photos, four fixed boxes each
-    (a centred box and three overlapping ones, as a user would draw around objects)."""
+    """Without the shared data: scikit-image's sample photos, four fixed boxes each."""
+    import numpy as np
     from skimage import data as skdata
 
     photos = [("astronaut", skdata.astronaut), ("coffee", skdata.coffee), ("chelsea", skdata.chelsea),
               ("rocket", skdata.rocket)]
+    fractions = [(0.2, 0.1, 0.8, 0.9), (0.05, 0.3, 0.45, 0.95), (0.5, 0.05, 0.95, 0.6), (0.3, 0.4, 0.7, 0.7)]
     samples = []
     for name, load in photos[:count]:
         image = np.ascontiguousarray(load()[..., :3])
         h, w = image.shape[:2]
-        fractions = [(0.2, 0.1, 0.8, 0.9), (0.05, 0.3, 0.45, 0.95), (0.5, 0.05, 0.95, 0.6), (0.3, 0.4, 0.7, 0.7)]
         boxes = np.array([[x0 * w, y0 * h, x1 * w, y1 * h] for x0, y0, x1, y1 in fractions], np.float32)
         samples.append(Sample(name, image, boxes))
     return samples
 
 
-# --- timing ------------------------------------------------------------------------------------
+# --- models ------------------------------------------------------------------------------------
 
 
-def make_timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
-    def timed(run: Callable[[], object]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return (time.perf_counter() - start) * 1000
+def hypercolumn(backbone: str, device) -> Contender:
+    """The bundled person model's layout with all three tasks (figure-ground, 3 parts, 17
+    keypoints), 5x5 grid, 50x50 output."""
+    from hcviewer.inference import HypercolumnPredictor
+    from hcviewer.modeling import build_person_model
 
-    return timed
-
-
-def bench_model(backbone: str) -> HypercolumnModel:
-    """The bundled person model's layout with all three tasks: 50x50 output, 5x5 grid."""
-    return build_person_model(backbone, grid_size=5, parts=("head", "torso", "legs"))
+    predictor = HypercolumnPredictor(build_person_model(backbone, grid_size=5, parts=("head", "torso", "legs")),
+                                     device=device)
+    return Contender(f"hypercolumn {backbone}", lambda s: predictor.set_image(s.image),
+                     lambda s: predictor.predict(s.boxes))
 
 
-def bench_hypercolumn(backbone: str, samples: list[Sample], repeats: int, device: torch.device, timed) -> Timing:
-    predictor = HypercolumnPredictor(bench_model(backbone), device=device)
-    predictor.set_image(samples[0].image)  # warm-up: allocator, oneDNN/cuDNN kernel choice
-    predictor.predict(samples[0].boxes)
-    timing = Timing()
-    for _ in range(repeats):
-        for sample in samples:
-            timing.trunk.append(timed(lambda: predictor.set_image(sample.image)))
-            timing.heads.append(timed(lambda: predictor.predict(sample.boxes)))
-            timing.cached.append(timed(lambda: predictor.predict(sample.boxes)))
-    return timing
+def bare_mobilenet(device) -> Contender:
+    import torch
+    import torchvision
+    from torch.fx.experimental.optimization import fuse
 
+    from hcviewer.modeling import HypercolumnConfig
+    from hcviewer.modeling.preprocess import resize_for_model
 
-def bench_bare_mobilenet(samples: list[Sample], repeats: int, device: torch.device, timed) -> Timing:
-    """torchvision's MobileNetV2 forward (with its classifier) on the same normalised input
-    the predictor's trunk sees: the reference for the 1.1x target."""
-    model = torchvision.models.mobilenet_v2(weights=None).eval().to(device)
-    config = bench_model("mobilenet_v2").config
+    config = HypercolumnConfig()
+    model = fuse(torchvision.models.mobilenet_v2(weights=None).eval()).to(device, memory_format=torch.channels_last)
     mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
 
-    def forward(image: np.ndarray) -> None:
-        scale = min(1.0, config.max_image_side / max(image.shape[:2]))
-        if scale < 1.0:
-            image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                               interpolation=cv2.INTER_AREA)
-        tensor = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div_(255)
+    def forward(sample: Sample) -> None:  # what HypercolumnPredictor.set_image does, then the network
+        resized, _ = resize_for_model(sample.image, config.max_image_side)
+        tensor = torch.from_numpy(resized).to(device).permute(2, 0, 1)[None].float().div_(255)
         with torch.inference_mode():
-            model((tensor - mean) / std)
+            model(((tensor - mean) / std).contiguous(memory_format=torch.channels_last))
 
-    forward(samples[0].image)
-    timing = Timing()
-    for _ in range(repeats):
-        for sample in samples:
-            timing.trunk.append(timed(lambda: forward(sample.image)))
-    return timing
+    return Contender(BARE, forward)
 
 
-def bench_mask_rcnn(samples: list[Sample], repeats: int, device: torch.device, timed) -> Timing:
-    """Mask R-CNN (ResNet-50-FPN) predicting masks for given boxes: the boxes replace the RPN's
-    proposals and go straight to the mask branch (RoIAlign 14x14, mask head, 28x28 predictor)."""
+def mask_rcnn(device) -> Contender:
+    """Mask R-CNN (ResNet-50-FPN, torchvision's eager model) predicting masks for given boxes:
+    the boxes replace the RPN's proposals and go straight to the mask branch."""
+    import torch
+    import torchvision
     from torchvision.models.detection.roi_heads import maskrcnn_inference
 
-    model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
-    model = model.eval().to(device)
+    model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval().to(device)
     state: dict[str, object] = {}
 
-    def trunk(image: np.ndarray) -> None:
-        tensor = torch.from_numpy(image).to(device).permute(2, 0, 1).float().div_(255)
+    def trunk(sample: Sample) -> None:
+        tensor = torch.from_numpy(sample.image).to(device).permute(2, 0, 1).float().div_(255)
         with torch.inference_mode():
             images, _ = model.transform([tensor])
             state["features"] = model.backbone(images.tensors)
         state["image_sizes"] = images.image_sizes
-        state["scale"] = images.image_sizes[0][0] / image.shape[0]
-
-    def heads(boxes: np.ndarray) -> None:
-        with torch.inference_mode():
-            proposals = [torch.from_numpy(boxes).to(device) * state["scale"]]
-            pooled = model.roi_heads.mask_roi_pool(state["features"], proposals, state["image_sizes"])
-            mask_logits = model.roi_heads.mask_predictor(model.roi_heads.mask_head(pooled))
-            labels = [torch.ones(len(boxes), dtype=torch.int64, device=device)]
-            maskrcnn_inference(mask_logits, labels)[0].cpu()
-
-    trunk(samples[0].image)
-    heads(samples[0].boxes)
-    timing = Timing()
-    for _ in range(repeats):
-        for sample in samples:
-            timing.trunk.append(timed(lambda: trunk(sample.image)))
-            timing.heads.append(timed(lambda: heads(sample.boxes)))
-            timing.cached.append(timed(lambda: heads(sample.boxes)))
-    return timing
-
-
-def bench_sam(samples: list[Sample], repeats: int, device: torch.device, timed) -> Timing:
-    """Segment Anything ViT-B: set_image (1024x1024 image encoder), then the boxes as prompts.
-    No warm-up run: one encoder pass costs tens of seconds on a CPU."""
-    from segment_anything import SamPredictor, sam_model_registry
-
-    sam = sam_model_registry["vit_b"]().eval().to(device)  # no checkpoint: random init
-    predictor = SamPredictor(sam)
+        state["scale"] = images.image_sizes[0][0] / sample.image.shape[0]
 
     def heads(sample: Sample) -> None:
-        boxes = torch.from_numpy(sample.boxes).to(device)
-        boxes = predictor.transform.apply_boxes_torch(boxes, sample.image.shape[:2])
         with torch.inference_mode():
-            masks, _, _ = predictor.predict_torch(None, None, boxes=boxes, multimask_output=False)
-        masks.cpu()
+            proposals = [torch.from_numpy(sample.boxes).to(device) * state["scale"]]
+            pooled = model.roi_heads.mask_roi_pool(state["features"], proposals, state["image_sizes"])
+            logits = model.roi_heads.mask_predictor(model.roi_heads.mask_head(pooled))
+            maskrcnn_inference(logits, [torch.ones(len(sample.boxes), dtype=torch.int64, device=device)])[0].cpu()
 
-    timing = Timing()
+    return Contender("Mask R-CNN R50-FPN, given boxes", trunk, heads)
+
+
+def sam(device) -> Contender | None:
+    """Segment Anything ViT-B (``segment-anything``, if installed): set_image, boxes as prompts."""
+    try:
+        from segment_anything import SamPredictor, sam_model_registry
+    except ImportError:
+        return None
+    import torch
+
+    predictor = SamPredictor(sam_model_registry["vit_b"]().eval().to(device))  # random init
+
+    def trunk(sample: Sample) -> None:
+        with torch.inference_mode():
+            predictor.set_image(sample.image)
+
+    def heads(sample: Sample) -> None:
+        boxes = predictor.transform.apply_boxes_torch(torch.from_numpy(sample.boxes).to(device), sample.image.shape[:2])
+        with torch.inference_mode():
+            predictor.predict_torch(None, None, boxes=boxes, multimask_output=False)[0].cpu()
+
+    return Contender("SAM ViT-B, boxes as prompts", trunk, heads)
+
+
+def count_trunk_flops(contender: Contender, samples: list[Sample]) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for sample in samples:
+        with FlopCounterMode(display=False) as counter:
+            contender.trunk(sample)
+        contender.flops[sample.name] = float(counter.get_total_flops())
+
+
+def matmul_gflops(device, size: int = 2048, repeats: int = 3) -> float:
+    """Best of a few float32 [size, size] @ [size, size] products, in GFLOP/s."""
+    import torch
+
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = float("inf")
     for _ in range(repeats):
+        seconds = timed_ms(device, lambda: a @ b) / 1000
+        best = min(best, seconds)
+    return 2 * size**3 / best / 1e9
+
+
+def timed_ms(device, run: Callable[[], object]) -> float:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1000
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def busy_neighbours(count: int):
+    """``count`` processes of ``yes > /dev/null`` for the duration (none for 0)."""
+    neighbours = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for process in neighbours:
+            process.terminate()
+            process.wait()
+
+
+def run_interleaved(contenders: list[Contender], samples: list[Sample], rounds: int, device) -> tuple[dict, list[float]]:
+    """Timings per contender and the matmul GFLOP/s, one measurement per (round, photo)."""
+    timings = {c.name: Timing() for c in contenders}
+    matmul = []
+    step = 0
+    for _ in range(rounds):
         for sample in samples:
-            with torch.inference_mode():
-                timing.trunk.append(timed(lambda: predictor.set_image(sample.image)))
-            timing.heads.append(timed(lambda: heads(sample)))
-            timing.cached.append(timed(lambda: heads(sample)))
-    return timing
+            matmul.append(matmul_gflops(device))
+            order = contenders[step % len(contenders):] + contenders[:step % len(contenders)]
+            step += 1
+            for contender in order:
+                timing = timings[contender.name]
+                ms = timed_ms(device, lambda: contender.trunk(sample))
+                timing.trunk.append(ms)
+                if contender.flops:
+                    timing.gflops.append(contender.flops[sample.name] / ms / 1e6)
+                if contender.heads is not None:
+                    timing.heads.append(timed_ms(device, lambda: contender.heads(sample)))
+                    timing.cached.append(timed_ms(device, lambda: contender.heads(sample)))
+    return timings, matmul
 
 
-# --- report ------------------------------------------------------------------------------------
+def new_image(timing: Timing) -> list[float]:
+    """Trunk + heads per (round, photo), ms."""
+    return [t + h for t, h in zip(timing.trunk, timing.heads)] if timing.heads else list(timing.trunk)
 
 
-def machine_description(device: torch.device) -> str:
+def report(title: str, timings: dict[str, Timing], matmul: list[float], loads: tuple) -> str:
+    bare = statistics.median(timings[BARE].trunk) if BARE in timings else float("nan")
+    lines = [f"### {title}", "",
+             f"Load average (1 min) {loads[0]:.2f} at the start, {loads[1]:.2f} at the end. "
+             f"2048 x 2048 float32 matmul: {spread(matmul)} GFLOP/s.", "",
+             "| model | trunk (ms) | trunk GFLOP/s | heads, 4 boxes (ms) | same boxes again (ms) "
+             "| new image + 4 boxes (ms) | / fair bare trunk |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, t in timings.items():
+        total = new_image(t)
+        lines.append(f"| {name} | {spread(t.trunk)} | {spread(t.gflops)} | {spread(t.heads)} | {spread(t.cached)} "
+                     f"| {spread(total)} | {statistics.median(total) / bare:.2f} |")
+    if HYPERCOLUMN in timings and BARE in timings:
+        ours = timings[HYPERCOLUMN]
+        ratio = statistics.median(new_image(ours)) / bare
+        cached = statistics.median(ours.cached)
+        lines += ["", "| target (mobilenet_v2) | goal | measured | met |", "| --- | --- | --- | --- |",
+                  f"| new image + 4 boxes / fair bare trunk | <= {TARGET_TRUNK_RATIO} | {ratio:.2f} "
+                  f"| {'yes' if ratio <= TARGET_TRUNK_RATIO else 'NO'} |",
+                  f"| same 4 boxes from the cache | <= {TARGET_CACHED_MS:.0f} ms | {cached:.1f} ms "
+                  f"| {'yes' if cached <= TARGET_CACHED_MS else 'NO'} |"]
+    return "\n".join(lines)
+
+
+def machine_description(device, threads) -> str:
+    import torch
+
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}"
-
-
-def markdown_table(results: dict[str, Timing], reference: str) -> str:
-    ref = results[reference]
-    ref_total = ref.median("trunk") + ref.median("heads")
-    lines = [
-        "| model | trunk per image (ms) | heads, 4 boxes (ms) | heads per box (ms) | same boxes again (ms) "
-        f"| new image + 4 boxes (ms) | x {reference} |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, timing in results.items():
-        trunk, heads = timing.median("trunk"), timing.median("heads")
-        total = trunk + heads if timing.heads else trunk
-        cells = [
-            name, f"{trunk:.1f}",
-            f"{heads:.1f}" if timing.heads else "-",
-            f"{heads / BOXES_PER_IMAGE:.2f}" if timing.heads else "-",
-            f"{timing.median('cached'):.1f}" if timing.cached else "-",
-            f"{total:.1f}", f"{total / ref_total:.2f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def targets_table(ours: Timing, bare: Timing) -> str:
-    new_image = ours.median("trunk") + ours.median("heads")
-    ratio = new_image / bare.median("trunk")
-    rows = [
-        ("new image + 4 boxes", f"<= {TARGET_NEW_IMAGE_MS:.0f} ms", f"{new_image:.1f} ms", new_image <= TARGET_NEW_IMAGE_MS),
-        ("same 4 boxes from the cache", f"<= {TARGET_CACHED_MS:.0f} ms", f"{ours.median('cached'):.1f} ms",
-         ours.median("cached") <= TARGET_CACHED_MS),
-        ("predictor (new image + 4 boxes) / bare torchvision mobilenet_v2 forward", f"<= {TARGET_TRUNK_RATIO}",
-         f"{ratio:.2f} ({bare.median('trunk'):.1f} ms bare)", ratio <= TARGET_TRUNK_RATIO),
-    ]
-    lines = ["| target (mobilenet_v2) | goal | measured | met |", "| --- | --- | --- | --- |"]
-    lines += [f"| {what} | {goal} | {measured} | {'yes' if met else 'NO'} |" for what, goal, measured, met in rows]
-    return "\n".join(lines)
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), model)
+    return (f"{model}, {os.cpu_count()} CPUs, {threads.describe()}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="a COCO folder (annotations/instances_train2017.json, train2017/); "
                              "scikit-image's sample photos when it does not exist")
-    parser.add_argument("--images", type=int, default=4, help="photos to use (default 4)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="repeats per image for the hypercolumn models (default 10, --quick 3)")
-    parser.add_argument("--sam-images", type=int, default=1,
-                        help="photos for SAM, whose encoder takes tens of seconds on a CPU (default 1)")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke run")
+    parser.add_argument("--images", type=int, default=4, help="photos (default 4)")
+    parser.add_argument("--rounds", type=int, default=5, help="passes over the photos (default 5)")
+    parser.add_argument("--quick", action="store_true", help="2 photos, 1 round: a smoke run")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--busy", action="store_true", help="with two 'yes > /dev/null' neighbours")
+    mode.add_argument("--both", action="store_true", help="idle, then busy, and their ratio")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--backbones", nargs="+", default=["mobilenet_v2", "vgg16", "alexnet"],
-                        choices=sorted(BACKBONES))
-    parser.add_argument("--skip", nargs="*", default=[], choices=["maskrcnn", "sam"],
-                        help="comparison models to leave out")
-    return parser.parse_args(argv)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the app's policy)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["vgg16", "alexnet", "maskrcnn", "sam"],
+                        help="models to leave out")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.rounds = 2, 1
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from hcviewer.threads import apply_thread_policy
+
+    threads = apply_thread_policy(args.threads)  # before torch loads, as the app does
+    import torch
+
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda was given but no usable GPU was found")
-    repeats = args.repeats or (3 if args.quick else 10)
-    heavy_repeats = 1 if args.quick else 3
     if (args.data / "annotations" / "instances_train2017.json").is_file():
         samples = load_coco_samples(args.data, args.images)
-        source = f"{args.data} ({len(samples)} photos, their {BOXES_PER_IMAGE} largest ground-truth boxes)"
+        source = f"{args.data.name} ({len(samples)} photos, their {BOXES_PER_IMAGE} largest ground-truth boxes)"
     else:
         samples = load_skimage_samples(args.images)
         source = f"scikit-image sample photos ({len(samples)}; {args.data} not found)"
-    sizes = sorted({f"{s.image.shape[0]}x{s.image.shape[1]}" for s in samples})
-    print(f"# machine: {machine_description(device)}", file=sys.stderr)
-    print(f"# data: {source}; sizes (HxW) {', '.join(sizes)}", file=sys.stderr)
-
-    timed = make_timer(device)
-    results: dict[str, Timing] = {}
     torch.manual_seed(0)
-    for backbone in args.backbones:
-        print(f"# hypercolumn {backbone} ...", file=sys.stderr)
-        results[f"hypercolumn {backbone}"] = bench_hypercolumn(backbone, samples, repeats, device, timed)
-    print("# bare torchvision mobilenet_v2 ...", file=sys.stderr)
-    results["torchvision mobilenet_v2 forward (no heads)"] = bench_bare_mobilenet(samples, repeats, device, timed)
+    contenders = [hypercolumn("mobilenet_v2", device), bare_mobilenet(device)]
+    contenders += [hypercolumn(b, device) for b in ("vgg16", "alexnet") if b not in args.skip]
     if "maskrcnn" not in args.skip:
-        print("# Mask R-CNN ...", file=sys.stderr)
-        results["Mask R-CNN R50-FPN, given boxes"] = bench_mask_rcnn(samples, heavy_repeats, device, timed)
+        contenders.append(mask_rcnn(device))
+    notes = []
     if "sam" not in args.skip:
-        print("# SAM ViT-B ...", file=sys.stderr)
-        results["SAM ViT-B, boxes as prompts"] = bench_sam(samples[: args.sam_images], 1, device, timed)
-
-    print(f"\nMachine: {machine_description(device)}  ")
-    print(f"Data: {source}; image sizes (HxW): {', '.join(sizes)}  ")
-    repeat_notes = [f"hypercolumn and bare trunk {repeats}"]
-    if "maskrcnn" not in args.skip:
-        repeat_notes.append(f"Mask R-CNN {heavy_repeats}")
-    if "sam" not in args.skip:
-        repeat_notes.append(f"SAM 1 on {min(args.sam_images, len(samples))} photo(s)")
-    print(f"Repeats per image: {', '.join(repeat_notes)}. Medians; random weights.\n")
-    reference = "hypercolumn mobilenet_v2"
-    print(markdown_table(results, reference if reference in results else next(iter(results))))
-    if reference in results:
+        peer = sam(device)
+        if peer is None:
+            notes.append("SAM: segment-anything is not installed, left out.")
+        else:
+            contenders.append(peer)
+    for contender in contenders:  # warm-up (allocator, oneDNN kernel choice), then FLOPs
+        contender.trunk(samples[0])
+        if contender.heads is not None:
+            contender.heads(samples[0])
+        count_trunk_flops(contender, samples)
+    sizes = sorted({f"{s.image.shape[0]}x{s.image.shape[1]}" for s in samples})
+    print(f"Machine: {machine_description(device, threads)}  ")
+    print(f"Data: {source}; sizes (HxW) {', '.join(sizes)}; {args.rounds} rounds, models interleaved "
+          f"photo by photo; medians (min-max) over rounds x photos; random weights.  ")
+    for note in notes:
+        print(note + "  ")
+    modes = [("idle", 0), ("busy: two 'yes > /dev/null' neighbours", 2)] if args.both else \
+        [("busy: two 'yes > /dev/null' neighbours", 2)] if args.busy else [("idle", 0)]
+    results = {}
+    for title, neighbours in modes:
+        with busy_neighbours(neighbours):
+            start_load = os.getloadavg()[0]
+            timings, matmul = run_interleaved(contenders, samples, args.rounds, device)
+            loads = (start_load, os.getloadavg()[0])
+        results[title] = timings
         print()
-        print(targets_table(results[reference], results["torchvision mobilenet_v2 forward (no heads)"]))
+        print(report(title, timings, matmul, loads))
+    if args.both:
+        idle, busy = (statistics.median(new_image(r[HYPERCOLUMN])) for r in results.values())
+        ratio = busy / idle
+        print(f"\nhypercolumn mobilenet_v2, new image + 4 boxes: busy / idle = {busy:.1f} / {idle:.1f} ms = "
+              f"{ratio:.2f} (target <= {TARGET_BUSY_RATIO}: {'yes' if ratio <= TARGET_BUSY_RATIO else 'NO'})")
     return 0
 
 
