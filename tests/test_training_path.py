@@ -65,10 +65,11 @@ def test_sampling_matrices_equal_roi_align_then_bilinear_resize(roi_size: int, o
     expected = roi_align(features, rois, roi_size, 0.25, 2, True)
     if output_size != roi_size:
         expected = F.interpolate(expected, size=(output_size, output_size), mode="bilinear", align_corners=False)
-    weights_y, weights_x = box_axis_weights(rois, (30, 23), 0.25, roi_size, output_size)
-    sampled = sample_boxes(features, rois[:, 0].long(), weights_y, weights_x).permute(0, 3, 1, 2)
+    weights_y, weights_x = box_axis_weights(rois, [(30, 23), (30, 23)], 0.25, roi_size, output_size)
+    maps = list(features.unbind(0))
+    sampled = sample_boxes(maps, rois[:, 0].long(), weights_y, weights_x).permute(0, 3, 1, 2)
     torch.testing.assert_close(sampled, expected, rtol=1e-12, atol=1e-12)
-    pixel_major = sample_boxes(features, rois[:, 0].long(), weights_y, weights_x, pixel_major=True)
+    pixel_major = sample_boxes(maps, rois[:, 0].long(), weights_y, weights_x, pixel_major=True)
     torch.testing.assert_close(pixel_major, expected.flatten(2).permute(2, 0, 1), rtol=1e-12, atol=1e-12)
     grad = torch.randn_like(expected)
     (expected_grad,) = torch.autograd.grad(expected, features, grad)
@@ -104,6 +105,37 @@ def test_training_forward_and_gradients_equal_the_inference_formulation() -> Non
         torch.testing.assert_close(training_grads[name], grad, rtol=1e-5, atol=1e-8 * scale)
 
 
+def test_images_of_different_sizes_are_cut_from_their_own_maps() -> None:
+    """Each image's own map (no padding): the same as roi_align on that image alone."""
+    torch.manual_seed(0)
+    maps = [torch.randn(4, 13, 9, dtype=torch.float64), torch.randn(4, 6, 17, dtype=torch.float64)]
+    rois = torch.tensor([[1, -3.0, 2.0, 70.0, 30.0], [0, 5.0, 1.0, 30.0, 50.0], [1, 40.0, 10.0, 60.0, 20.0],
+                         [0, 0.0, 0.0, 36.0, 52.0]], dtype=torch.float64)
+    weights_y, weights_x = box_axis_weights(rois, [m.shape[1:] for m in maps], 0.25, 7, 11)
+    sampled = sample_boxes(maps, rois[:, 0].long(), weights_y, weights_x).permute(0, 3, 1, 2)
+    for n, roi in enumerate(rois):
+        alone = roi_align(maps[int(roi[0])][None], torch.cat([torch.zeros(1), roi[1:]])[None].double(), 7, 0.25, 2, True)
+        expected = F.interpolate(alone, size=(11, 11), mode="bilinear", align_corners=False)[0]
+        torch.testing.assert_close(sampled[n], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_trunk_on_each_image_equals_the_model_on_that_image_alone() -> None:
+    model = _frozen_model()
+    images = torch.zeros(2, 3, 112, 160, dtype=torch.float64)
+    images[0, :, :96, :160] = torch.randn(3, 96, 160, dtype=torch.float64)
+    images[1, :, :112, :128] = torch.randn(3, 112, 128, dtype=torch.float64)
+    rois = ROIS.clone()
+    logits = model(images, rois, image_sizes=[(96, 160), (112, 128)])
+    for i, (h, w) in enumerate([(96, 160), (112, 128)]):
+        mine = rois[:, 0] == i
+        alone = rois[mine].clone()
+        alone[:, 0] = 0
+        with torch.no_grad():
+            expected = model.forward_boxes(model.backbone.body(images[i:i + 1, :, :h, :w]), alone).logits
+        for task in model.tasks:
+            torch.testing.assert_close(logits[task][mine].detach(), expected[task], rtol=1e-6, atol=1e-6)
+
+
 def test_class_specific_heads_train_the_same_way() -> None:
     """Class-specific heads evaluate every tap in the scores order (from roi_align features)."""
     model = _frozen_model(class_names=("person", "dog", "cat"), class_specific=True)
@@ -122,8 +154,8 @@ def test_box_level_vector_is_computed_after_the_conv_on_the_whole_map() -> None:
     assert top.is_affine_before_activation()
     spec = model.backbone.tap_specs["top"]
     feature_map = torch.randn(2, 320, 4, 5, dtype=torch.float64)
-    weights_y, weights_x = box_axis_weights(ROIS, (4, 5), 1 / spec.stride, spec.roi_size, spec.roi_size)
-    sampled = top.forward_sampled(feature_map, lambda m: sample_boxes(m, ROIS[:, 0].long(), weights_y, weights_x))
+    weights_y, weights_x = box_axis_weights(ROIS, [(4, 5), (4, 5)], 1 / spec.stride, spec.roi_size, spec.roi_size)
+    sampled = top.forward_sampled(list(feature_map), lambda m: sample_boxes(m, ROIS[:, 0].long(), weights_y, weights_x))
     expected = top(roi_align(feature_map, ROIS, spec.roi_size, 1 / spec.stride, 2, True))
     torch.testing.assert_close(sampled, expected, rtol=1e-10, atol=1e-10)
     top.head[1].train()  # batch statistics: no longer an affine map, the box path is kept

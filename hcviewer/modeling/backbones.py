@@ -29,6 +29,10 @@ from hcviewer.modeling.box_sampling import box_axis_weights, sample_boxes
 # other threads may build one (the app's worker) holds it around its forward calls.
 FX_TRACE_LOCK = threading.RLock()
 
+# Trunk feature maps by graph node: one [B, C, H, W] tensor (a batch), or each image's own
+# [C, H_i, W_i] map (``Backbone.forward_each``).
+TrunkFeatures = dict[str, "torch.Tensor | list[torch.Tensor]"]
+
 
 @dataclass(frozen=True)
 class TapSpec:
@@ -156,9 +160,10 @@ class AveragePoolTop(nn.Module):
         return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1
                 and isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None)
 
-    def forward_sampled(self, feature_map: torch.Tensor, sample: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """``forward(cut(feature_map))`` for a linear box cut ``sample`` ([B, C, H, W] ->
-        [K, R, R, C]) with the 1x1 conv applied to the whole map first: the conv's linear part
+    def forward_sampled(self, maps: list[torch.Tensor],
+                        sample: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+        """``forward(cut(maps))`` for a linear box cut ``sample`` (each image's map [C, H, W] ->
+        [K, R, R, C]) with the 1x1 conv applied to the whole maps first: the conv's linear part
         commutes with any linear cut, and its bias and the batch norm shift are added after the
         cut. One conv over the image's few positions instead of one per box and bin (28x fewer
         multiply-adds with 160 boxes at 7 x 7). Needs ``is_affine_before_activation()``.
@@ -168,7 +173,8 @@ class AveragePoolTop(nn.Module):
         shift = norm.bias - norm.running_mean * scale
         if conv.bias is not None:
             shift = shift + conv.bias * scale
-        mapped = F.conv2d(feature_map, conv.weight * scale[:, None, None, None])  # [B, D, H, W]
+        weight = conv.weight * scale[:, None, None, None]
+        mapped = [F.conv2d(m[None], weight)[0] for m in maps]  # each [D, H, W]
         return activation(sample(mapped) + shift).mean(dim=(1, 2))
 
 
@@ -264,26 +270,27 @@ class Backbone(nn.Module):
             object.__setattr__(self, "_folded", fold_batch_norm(self.body))
         return self.__dict__["_folded"]
 
-    def tap_box_features(
-        self, features: dict[str, torch.Tensor], rois: torch.Tensor, tap: str
-    ) -> torch.Tensor:
+    def tap_box_features(self, features: TrunkFeatures, rois: torch.Tensor, tap: str) -> torch.Tensor:
         """Cut one tap's features for each box.
 
-        rois [K, 5] = (batch index, x0, y0, x1, y1) in input-image pixels.
+        rois [K, 5] = (batch index, x0, y0, x1, y1) in input-image pixels. ``features``: per
+        node, one [B, C, H, W] map (roi_align) or each image's own map (``forward_each``; cut by
+        sampling matrices, which give roi_align's values).
         Returns [K, C, R, R] for conv taps and [K, D, 1, 1] for the box-level tap.
         """
         t = self.tap_specs[tap]
-        pooled = _torchvision().ops.roi_align(
-            features[t.node], rois, output_size=t.roi_size, spatial_scale=1.0 / t.stride,
-            sampling_ratio=2, aligned=True,
-        )
+        maps = features[t.node]
+        if isinstance(maps, torch.Tensor):
+            pooled = _torchvision().ops.roi_align(maps, rois, output_size=t.roi_size, spatial_scale=1.0 / t.stride,
+                                                  sampling_ratio=2, aligned=True)
+        else:
+            pooled = self._sample(maps, rois, t, t.roi_size).permute(0, 3, 1, 2)
         if not t.box_level:
             return pooled
         assert self.box_top is not None
         return self.box_top(pooled)[:, :, None, None]
 
-    def sample_tap(self, features: dict[str, torch.Tensor], rois: torch.Tensor, tap: str,
-                   output_size: int) -> torch.Tensor:
+    def sample_tap(self, features: TrunkFeatures, rois: torch.Tensor, tap: str, output_size: int) -> torch.Tensor:
         """``tap_box_features`` by separable sampling matrices (``box_sampling``), whose backward
         is a few matrix products (training). Same values up to float rounding; fastest with
         rois sorted by ``size_order``.
@@ -292,19 +299,29 @@ class Backbone(nn.Module):
         [S*S, K, C]. The box-level tap: [K, D, 1, 1].
         """
         t = self.tap_specs[tap]
-        feature_map = features[t.node]
-        size = t.roi_size if t.box_level else output_size
-        weights_y, weights_x = box_axis_weights(rois, feature_map.shape[2:], 1.0 / t.stride, t.roi_size, size)
-
-        def sample(feature_map: torch.Tensor) -> torch.Tensor:
-            return sample_boxes(feature_map, rois[:, 0].long(), weights_y, weights_x)
-
+        maps = features[t.node]
+        maps = list(maps.unbind(0)) if isinstance(maps, torch.Tensor) else maps
         if not t.box_level:
-            return sample_boxes(feature_map, rois[:, 0].long(), weights_y, weights_x, pixel_major=True)
+            return self._sample(maps, rois, t, output_size, pixel_major=True)
         if isinstance(self.box_top, AveragePoolTop) and self.box_top.is_affine_before_activation():
-            return self.box_top.forward_sampled(feature_map, sample)[:, :, None, None]
+            pooled = self.box_top.forward_sampled(maps, lambda mapped: self._sample(mapped, rois, t, t.roi_size))
+            return pooled[:, :, None, None]
         return self.tap_box_features(features, rois, tap)
 
+    @staticmethod
+    def _sample(maps: list[torch.Tensor], rois: torch.Tensor, t: TapSpec, size: int,
+                pixel_major: bool = False) -> torch.Tensor:
+        """Each box cut from its image's map [C, H_i, W_i] at ``t.roi_size`` (roi_align), resized
+        to ``size``: [K, S, S, C], or [S*S, K, C] with ``pixel_major``."""
+        weights_y, weights_x = box_axis_weights(rois, [m.shape[1:] for m in maps], 1.0 / t.stride, t.roi_size, size)
+        return sample_boxes(maps, rois[:, 0], weights_y, weights_x, pixel_major)
+
+    def forward_each(self, images: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """Each image [3, H_i, W_i] on its own (no padding to a common size): {node: per image
+        [C, H_i/s, W_i/s]}. The maps the predictor computes for one image, and cheaper than a
+        padded batch of images of different shapes."""
+        per_image = [self(image[None]) for image in images]
+        return {node: [f[node][0] for f in per_image] for node in per_image[0]}
 
 class ConvBatchNorm(nn.Module):
     """A convolution and the batch norm after it (running statistics) as one convolution with

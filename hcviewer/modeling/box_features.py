@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 import torch
 import torch.nn.functional as F
 
-from hcviewer.modeling.backbones import Backbone
+from hcviewer.modeling.backbones import Backbone, TrunkFeatures
 
 
 class BoxTapFeatures(Mapping[str, torch.Tensor]):
@@ -24,7 +24,7 @@ class BoxTapFeatures(Mapping[str, torch.Tensor]):
     the same up to float rounding.
     """
 
-    def __init__(self, backbone: Backbone | None, features: dict[str, torch.Tensor], rois: torch.Tensor,
+    def __init__(self, backbone: Backbone | None, features: TrunkFeatures, rois: torch.Tensor,
                  taps: tuple[str, ...], output_size: int, sampled: bool = False) -> None:
         self._backbone = backbone
         self._features = features

@@ -24,26 +24,29 @@ GROUP_SIZE = 32
 
 
 def roi_align_axis_weights(
-    start: torch.Tensor, extent: torch.Tensor, bins: int, length: int, sampling_ratio: int
+    start: torch.Tensor, extent: torch.Tensor, bins: int, length: torch.Tensor, sampling_ratio: int
 ) -> torch.Tensor:
     """One axis of torchvision's roi_align (CPU kernel's ``bilinear_interpolate``).
 
-    start, extent [N] in feature pixels (``aligned=True``: start already shifted by -0.5).
-    Returns [N, bins, length] float64: each bin's average of its samples' interpolation weights.
+    start, extent [N] in feature pixels (``aligned=True``: start already shifted by -0.5);
+    length [N] the feature map's size along this axis (boxes of different images may differ).
+    Returns [N, bins, max(length)] float64: each bin's average of its samples' interpolation
+    weights (zero past a box's own map).
     """
     bin_size = extent / bins
     offsets = torch.arange(bins, dtype=torch.float64)[:, None] + (
         torch.arange(sampling_ratio, dtype=torch.float64)[None, :] + 0.5) / sampling_ratio
     position = start[:, None, None] + bin_size[:, None, None] * offsets[None]  # [N, bins, samples]
-    inside = ((position >= -1.0) & (position <= length)).to(torch.float64)
+    size = length.to(torch.float64)[:, None, None]
+    inside = ((position >= -1.0) & (position <= size)).to(torch.float64)
     position = position.clamp(min=0.0)
     low = position.floor()
-    at_end = low >= length - 1
-    low = torch.where(at_end, torch.full_like(low, length - 1), low)
+    at_end = low >= size - 1
+    low = torch.where(at_end, size - 1, low)
     frac = torch.where(at_end, torch.zeros_like(position), position - low)
     high = torch.where(at_end, low, low + 1)
     share = inside / sampling_ratio
-    weights = torch.zeros(start.shape[0], bins, length, dtype=torch.float64)
+    weights = torch.zeros(start.shape[0], bins, int(length.max()) if len(length) else 1, dtype=torch.float64)
     weights.scatter_add_(2, low.long(), (1.0 - frac) * share)
     weights.scatter_add_(2, high.long(), frac * share)
     return weights
@@ -64,18 +67,20 @@ def resize_axis_weights(in_size: int, out_size: int) -> torch.Tensor:
 
 def box_axis_weights(
     rois: torch.Tensor,
-    feature_size: tuple[int, int],
+    feature_sizes: list[tuple[int, int]],
     spatial_scale: float,
     roi_size: int,
     output_size: int,
     sampling_ratio: int = 2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """rois [N, 5] (batch index, x0, y0, x1, y1) in input pixels -> (M_y [N, S, H], M_x [N, S, W])
-    in float64: roi_align at ``roi_size`` (aligned=True), then bilinear resizing to ``output_size``."""
-    h, w = feature_size
-    boxes = rois[:, 1:].detach().to("cpu", torch.float64) * spatial_scale - 0.5
+    """rois [N, 5] (batch index, x0, y0, x1, y1) in input pixels, ``feature_sizes`` the (H, W)
+    of each image's feature map -> (M_y [N, S, max H], M_x [N, S, max W]) in float64: roi_align
+    at ``roi_size`` (aligned=True), then bilinear resizing to ``output_size``."""
+    rois = rois.detach().to("cpu", torch.float64)
+    sizes = torch.tensor([tuple(size) for size in feature_sizes], dtype=torch.long).view(-1, 2)[rois[:, 0].long()]
+    boxes = rois[:, 1:] * spatial_scale - 0.5
     axes = []
-    for lo, hi, length in ((boxes[:, 1], boxes[:, 3], h), (boxes[:, 0], boxes[:, 2], w)):
+    for lo, hi, length in ((boxes[:, 1], boxes[:, 3], sizes[:, 0]), (boxes[:, 0], boxes[:, 2], sizes[:, 1])):
         weights = roi_align_axis_weights(lo, hi - lo, roi_size, length, sampling_ratio)
         if output_size != roi_size:
             weights = resize_axis_weights(roi_size, output_size) @ weights
@@ -83,27 +88,34 @@ def box_axis_weights(
     return axes[0], axes[1]
 
 
-def sample_boxes(features: torch.Tensor, batch_index: torch.Tensor, weights_y: torch.Tensor,
+def sample_boxes(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
                  weights_x: torch.Tensor, pixel_major: bool = False) -> torch.Tensor:
-    """Cut and resample boxes with per-axis weights: ``M_y[n] @ features[b_n] @ M_x[n]^T``.
+    """Cut and resample boxes with per-axis weights: ``M_y[n] @ maps[b_n] @ M_x[n]^T``.
 
-    features [B, C, H, W]; batch_index [N]; weights_y [N, S, H] and weights_x [N, S', W]
-    (``box_axis_weights``). Returns [N, S, S', C] (channels last), or with ``pixel_major``
-    [S*S', N, C]. Boxes are processed in consecutive groups of ``GROUP_SIZE``, each cropped to
-    its largest support: give boxes sorted by size (``size_order``) for the least padding.
+    maps: each image's feature map [C, H_i, W_i] (sizes may differ); batch_index [N];
+    weights_y [N, S, max H] and weights_x [N, S', max W] (``box_axis_weights``). Returns
+    [N, S, S', C] (channels last), or with ``pixel_major`` [S*S', N, C]. Boxes are processed in
+    consecutive groups of ``GROUP_SIZE``, each cropped to its largest support: give boxes sorted
+    by size (``size_order``) for the least padding.
     """
     n = batch_index.shape[0]
-    s, s2, c = weights_y.shape[1], weights_x.shape[1], features.shape[1]
+    s, s2, c = weights_y.shape[1], weights_x.shape[1], maps[0].shape[0]
     if n == 0:
-        return features.new_zeros(s * s2, 0, c) if pixel_major else features.new_zeros(0, s, s2, c)
+        return maps[0].new_zeros(s * s2, 0, c) if pixel_major else maps[0].new_zeros(0, s, s2, c)
+    # All images' pixels as one [sum of H_i * W_i, C] table (a no-op copy for channels-last maps).
+    table = torch.cat([m.permute(1, 2, 0).reshape(-1, c) for m in maps])
+    heights = torch.tensor([m.shape[1] for m in maps])
+    widths = torch.tensor([m.shape[2] for m in maps])
+    offsets = torch.cumsum(heights * widths, 0) - heights * widths
+    batch_index = batch_index.to("cpu").long()
     start_y, span_y = _supports(weights_y)
     start_x, span_x = _supports(weights_x)
-    features = features.permute(0, 2, 3, 1).contiguous()  # [B, H, W, C]; a no-op for channels-last maps
-    batch_index = batch_index.to("cpu")
     groups = []
     for lo in range(0, n, GROUP_SIZE):
         part = slice(lo, lo + GROUP_SIZE)
-        groups.append(_sample_group(features, batch_index[part], weights_y[part], weights_x[part],
+        image = batch_index[part]
+        pixel_of = _CropIndex(offsets[image], heights[image], widths[image], table.shape[0])
+        groups.append(_sample_group(table, pixel_of, weights_y[part], weights_x[part],
                                     start_y[part], int(span_y[part].max()),
                                     start_x[part], int(span_x[part].max())))
     if pixel_major:  # one copy: each group is written transposed into its columns
@@ -127,24 +139,37 @@ def _supports(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return first, span
 
 
-def _sample_group(features, batch_index, weights_y, weights_x, start_y, span_y, start_x, span_x):
-    g = batch_index.shape[0]
-    h, w = features.shape[1:3]
-    batch_index = batch_index.to(features.device)
-    # Crop windows of the group's common size, moved inside the map where a support is narrower.
-    top = torch.minimum(start_y, torch.tensor(h - span_y)).clamp(min=0)
-    left = torch.minimum(start_x, torch.tensor(w - span_x)).clamp(min=0)
+class _CropIndex:
+    """Rows of the pixel table for a group's crops: image offset, height and width per box."""
+
+    def __init__(self, offset: torch.Tensor, height: torch.Tensor, width: torch.Tensor, pixels: int) -> None:
+        self.offset, self.height, self.width, self.pixels = offset, height, width, pixels
+
+    def __call__(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """rows [G, a], cols [G, b] -> table rows [G, b, a] (x-major). Crop pixels past a box's
+        own map (a group's crop may be larger than a small image) have zero weight: any row of
+        the table serves."""
+        index = self.offset[:, None, None] + rows[:, None, :] * self.width[:, None, None] + cols[:, :, None]
+        return index.clamp(max=self.pixels - 1)
+
+
+def _sample_group(table, pixel_of, weights_y, weights_x, start_y, span_y, start_x, span_x):
+    g = weights_y.shape[0]
+    # Crop windows of the group's common size, moved inside each box's map where its support is
+    # narrower.
+    top = torch.minimum(start_y, pixel_of.height - span_y).clamp(min=0)
+    left = torch.minimum(start_x, pixel_of.width - span_x).clamp(min=0)
     rows = top[:, None] + torch.arange(span_y)  # [G, span_y]
     cols = left[:, None] + torch.arange(span_x)  # [G, span_x]
-    dtype, device = features.dtype, features.device
+    dtype, device = table.dtype, table.device
+    # (Rows and columns past a box's own map, where a group's crop is larger than its image,
+    # have weight zero: box_axis_weights.)
     my = weights_y.gather(2, rows[:, None, :].expand(-1, weights_y.shape[1], -1)).to(device, dtype)
     mx = weights_x.gather(2, cols[:, None, :].expand(-1, weights_x.shape[1], -1)).to(device, dtype)
-    rows, cols = rows.to(device), cols.to(device)
-    # [G, span_x, span_y, C] from channels-last features (each index copies C contiguous values):
-    # x-major, so that the x contraction is one batched matmul.
-    c = features.shape[-1]
-    pixel = (batch_index[:, None, None] * h + rows[:, None, :]) * w + cols[:, :, None]  # [G, span_x, span_y]
-    crops = features.reshape(-1, c).index_select(0, pixel.reshape(-1))
-    along_x = torch.bmm(mx, crops.reshape(g, span_x, span_y * c))  # [G, S', span_y * C]
+    c = table.shape[1]
+    # [G, span_x, span_y, C] (each index copies C contiguous values): x-major, so that the x
+    # contraction is one batched matmul.
+    crops = table.index_select(0, pixel_of(rows, cols).reshape(-1).to(device))
+    along_x = torch.bmm(mx, crops.view(g, span_x, span_y * c))  # [G, S', span_y * C]
     along_x = along_x.view(g, -1, span_y, c).transpose(1, 2).reshape(g, span_y, -1)  # [G, span_y, S' * C]
     return torch.bmm(my, along_x).view(g, my.shape[1], mx.shape[1], c)  # [G, S, S', C]
