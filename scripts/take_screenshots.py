@@ -6,7 +6,8 @@ Under a real X server (or Xvfb) the grabs include pop-up menus; with QT_QPA_PLAT
 they do not (the class menu shot then shows no menu). Writes brush_edit.png (a brush edit on an
 accepted mask), accepted_colors.png (one colour per object, with the legend), class_menu.png (Set
 class), shortcuts.png (Help > Keyboard shortcuts) and keypoint_threshold.png (the Min. keypoint
-score slider in use: the astronaut's keypoints above it, a rocket box without keypoints).
+score slider in use: the astronaut's keypoints above it, a rocket box without keypoints), main.png
+(the astronaut with parts and skeleton) and motorcycle.png (no person heads on a motorcycle).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hcviewer.app.menus import show_shortcuts
 from hcviewer.app.settings import AppSettings
 
 COFFEE = 2  # the demo's third photo: a cup and a spoon
+MOTORCYCLE = 3  # the demo's fourth photo: a motorcycle and a bench
 ASTRONAUT = 0  # the demo's first photo
 
 
@@ -115,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     save(window.shortcuts_dialog.grab(), args.out / "shortcuts.png")
     window.shortcuts_dialog.close()
     keypoint_threshold_shot(app, window, args.out / "keypoint_threshold.png")
+    main_view_shots(app, window, args.out)
     window.close()
-    print(f"wrote 5 screenshots to {args.out}")
+    print(f"wrote 7 screenshots to {args.out}")
     return 0
 
 
@@ -137,6 +140,22 @@ def keypoint_threshold_shot(app: QApplication, window: MainWindow, path: Path, t
     scroll.ensureWidgetVisible(window.display_panel.keypoint_score_label)
     settle(app, 1.0)
     save(window.grab(), path)
+
+
+def main_view_shots(app: QApplication, window: MainWindow, out: Path) -> None:
+    """main.png: the astronaut segmented with her part colour map and skeleton; motorcycle.png:
+    the motorcycle and bench segmented, with neither parts nor keypoints (person heads only)."""
+    state = window.state
+    for index, name in ((ASTRONAUT, "main.png"), (MOTORCYCLE, "motorcycle.png")):
+        window.files.show_image(index)
+        wait(app, lambda: state.image_index == index and state.image is not None and len(window.canvas.box_items) > 0)
+        window.segmentation.segment_all()
+        wait(app, lambda: len(state.views) == len(window.canvas.box_items))
+        first = min(window.canvas.box_items)
+        window.canvas.select_box(first)
+        wait(app, lambda: first in window.canvas.overlays and bool(state.views[first].contributions))
+        settle(app, 1.0)
+        save(window.grab(), out / name)
 
 
 if __name__ == "__main__":
