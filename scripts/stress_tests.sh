@@ -15,9 +15,10 @@ python=.venv/bin/python
 
 cores="$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)"
 load_pids=()
-stop_load() {
-    for pid in "${load_pids[@]}"; do kill "$pid" 2>/dev/null; done
-    wait "${load_pids[@]}" 2>/dev/null
+test_pid=""
+stop_load() {  # the load, and a test run still going when the script is interrupted
+    for pid in "${load_pids[@]}" $test_pid; do kill "$pid" 2>/dev/null; done
+    wait "${load_pids[@]}" $test_pid 2>/dev/null
 }
 trap stop_load EXIT
 trap 'exit 130' INT TERM
@@ -31,8 +32,11 @@ failed=0
 for run in $(seq "$runs"); do
     log="$(mktemp -t hcviewer-stress-XXXXXX.log)"
     start=$(date +%s)
-    QT_QPA_PLATFORM=offscreen "$python" -m pytest -q "$@" >"$log" 2>&1
+    QT_QPA_PLATFORM=offscreen "$python" -m pytest -q "$@" >"$log" 2>&1 &
+    test_pid=$!
+    wait "$test_pid"  # in the background: an INT or TERM reaches the trap at once
     status=$?
+    test_pid=""
     seconds=$(( $(date +%s) - start ))
     summary="$(tail -n 1 "$log")"
     if [ "$status" -eq 0 ]; then
