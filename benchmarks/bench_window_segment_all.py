@@ -25,17 +25,9 @@ from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from hcviewer.app.defaults import DEFAULT_CHECKPOINT  # noqa: E402
+from hcviewer.app.event_loop import run_until  # noqa: E402
 from hcviewer.app.main_window import MainWindow  # noqa: E402
 from hcviewer.app.settings import AppSettings  # noqa: E402
-
-
-def wait(app: QApplication, condition, timeout_s: float = 300) -> None:
-    end = time.perf_counter() + timeout_s
-    while not condition():
-        if time.perf_counter() > end:
-            raise TimeoutError("the window did not get there in time")
-        app.processEvents()
-        time.sleep(0.001)
 
 
 def measure(app: QApplication, window: MainWindow, boxes: int, rounds: int) -> np.ndarray:
@@ -49,7 +41,7 @@ def measure(app: QApplication, window: MainWindow, boxes: int, rounds: int) -> n
         x0, y0 = rng.uniform(0, w * 0.7), rng.uniform(0, h * 0.7)
         xyxy = np.array([x0, y0, x0 + rng.uniform(40, w * 0.3), y0 + rng.uniform(40, h * 0.3)])
         window.project.add_box(window.state.image_index, xyxy, "person")
-    wait(app, lambda: len(window.canvas.box_items) == boxes)
+    run_until(app, lambda: len(window.canvas.box_items) == boxes)
     ticks: list[float] = []
     heartbeat = QTimer()
     heartbeat.setInterval(5)
@@ -59,7 +51,7 @@ def measure(app: QApplication, window: MainWindow, boxes: int, rounds: int) -> n
         window.state.views.clear()  # forget the results: the next round predicts and draws them again
         window.canvas.sync_boxes()
         window.segmentation.segment_all()
-        wait(app, lambda: len(window.state.views) == boxes and window.canvas.result_layer.key is not None)
+        run_until(app, lambda: len(window.state.views) == boxes and window.canvas.result_layer.key is not None)
     heartbeat.stop()
     return np.diff(ticks) * 1000
 
@@ -83,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     window.resize(1400, 900)
     window.show()
     window.files.open_demo()
-    wait(app, lambda: window.state.model_info is not None and window.state.image is not None)
+    run_until(app, lambda: window.state.model_info is not None and window.state.image is not None)
     print(f"checkpoint: {args.checkpoint.name}, device: {window.state.model_info.device}, "
           f"image {window.state.image.shape[1]}x{window.state.image.shape[0]}")
     for boxes in args.boxes:

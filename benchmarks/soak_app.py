@@ -38,6 +38,7 @@ from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from hcviewer.app.defaults import DEFAULT_CHECKPOINT  # noqa: E402
+from hcviewer.app.event_loop import run_until  # noqa: E402
 from hcviewer.app.gui_gc import dispose, install_gui_gc  # noqa: E402
 from hcviewer.app.main_window import MainWindow  # noqa: E402
 from hcviewer.app.settings import AppSettings  # noqa: E402
@@ -139,14 +140,8 @@ class Heartbeat:
         self._last = now
 
 
-def wait(app: QApplication, condition, what: str, timeout_s: float = 600) -> None:
-    """Run the event loop until ``condition()``; TimeoutError naming ``what`` otherwise."""
-    end = time.perf_counter() + timeout_s
-    while not condition():
-        if time.perf_counter() > end:
-            raise TimeoutError(f"soak: timed out waiting for {what}")
-        app.processEvents()
-        time.sleep(0.001)
+def wait(app: QApplication, condition, what: str) -> None:
+    run_until(app, condition, what, timeout_s=600)
 
 
 def write_dataset(folder: Path, count: int) -> Path:

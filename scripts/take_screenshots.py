@@ -26,6 +26,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QApplication, QScrollArea
 
 from hcviewer.app.defaults import DEFAULT_CHECKPOINT
+from hcviewer.app.event_loop import run_until
 from hcviewer.app.image_view import Mode
 from hcviewer.app.main_window import MainWindow
 from hcviewer.app.menus import show_shortcuts
@@ -36,13 +37,8 @@ MOTORCYCLE = 3  # the demo's fourth photo: a motorcycle and a bench
 ASTRONAUT = 0  # the demo's first photo
 
 
-def wait(app: QApplication, condition, timeout_s: float = 300) -> None:
-    end = time.perf_counter() + timeout_s
-    while not condition():
-        if time.perf_counter() > end:
-            raise TimeoutError("the window did not get there in time")
-        app.processEvents()
-        time.sleep(0.005)
+def wait(app: QApplication, condition) -> None:
+    run_until(app, condition, poll_s=0.005)
 
 
 def settle(app: QApplication, seconds: float = 0.5) -> None:
