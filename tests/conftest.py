@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import gc  # noqa: E402
+import signal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -27,6 +28,10 @@ from hcviewer.modeling.coco import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON  
 
 def pytest_configure(config: pytest.Config) -> None:
     gc.disable()  # collections happen on the GUI thread: in the fixture below, or its collector
+    # Ctrl+C as in a terminal, however the suite was started: a shell without job control starts
+    # background commands (``pytest &``, as scripts/stress_tests.sh does) with SIGINT ignored,
+    # which Python and every subprocess of the Ctrl+C tests would inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

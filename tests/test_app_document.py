@@ -102,6 +102,20 @@ def test_model_results_are_on_the_same_stack_and_a_refresh_is_not_an_edit(projec
     assert project.images[0].box(box_id).result.figure_ground is first
 
 
+def test_a_result_arriving_after_an_undo_keeps_the_users_redo(project):
+    segmented = project.add_box(0, np.array([1, 2, 30, 20]), "person")
+    accepted = project.add_box(0, np.array([30, 5, 55, 35]), "person")
+    project.accept(0, accepted, _mask(10, 30, 35, 50))
+    project.undo()  # the accept, while the other box's result is on its way
+    project.set_result(0, segmented, np.full((4, 4), 0.7))
+    assert project.redo_name() == "accept"
+    project.redo()
+    assert project.images[0].box(accepted).accepted
+    project.undo()
+    project.undo()  # the result's step: undone like any other
+    assert project.images[0].box(segmented).result is None and project.redo_name() == "segment box"
+
+
 def test_moving_a_box_drops_its_result_but_keeps_its_accepted_mask(project):
     box_id = project.add_box(0, np.array([1, 2, 30, 20]), "person")
     project.set_result(0, box_id, np.ones((4, 4)), keypoints=np.ones((2, 3)))

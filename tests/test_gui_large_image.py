@@ -6,6 +6,7 @@ lowered here so that a small test image takes the large-photo paths."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import cv2
@@ -113,3 +114,85 @@ def test_the_annotation_of_a_large_photo_saves_as_usual(window, qtbot, tmp_path)
     assert np.array_equal(cv2.imread(str(png), cv2.IMREAD_UNCHANGED) > 0, _box(window).mask)
     assert json.loads((tmp_path / "out.json").read_text())["images"][0]["id"] == 5
     assert mask_jobs.SYNC_PIXELS == 1_000_000  # the module's own threshold is untouched
+
+
+def _accept_first_box(window, qtbot) -> None:
+    box_id = _box(window).id
+    window.canvas.select_box(box_id)
+    qtbot.waitUntil(lambda: box_id in window.state.views, timeout=60000)
+    window.annotation.accept_selected()
+    qtbot.waitUntil(lambda: _box(window).accepted, timeout=60000)
+
+
+def _held_writer(monkeypatch) -> threading.Event:
+    """The saving thread's writer, held until the returned event is set; records its thread."""
+    from hcviewer.app.controllers import saving
+
+    release, threads = threading.Event(), []
+
+    def write(path, annotation):
+        threads.append(threading.current_thread())
+        assert release.wait(60)
+        return saving_write(path, annotation)
+
+    saving_write = saving.write_annotation
+    monkeypatch.setattr(saving, "write_annotation", write)
+    release.threads = threads
+    return release
+
+
+def test_save_from_the_menu_is_written_in_the_background_and_edits_made_meanwhile_stay_unsaved(
+        window, qtbot, tmp_path, monkeypatch):
+    _accept_first_box(window, qtbot)
+    window.project.annotation_path = tmp_path / "out.json"
+    release = _held_writer(monkeypatch)
+    save = next(a for a in window.menuBar().actions()[0].menu().actions() if a.text() == "Save annotation")
+    save.trigger()  # returns while the writer is held: the window goes on
+    assert window.saving.saving and "Saving out.json" in window.statusBar().currentMessage()
+    window.project.add_box(0, np.array([5.0, 5.0, 50.0, 50.0]), "person")  # an edit after the snapshot
+    release.set()
+    qtbot.waitUntil(lambda: not window.saving.saving, timeout=60000)
+    assert release.threads[0] is not threading.main_thread()
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert len(saved["annotations"]) == 1  # the snapshot: the accepted object, not the later box
+    assert window.project.modified and window.messages == []  # the box drawn meanwhile is not saved yet
+    assert "Saved 1 objects" in window.statusBar().currentMessage()
+
+
+def test_a_background_save_that_fails_says_so_and_keeps_the_edits(window, qtbot, tmp_path):
+    _accept_first_box(window, qtbot)
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    window.project.annotation_path = tmp_path / "blocked" / "out.json"
+    window.saving.save_annotation(wait=False)
+    qtbot.waitUntil(lambda: not window.saving.saving, timeout=60000)
+    assert window.project.modified and len(window.messages) == 1 and "out.json" in window.messages[0]
+
+
+def test_closing_while_a_save_is_written_waits_for_it(window, qtbot, tmp_path, monkeypatch):
+    _accept_first_box(window, qtbot)
+    release = _held_writer(monkeypatch)
+    window.saving.save_to(tmp_path / "out.json", wait=False)
+    window.ask_to_save = True  # would ask if the save were not waited for
+    threading.Timer(0.5, release.set).start()
+    assert window.saving.confirm_close()  # nothing to ask: the save finished first
+    assert not window.project.modified and (tmp_path / "out.json").is_file()
+
+
+def test_ground_truth_is_decoded_in_the_loader_thread_before_the_photo_is_shown(window, qtbot, monkeypatch):
+    from hcviewer.app import document
+
+    threads = []
+    decode = document.crop_from_segmentation
+
+    def recording(*args):
+        threads.append(threading.current_thread())
+        return decode(*args)
+
+    monkeypatch.setattr(document, "crop_from_segmentation", recording)
+    _box(window).gt.forget()  # as when another image was shown in between
+    window.files.show_image(0)
+    qtbot.waitUntil(lambda: window.state.image is not None, timeout=60000)
+    window.display.show_gt = True
+    window.canvas.draw_annotation()
+    assert len(window.canvas.gt_curve.getData()[0]) > 0
+    assert threads and all(t is not threading.main_thread() for t in threads)

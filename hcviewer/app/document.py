@@ -60,10 +60,15 @@ class GroundTruth:
         self._crop: MaskCrop | None = None
 
     def decode(self, size: tuple[int, int]) -> None:
-        """The image's size is known: the mask is decoded when first needed (``crop``), so that
-        showing an image decodes only the ground truth that is drawn or compared."""
+        """The image's size is known: the mask is decoded when first needed (``crop``)."""
         if self._size != tuple(size):
             self._size, self._crop = tuple(size), None
+
+    def prepare(self, size: tuple[int, int]) -> None:
+        """``decode`` and decode the mask now: the image loader's thread does this before the image
+        is shown, so that drawing or comparing a large photo's ground truth costs the GUI nothing."""
+        self.decode(size)
+        self._decoded()
 
     def forget(self) -> None:
         """Drop the decoded mask (another image is shown)."""
@@ -73,9 +78,13 @@ class GroundTruth:
     def crop(self) -> MaskCrop | None:
         """The mask as its bounding-box crop; None before ``decode`` or when the segmentation
         does not fit the image."""
-        if self._crop is None and self._size is not None:
+        return self._decoded()
+
+    def _decoded(self) -> MaskCrop | None:
+        size = self._size
+        if self._crop is None and size is not None:
             try:
-                self._crop = crop_from_segmentation(self.segmentation, *self._size)
+                self._crop = crop_from_segmentation(self.segmentation, *size)
             except ValueError:
                 self._size = None  # a segmentation that does not fit this image: shown as none
         return self._crop
@@ -172,6 +181,15 @@ class Edit:
 
 
 @dataclass(frozen=True)
+class SaveSnapshot:
+    """What a save writes, and which state of the project it was taken from."""
+
+    annotation: Annotation
+    resets: int
+    edits: int
+
+
+@dataclass(frozen=True)
 class Change:
     """What listeners are told: which images changed (None: the whole project)."""
 
@@ -195,6 +213,8 @@ class Project:
         self._loaded_index: int | None = None
         self._batch_boxes: dict[int, list[tuple[int, np.ndarray]]] = {}  # image -> (box id, box) sent
         self._session = RecoverySession(Path(recovery_dir) if recovery_dir else default_recovery_dir())
+        self._edits = 0  # annotating edits, undos and redos so far: a save knows if it is still current
+        self._resets = 0  # annotations opened (or recovered) over the project
 
     # ------------------------------------------------------------------------------ listeners
     def add_listener(self, callback: Callable[[Change], None]) -> None:
@@ -310,7 +330,7 @@ class Project:
             boxes = _swap(boxes, replace(box, result=result))
         if first:
             self._edit("segment box" if len(results) == 1 else f"segment {len(results)} boxes", {index: boxes},
-                       annotates=False)
+                       annotates=False, clears_redo=False)
         elif results:
             self._set_boxes(index, boxes)
             self._notify(Change("edit", (index,)))
@@ -410,26 +430,32 @@ class Project:
                     boxes = _swap(boxes, replace(box, result=ModelResult(box_map, rle, keypoints, score)))
             changes[index] = boxes
         self._batch_boxes.clear()
-        self._edit(f"segment {plural(len(changes), 'image')}", changes, annotates=False)
+        self._edit(f"segment {plural(len(changes), 'image')}", changes, annotates=False, clears_redo=False)
         if errors:
             self._notify(Change("status", tuple(errors)))
         return len(changes)
 
     # ------------------------------------------------------------------------------ undo
-    def _edit(self, name: str, changes: dict[int, tuple[Box, ...]], annotates: bool = True) -> None:
+    def _edit(self, name: str, changes: dict[int, tuple[Box, ...]], annotates: bool = True,
+              clears_redo: bool = True) -> None:
+        """Apply ``changes`` as one undoable step. ``clears_redo=False`` for the model's results,
+        which may arrive after the user undid something: the user's redo steps stay (a redo then
+        drops the result again, which costs a re-run, never an annotation)."""
         changes = {i: boxes for i, boxes in changes.items() if boxes != self.images[i].boxes}
         if not changes:
             return
         edit = Edit(name, {i: self.images[i].boxes for i in changes}, changes, annotates)
         self._undo.append(edit)
         del self._undo[:-MAX_UNDO]
-        self._redo.clear()
+        if clears_redo:
+            self._redo.clear()
         self._apply(edit.after, "edit", annotates)
 
     def _apply(self, boxes_by_index: dict[int, tuple[Box, ...]], kind: str, annotates: bool) -> None:
         for index, boxes in boxes_by_index.items():
             self._set_boxes(index, boxes)
         if annotates:
+            self._edits += 1
             self._session.modified = True
             self._session.autosaved = False
         self._notify(Change(kind, tuple(boxes_by_index)))
@@ -473,14 +499,25 @@ class Project:
                           self.heads, self.keypoint_threshold)
 
     def save_annotation(self, path: str | os.PathLike) -> str:
-        """Write the annotation (COCO JSON + PNG mask folder); an OSError
-        naming the file) leaves the previous files. Returns what was written, for the user."""
-        path = Path(path)
-        written = write_annotation(path, self.to_annotation())
-        self.annotation_path = path
-        self._session.modified = False
-        self._delete_own_recovery()
-        objects = sum(b.accepted for d in self.images for b in d.boxes)
+        """Write the annotation (COCO JSON + PNG mask folder) now; an OSError (naming the
+        file) leaves the previous files. Returns what was written, for the user."""
+        snapshot = self.save_snapshot()
+        return self.mark_saved(path, snapshot, write_annotation(Path(path), snapshot.annotation))
+
+    def save_snapshot(self) -> SaveSnapshot:
+        """The annotation as it is now, to be written elsewhere (a background save): the
+        document may change meanwhile, and ``mark_saved`` then tells what the file holds."""
+        return SaveSnapshot(self.to_annotation(), self._resets, self._edits)
+
+    def mark_saved(self, path: str | os.PathLike, snapshot: SaveSnapshot, written: list[Path]) -> str:
+        """``snapshot`` was written to ``path``: it becomes the annotation's file, and the project
+        is unmodified unless it was edited after the snapshot. Returns what was written, for the user."""
+        if snapshot.resets == self._resets:  # else another annotation was opened meanwhile
+            self.annotation_path = Path(path)
+            if snapshot.edits == self._edits:
+                self._session.modified = False
+                self._delete_own_recovery()
+        objects = sum(o.mask_rle is not None for image in snapshot.annotation.images for o in image.objects)
         return f"{objects} objects to {written[0]} (PNG masks in {written[1].name}/)"
 
     def load_annotation(self, path: str | os.PathLike) -> None:
@@ -499,6 +536,7 @@ class Project:
         self._undo.clear()
         self._redo.clear()
         self._loaded_index = None
+        self._resets += 1
         self._session.modified = False
         self._notify(Change("reset"))
 

@@ -6,6 +6,7 @@ A photo larger than the screen is also shrunk there for display (``display_image
 from __future__ import annotations
 
 import os
+from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -39,6 +40,10 @@ def readable(text: str | os.PathLike) -> str:
     return os.fsencode(os.fspath(text)).decode("utf-8", "replace")
 
 
+class GroundTruthMask(Protocol):
+    def prepare(self, size: tuple[int, int]) -> None: ...
+
+
 class ImageLoader(QObject):
     loaded = Signal(str, object, object)  # key, RGB uint8 [H, W, 3], its display_image
     failed = Signal(str, str)  # key, message
@@ -47,8 +52,8 @@ class ImageLoader(QObject):
         super().__init__()
         self.wanted_key: str | None = None  # written by the GUI thread; stale loads are skipped
 
-    @Slot(str, object)
-    def load(self, key: str, path: str | os.PathLike) -> None:
+    @Slot(str, object, object)
+    def load(self, key: str, path: str | os.PathLike, ground_truths: Sequence[GroundTruthMask]) -> None:
         if key != self.wanted_key:
             return
         try:
@@ -56,11 +61,13 @@ class ImageLoader(QObject):
         except ImageReadError as exc:
             self.failed.emit(key, readable(str(exc)))  # a str signal would drop undecodable bytes
             return
+        for ground_truth in ground_truths:  # a large photo's masks take the GUI thread 0.1-1 s each
+            ground_truth.prepare(image.shape[:2])
         self.loaded.emit(key, image, display_image(image))
 
 
 class ImageLoaderService(QObject):
-    _load = Signal(str, object)  # the path as Python holds it: a str signal would drop undecodable bytes
+    _load = Signal(str, object, object)  # the path as Python holds it: a str signal would drop undecodable bytes
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -71,9 +78,10 @@ class ImageLoaderService(QObject):
         self._load.connect(self.loader.load)
         self.thread.start()
 
-    def load(self, key: str, path: str | os.PathLike) -> None:
+    def load(self, key: str, path: str | os.PathLike, ground_truths: Sequence[GroundTruthMask] = ()) -> None:
+        """Read ``path``; ``ground_truths`` (its boxes' masks) are decoded at its size before it is shown."""
         self.loader.wanted_key = key
-        self._load.emit(key, path)
+        self._load.emit(key, path, tuple(ground_truths))
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         self.loader.wanted_key = None

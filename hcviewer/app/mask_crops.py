@@ -12,6 +12,7 @@ from the run two before (pycocotools' ``rleToString`` / ``rleFrString``).
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ MAX_EXACT_PIXELS = 1_000_000  # IoU over a larger region is computed on a grid o
 CACHE_BYTES = 256 * 2**20  # decoded crops kept (a large photo's object: ~20 MB each)
 _CACHE: OrderedDict[tuple[str, int, int], "MaskCrop"] = OrderedDict()
 _REDUCED: "weakref.WeakKeyDictionary[MaskCrop, np.ndarray]" = weakref.WeakKeyDictionary()  # display copies
+_CACHE_LOCK = threading.Lock()  # the GUI thread, the image loader and a background save decode crops
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,19 +127,22 @@ def crop_from_rle(rle: dict) -> MaskCrop:
     crops are cached (drawn again on every redraw, undo and redo), up to ``CACHE_BYTES``."""
     height, width = (int(v) for v in rle["size"])
     key = (rle["counts"], height, width)
-    crop = _CACHE.pop(key, None)
+    with _CACHE_LOCK:
+        crop = _CACHE.pop(key, None)
     if crop is None:
-        crop = _decode_crop(*key)
-    _CACHE[key] = crop  # most recent last
-    total = sum(c.mask.nbytes for c in _CACHE.values())
-    while total > CACHE_BYTES and len(_CACHE) > 1:
-        total -= _CACHE.pop(next(iter(_CACHE))).mask.nbytes
+        crop = _decode_crop(*key)  # outside the lock: another thread's cached crops stay at hand
+    with _CACHE_LOCK:
+        _CACHE[key] = crop  # most recent last
+        total = sum(c.mask.nbytes for c in _CACHE.values())
+        while total > CACHE_BYTES and len(_CACHE) > 1:
+            total -= _CACHE.pop(next(iter(_CACHE))).mask.nbytes
     return crop
 
 
 def remember_crop(crop: MaskCrop, rle: dict) -> None:
     """Put a crop made elsewhere (with its RLE) in the cache: drawing it decodes nothing."""
-    _CACHE[(rle["counts"], *(int(v) for v in rle["size"]))] = crop
+    with _CACHE_LOCK:
+        _CACHE[(rle["counts"], *(int(v) for v in rle["size"]))] = crop
 
 
 def _decode_crop(counts: str, height: int, width: int) -> MaskCrop:
@@ -324,7 +329,9 @@ def compose_crops(crops: list[MaskCrop], colors: list[tuple[int, int, int]], opa
         mask = _reduced(crop, (right - left, bottom - top))
         np.copyto(index[top:bottom, left:right], np.uint8(min(number, 255)), where=mask)
         color_table[min(number, 255)] = (*color, round(255 * opacity))
-    return color_table[index], (x0, y0, x1, y1)
+    # One uint32 per RGBA colour: indexing a [n, 4] table row by row is 7x slower.
+    rgba = color_table.view(np.uint32).ravel()[index].view(np.uint8).reshape(*index.shape, 4)
+    return rgba, (x0, y0, x1, y1)
 
 
 def _reduced(crop: MaskCrop, size: tuple[int, int]) -> np.ndarray:

@@ -49,8 +49,9 @@ def _file_menu(window: "MainWindow", menu: QMenu) -> None:
     files.fill_recent_menu()
     menu.addSeparator()
     add_action(window, menu, "Open annotation…", saving.open_annotation_dialog, "Ctrl+Shift+A")
-    add_action(window, menu, "Save annotation", saving.save_annotation, QKeySequence.StandardKey.Save)
-    add_action(window, menu, "Save annotation as…", saving.save_annotation_as, "Ctrl+Shift+S")
+    # Written in the background: the window stays usable while a large photo's masks are encoded.
+    add_action(window, menu, "Save annotation", lambda: saving.save_annotation(wait=False), QKeySequence.StandardKey.Save)
+    add_action(window, menu, "Save annotation as…", lambda: saving.save_annotation_as(wait=False), "Ctrl+Shift+S")
     export = menu.addMenu("Export")
     for kind, text in FORMATS.items():
         add_action(window, export, f"{text}…", lambda _=False, k=kind: window.exporting.export_dialog(k))

@@ -14,7 +14,7 @@ from PySide6.QtCore import QObject, QRectF
 from hcviewer.app.box_items import BoxItem, stack_labels
 from hcviewer.app.head_scope import HeadScope
 from hcviewer.app.image_loader import DISPLAY_MAX_SIDE
-from hcviewer.app.mask_crops import box_map_iou, compose_crops, crop_outline_xy, rle_area
+from hcviewer.app.mask_crops import MaskCrop, box_map_iou, compose_crops, crop_outline_xy, rle_area
 from hcviewer.app.overlays import (
     GT_COLOR, BoxOverlay, annotation_color, brush_pen,
 )
@@ -47,6 +47,10 @@ class CanvasController(QObject):
             canvas.addItem(item, ignoreBounds=True)
         self.probe_marker.setZValue(60)
         self.result_layer = ResultLayer(canvas)
+        # What the accepted layer shows (crops, colours, opacity) and the selected result's IoU:
+        # recomputed only when they change, not at every click (a large photo's: tens of ms each).
+        self._annotation_drawn: tuple | None = None
+        self._last_iou: tuple[np.ndarray, float, MaskCrop, float] | None = None  # result, threshold, gt, IoU
         window.project.keypoint_threshold = self.display.keypoint_min_score  # saved as shown
         canvas.sigRangeChanged.connect(lambda *_: self.stack_labels())  # label sizes are in screen pixels
         window.view.hovered.connect(self.probe_at)
@@ -131,6 +135,7 @@ class CanvasController(QObject):
         for box_id in list(self.state.views) + list(self.overlays):
             self.drop_result(box_id)
         self.annotation_item.clear()
+        self._annotation_drawn = None
         self.result_layer.clear()
         self.gt_curve.setData([], [])
         self.probe_left()
@@ -188,16 +193,9 @@ class CanvasController(QObject):
         boxes = self.visible_boxes().values()
         accepted = [b for b in boxes if b.accepted]
         colors = [self.accepted_color(b) for b in accepted]
-        drawn = None
-        if accepted and self.state.image is not None:  # from crops, at the shown image's resolution
-            drawn = compose_crops([b.mask_crop for b in accepted], colors, self.display.opacity, DISPLAY_MAX_SIDE)
-        if drawn is not None:
-            rgba, (x0, y0, x1, y1) = drawn
-            self.annotation_item.setImage(rgba, autoLevels=False)  # no levels: uint8 drawn as is, not rescaled
-            self.annotation_item.setRect(QRectF(x0, y0, x1 - x0, y1 - y0))
-            self.annotation_item.setVisible(True)
-        else:
-            self.annotation_item.setVisible(False)
+        crops = tuple(b.mask_crop for b in accepted)
+        if (crops, tuple(colors), self.display.opacity) != self._annotation_drawn:
+            self._draw_accepted(crops, colors)
         if self.display.color_by == "class":
             legend = list(dict(zip((b.label for b in accepted), colors)).items())
         else:
@@ -207,6 +205,26 @@ class CanvasController(QObject):
         outlines = [crop_outline_xy(crop, DISPLAY_MAX_SIDE) for crop in gts]
         self.gt_curve.setData(np.concatenate([x for x, _ in outlines] or [np.zeros(0)]),
                               np.concatenate([y for _, y in outlines] or [np.zeros(0)]))
+
+    def _draw_accepted(self, crops: tuple[MaskCrop, ...], colors: list[tuple[int, int, int]]) -> None:
+        """The accepted masks as one layer, from their crops at the shown image's resolution."""
+        drawn = compose_crops(list(crops), colors, self.display.opacity, DISPLAY_MAX_SIDE) if crops else None
+        if drawn is not None:
+            rgba, (x0, y0, x1, y1) = drawn
+            self.annotation_item.setImage(rgba, autoLevels=False)  # no levels: uint8 drawn as is, not rescaled
+            self.annotation_item.setRect(QRectF(x0, y0, x1 - x0, y1 - y0))
+            self.annotation_item.setVisible(True)
+        else:
+            self.annotation_item.setVisible(False)
+        self._annotation_drawn = (crops, tuple(colors), self.display.opacity)
+
+    def _iou(self, view: "BoxView", gt: MaskCrop) -> float:
+        """IoU of the view's result (at the display threshold) and the ground truth; the last one is remembered."""
+        threshold, last = self.display.threshold, self._last_iou
+        if last is None or last[0] is not view.figure_ground or last[1] != threshold or last[2] is not gt:
+            last = (view.figure_ground, threshold, gt, box_map_iou(view.figure_ground, view.box, threshold, gt))
+            self._last_iou = last
+        return last[3]
 
     def display_changed(self) -> None:
         self.window.settings.save_display(self.display)
@@ -229,8 +247,7 @@ class CanvasController(QObject):
         area = f", mask {rle_area(box.mask_rle)} px" if box.accepted else ""
         iou = ""
         if box.gt_crop is not None and view is not None and view.figure_ground is not None:
-            value = box_map_iou(view.figure_ground, view.box, self.display.threshold, box.gt_crop)
-            iou = f"<br>IoU vs ground truth: {value:.2f}"
+            iou = f"<br>IoU vs ground truth: {self._iou(view, box.gt_crop):.2f}"
         window.result_label.setText(f"<b>{box.label}</b> box {box.id}: {state}{taps}{area}{iou}")
 
     # ------------------------------------------------------------------------------ probe

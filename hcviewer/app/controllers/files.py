@@ -144,7 +144,7 @@ class FileController(QObject):
         window.file_list.setCurrentIndex(window.file_model.index(index))
         image = self.project.images[index]
         window.setWindowTitle(f"hcviewer — {readable(Path(image.path).name)}")
-        window.loader.load(self.state.image_key, image.path)
+        window.loader.load(self.state.image_key, image.path, [b.gt for b in image.boxes if b.gt is not None])
 
     def forget_shown_image(self) -> None:
         """Nothing shown (answers still on their way are for no image now)."""

@@ -4,13 +4,16 @@ recovery after a crash, and the question on closing with unsaved edits."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
+from hcviewer.app.annotation_io import write_annotation
 from hcviewer.app.boxfiles import BoxFileError
+from hcviewer.app.document import SaveSnapshot
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow
@@ -19,25 +22,32 @@ AUTOSAVE_MS = 5000  # unsaved edits reach the recovery file within this time
 
 
 class SavingController(QObject):
+    _written = Signal(object)  # a save's future, emitted from the saving thread
+
     def __init__(self, window: "MainWindow") -> None:
         super().__init__(window)  # a QObject of the GUI thread: worker signals reach it queued
         self.window = window
         self.project = window.project
         self._autosave_failed = False
+        # Saves are written in one background thread, in order: a large photo's mask PNGs take
+        # seconds to encode, which froze the window.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hcviewer-save")
+        self._running: dict[Future, tuple[Path, SaveSnapshot]] = {}  # in the order they were asked for
+        self._written.connect(self._finish, Qt.ConnectionType.QueuedConnection)
         self.autosave_timer = QTimer(window)
         self.autosave_timer.setInterval(AUTOSAVE_MS)
         self.autosave_timer.timeout.connect(self.autosave)
         self.autosave_timer.start()
 
     # ------------------------------------------------------------------------------ annotation
-    def save_annotation(self) -> bool:
+    def save_annotation(self, wait: bool = False) -> bool:
         path = self.project.annotation_path
-        return self.save_to(path) if path else self.save_annotation_as()
+        return self.save_to(path, wait) if path else self.save_annotation_as(wait)
 
-    def save_annotation_as(self) -> bool:
+    def save_annotation_as(self, wait: bool = False) -> bool:
         path, _ = QFileDialog.getSaveFileName(self.window, "Save annotation", str(self.proposed_path()),
                                               "COCO annotation (*.json)")
-        return bool(path) and self.save_to(path)
+        return bool(path) and self.save_to(path, wait)
 
     def proposed_path(self) -> Path:
         """Where Save as… starts: the annotation's own file, else beside the images, named after
@@ -49,15 +59,48 @@ class SavingController(QObject):
             return Path(self.window.settings.last_folder() or Path.home()) / "annotation.json"
         return folder / f"{folder.name or 'images'}-annotation.json"
 
-    def save_to(self, path: str | os.PathLike) -> bool:
-        """Write the annotation to ``path``; a failure is a message and returns False."""
+    @property
+    def saving(self) -> bool:
+        """A save is being written."""
+        return bool(self._running)
+
+    def save_to(self, path: str | os.PathLike, wait: bool = True) -> bool:
+        """Write the annotation as it is now to ``path``, in the saving thread; edits made
+        meanwhile keep the project modified. ``wait``: until written, returning whether it was (a
+        failure is a message either way); else at once, True."""
+        snapshot = self.project.save_snapshot()
+        future = self._writer.submit(write_annotation, Path(path), snapshot.annotation)
+        self._running[future] = (Path(path), snapshot)
+        if wait:
+            return self.finish_saves()
+        self.window.statusBar().showMessage(f"Saving {Path(path).name}…")
+        future.add_done_callback(self._announce)
+        return True
+
+    def finish_saves(self) -> bool:
+        """Wait for the saves being written and take their outcome; whether all succeeded."""
+        return all([self._finish(future) for future in list(self._running)])
+
+    def _announce(self, future: Future) -> None:
         try:
-            written = self.project.save_annotation(path)
+            self._written.emit(future)
+        except RuntimeError:  # the window is gone: it finished its saves before closing
+            pass
+
+    def _finish(self, future: Future) -> bool:
+        if future not in self._running:  # taken already (finish_saves came first)
+            return True
+        path, snapshot = self._running[future]
+        try:
+            written = future.result()
         except OSError as exc:  # AnnotationWriteError names the file and keeps the previous one
             self.window.show_message(str(exc), "Save")
             return False
+        finally:
+            del self._running[future]
+        message = self.project.mark_saved(path, snapshot, written)
         self.window.files.remember_recent(str(path))
-        self.window.statusBar().showMessage(f"Saved {written}", 8000)
+        self.window.statusBar().showMessage(f"Saved {message}", 8000)
         return True
 
     def open_annotation_dialog(self) -> None:
@@ -106,16 +149,20 @@ class SavingController(QObject):
 
     def confirm_close(self) -> bool:
         """Unsaved edits: save, discard or stay (the recovery file is deleted on a clean exit)."""
+        self.finish_saves()  # a save still being written may leave nothing to ask about
         if not (self.window.ask_to_save and self.project.modified):
             return True
         buttons = QMessageBox.StandardButton
         answer = QMessageBox.question(self.window, "Unsaved annotation", "Save the annotation before closing?",
                                       buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save)
         if answer == buttons.Save:
-            return self.save_annotation()
+            return self.save_annotation(wait=True)
         return answer == buttons.Discard
 
     def stop(self) -> None:
-        """A clean exit: no more autosaves, and the recovery file goes."""
+        """A clean exit: saves still being written finish, no more autosaves, and the recovery
+        file goes (unless a save failed: the project is still modified)."""
         self.autosave_timer.stop()
+        self.finish_saves()
+        self._writer.shutdown()
         self.project.close()
