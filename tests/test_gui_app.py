@@ -82,7 +82,9 @@ def _click_box(qtbot, window: MainWindow, box_id: int) -> None:
 
 
 def _shown_mask(window: MainWindow, box_id: int) -> np.ndarray:
-    """The alpha channel of the mask overlay drawn for a box."""
+    """The alpha channel of the mask overlay drawn for a box (with the part map off: while it is
+    shown, the parts colour the figure instead of the mask's fill)."""
+    window.display_panel.show_parts.setChecked(False)
     overlay = window.canvas.overlays[box_id]
     assert overlay.mask_image.isVisible()
     return overlay.mask_image.image[..., 3].copy()

@@ -138,3 +138,23 @@ def test_thousands_of_event_rounds_with_a_python_item_model_do_not_abort(tmp_pat
                           env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "survived" in done.stdout
+
+
+def test_a_box_overlay_shows_parts_instead_of_the_mask_fill_with_the_mask_outline_kept(qtbot, view):
+    from hcviewer.app.overlays import BoxOverlay, DisplaySettings
+
+    overlay = BoxOverlay(view.viewbox)
+    box, figure_ground = np.array([10.0, 10.0, 110.0, 110.0]), np.zeros((8, 8))
+    figure_ground[2:6, 2:6] = 1.0
+    parts = np.zeros((3, 8, 8))
+    parts[0] = 1.0
+    parts[1, 2:4, 2:6] = parts[2, 4:6, 2:6] = 2.0  # two parts over the figure
+    settings = DisplaySettings()
+    assert settings.show_parts  # on by default: the demo shows the part colour map
+    overlay.show(box, figure_ground, parts, None, None, (), settings)
+    assert overlay.parts_image.isVisible() and overlay.outline.isVisible()
+    assert not overlay.mask_image.isVisible()  # its fill would tint every part's colour
+    settings.show_parts = False
+    overlay.show(box, figure_ground, parts, None, None, (), settings)
+    assert overlay.mask_image.isVisible() and not overlay.parts_image.isVisible()
+    overlay.remove()

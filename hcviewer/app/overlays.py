@@ -157,13 +157,14 @@ class BoxOverlay:
         self._drawn_key = key
         rect = QRectF(float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1]))
         shape = display_shape(box)
+        parts_shown = parts is not None and settings.show_parts
         if figure_ground is not None and settings.show_mask:
             mask = upsample(figure_ground, shape) >= settings.threshold
-            if mask_fill:
+            if mask_fill and not parts_shown:  # parts, when shown, colour the figure (as in the result layer)
                 _show_image(self.mask_image, mask_rgba(mask, MASK_COLOR, settings.opacity), rect)
             self.outline.setData(*outline_xy(mask, box))
             self.outline.setVisible(True)
-        if parts is not None and settings.show_parts:
+        if parts_shown:
             _show_image(self.parts_image, parts_rgba(upsample(parts, shape), settings.opacity), rect)
         if keypoint_heatmaps is not None and settings.show_keypoints:
             _show_image(self.heatmap_image, heatmap_rgba(upsample(keypoint_heatmaps, shape), 0.8), rect)
@@ -191,7 +192,7 @@ class DisplaySettings:
         self.opacity = 0.5
         self.threshold = 0.5
         self.show_mask = True
-        self.show_parts = False
+        self.show_parts = True  # for checkpoints with a parts head (the toggle is disabled otherwise)
         self.show_keypoints = True
         self.show_gt = False
         self.keypoint_min_score = DEFAULT_KEYPOINT_THRESHOLD  # weaker keypoints are hidden (and saved v=0)
