@@ -126,3 +126,20 @@ def test_queued_slot_calls_of_one_qthread_share_its_image(qtbot, tiny_checkpoint
         thread.wait()
     assert not isinstance(answer.args[0], Exception), answer.args[0]
     np.testing.assert_allclose(answer.args[0], expected, atol=1e-5)
+
+
+def test_the_images_of_ended_threads_are_dropped_and_never_seen_by_a_new_thread(tiny_checkpoint: Path):
+    predictor = HypercolumnPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    image = np.zeros((40, 60, 3), np.uint8)
+    for _ in range(6):  # one after another: the OS may give a new thread an ended one's ids
+        thread = threading.Thread(target=predictor.set_image, args=(image,))
+        thread.start()
+        thread.join(timeout=120)
+    errors: list[Exception] = []
+    thread = threading.Thread(target=lambda: _predict_catching(predictor, errors))
+    thread.start()
+    thread.join(timeout=120)
+    assert "no image is set in this thread" in str(errors[0])
+    # Left: the main thread's (it loaded the model), the asking thread's and the one before it
+    # (dropped when the next new thread asks); not one per thread that ever set an image.
+    assert len(predictor._thread_image._states) <= 3

@@ -96,15 +96,30 @@ class _ThreadImage:
 class _ThreadImages:
     """One ``_ThreadImage`` per OS thread. Not ``threading.local``: PySide6 runs each slot call of
     a QThread under a new Python thread state, which empties a ``threading.local`` between the
-    app worker's ``set_image`` and ``predict`` calls."""
+    app worker's ``set_image`` and ``predict`` calls. Keyed by Python's thread id and the kernel's
+    (the OS reuses either alone); when a new thread first asks, the states of threads that have
+    ended are dropped (where the OS lists its threads: Linux), freeing their images' features."""
 
     def __init__(self) -> None:
-        self._states: dict[int, _ThreadImage] = {}
+        self._states: dict[tuple[int, int], _ThreadImage] = {}
         self._lock = threading.Lock()
 
     def current(self) -> _ThreadImage:
+        key = (threading.get_ident(), threading.get_native_id())
         with self._lock:
-            return self._states.setdefault(threading.get_ident(), _ThreadImage())
+            state = self._states.get(key)
+            if state is None:
+                self._drop_ended()
+                state = self._states[key] = _ThreadImage()
+            return state
+
+    def _drop_ended(self) -> None:
+        try:
+            alive = {int(name) for name in os.listdir("/proc/self/task")}
+        except OSError:  # not Linux: states are kept
+            return
+        for key in [key for key in self._states if key[1] not in alive]:
+            del self._states[key]
 
 
 def _per_thread(name: str) -> property:
