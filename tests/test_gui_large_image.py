@@ -124,19 +124,20 @@ def _accept_first_box(window, qtbot) -> None:
     qtbot.waitUntil(lambda: _box(window).accepted, timeout=60000)
 
 
-def _held_writer(monkeypatch) -> threading.Event:
-    """The saving thread's writer, held until the returned event is set; records its thread."""
+def _held_writer(monkeypatch, name: str = "write_annotation") -> threading.Event:
+    """The saving thread's writer (``write_annotation`` for saves, ``write_recovery`` for
+    autosaves), held until the returned event is set; records its thread."""
     from hcviewer.app.controllers import saving
 
     release, threads = threading.Event(), []
 
-    def write(path, annotation):
+    def write(*args):
         threads.append(threading.current_thread())
         assert release.wait(60)
-        return saving_write(path, annotation)
+        return real_write(*args)
 
-    saving_write = saving.write_annotation
-    monkeypatch.setattr(saving, "write_annotation", write)
+    real_write = getattr(saving, name)
+    monkeypatch.setattr(saving, name, write)
     release.threads = threads
     return release
 
@@ -196,3 +197,20 @@ def test_ground_truth_is_decoded_in_the_loader_thread_before_the_photo_is_shown(
     window.canvas.draw_annotation()
     assert len(window.canvas.gt_curve.getData()[0]) > 0
     assert threads and all(t is not threading.main_thread() for t in threads)
+
+
+def test_the_autosave_is_written_in_the_saving_thread_and_knows_about_later_edits(window, qtbot, monkeypatch):
+    _accept_first_box(window, qtbot)
+    session = window.project._session
+    release = _held_writer(monkeypatch, "write_recovery")
+    window.saving.autosave()  # returns while the writer is held
+    window.saving.autosave()  # the timer again meanwhile: one autosave at a time
+    window.project.add_box(0, np.array([5.0, 5.0, 50.0, 50.0]), "person")  # after the snapshot
+    release.set()
+    qtbot.waitUntil(lambda: session.path.is_file() and not window.saving._autosave_running, timeout=60000)
+    assert len(release.threads) == 1 and release.threads[0] is not threading.main_thread()
+    assert not session.autosaved  # the box drawn meanwhile is not in the file yet
+    window.saving.autosave()
+    qtbot.waitUntil(lambda: session.autosaved, timeout=60000)
+    saved = json.loads(session.path.read_text())
+    assert len(saved["hcviewer"]["pending"]) == 1  # the new box, with the accepted object in annotations

@@ -548,14 +548,30 @@ class Project:
 
     # ------------------------------------------------------------------------------ recovery
     def autosave(self) -> Path | None:
-        """Write the recovery file when there are unsaved edits not yet autosaved. A failure
+        """Write the recovery file now when there are unsaved edits not yet autosaved. A failure
         (disk full) is not fatal: AnnotationWriteError says which file."""
+        snapshot = self.autosave_snapshot()
+        if snapshot is None:
+            return None
+        path = write_recovery(*snapshot)
+        self.mark_autosaved(snapshot[1])
+        return path
+
+    def autosave_snapshot(self) -> tuple[Path, SaveSnapshot] | None:
+        """What the recovery file should hold now (None: it holds the latest edits already), for
+        ``write_recovery`` elsewhere (the saving thread) and then ``mark_autosaved``."""
         if not self._session.modified or self._session.autosaved:
             return None
-        self._session.folder.mkdir(parents=True, exist_ok=True)
-        write_annotation(self._session.path, self.to_annotation(recovery_extra(self.annotation_path)), png_masks=False)
-        self._session.autosaved = True
-        return self._session.path
+        annotation = self.to_annotation(recovery_extra(self.annotation_path))
+        return self._session.path, SaveSnapshot(annotation, self._resets, self._edits)
+
+    def mark_autosaved(self, snapshot: SaveSnapshot) -> None:
+        """``snapshot`` reached the recovery file: it holds the latest edits unless there were
+        more since; a save that finished meanwhile left nothing to recover."""
+        if (snapshot.resets, snapshot.edits) == (self._resets, self._edits):
+            self._session.autosaved = True
+        if not self._session.modified and not self._session.keep_on_close:
+            self._delete_own_recovery()
 
     def recovery_file(self) -> Path | None:
         """The newest recovery file left by a process that is gone (a crash), else None."""
@@ -600,6 +616,13 @@ class Project:
 
     def _delete_own_recovery(self) -> None:
         self._session.remove_own()
+
+
+def write_recovery(path: Path, snapshot: SaveSnapshot) -> Path:
+    """Write an autosave snapshot (JSON only, no PNGs) to the recovery file ``path``; any thread."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_annotation(path, snapshot.annotation, png_masks=False)
+    return path
 
 
 def _swap(boxes: tuple[Box, ...], new: Box) -> tuple[Box, ...]:

@@ -82,6 +82,7 @@ class InterruptHandler(QObject):
     def _quit_now(self) -> None:
         """A second Ctrl+C: keep the unsaved edits in the recovery file and close without asking."""
         window = self._window
+        window.saving.wait_for_writes()  # an autosave of older edits must not land after these
         try:
             kept = window.project.interrupt()
         except OSError as exc:

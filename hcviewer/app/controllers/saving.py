@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from hcviewer.app.annotation_io import write_annotation
 from hcviewer.app.boxfiles import BoxFileError
-from hcviewer.app.document import SaveSnapshot
+from hcviewer.app.document import SaveSnapshot, write_recovery
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow
@@ -23,6 +23,7 @@ AUTOSAVE_MS = 5000  # unsaved edits reach the recovery file within this time
 
 class SavingController(QObject):
     _written = Signal(object)  # a save's future, emitted from the saving thread
+    _autosaved = Signal(object)  # (snapshot, future) of an autosave, emitted from the saving thread
 
     def __init__(self, window: "MainWindow") -> None:
         super().__init__(window)  # a QObject of the GUI thread: worker signals reach it queued
@@ -34,6 +35,8 @@ class SavingController(QObject):
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hcviewer-save")
         self._running: dict[Future, tuple[Path, SaveSnapshot]] = {}  # in the order they were asked for
         self._written.connect(self._finish, Qt.ConnectionType.QueuedConnection)
+        self._autosave_running = False
+        self._autosaved.connect(self._autosave_written, Qt.ConnectionType.QueuedConnection)
         self.autosave_timer = QTimer(window)
         self.autosave_timer.setInterval(AUTOSAVE_MS)
         self.autosave_timer.timeout.connect(self.autosave)
@@ -76,6 +79,10 @@ class SavingController(QObject):
         self.window.statusBar().showMessage(f"Saving {Path(path).name}…")
         future.add_done_callback(self._announce)
         return True
+
+    def wait_for_writes(self) -> None:
+        """Until the saving thread has written everything asked of it (saves and autosaves)."""
+        self._writer.submit(lambda: None).result()
 
     def finish_saves(self) -> bool:
         """Wait for the saves being written and take their outcome; whether all succeeded."""
@@ -121,12 +128,34 @@ class SavingController(QObject):
 
     # ------------------------------------------------------------------------------ recovery
     def autosave(self) -> None:
+        """Unsaved edits to the recovery file, written in the saving thread (a large project's
+        JSON took the GUI thread up to a second every few seconds)."""
+        if self._autosave_running:
+            return
+        snapshot = self.project.autosave_snapshot()
+        if snapshot is None:
+            return
+        self._autosave_running = True
+        future = self._writer.submit(write_recovery, *snapshot)
+        future.add_done_callback(lambda done: self._announce_autosave(snapshot[1], done))
+
+    def _announce_autosave(self, snapshot: SaveSnapshot, future: Future) -> None:
         try:
-            self.project.autosave()
+            self._autosaved.emit((snapshot, future))
+        except RuntimeError:  # the window is gone
+            pass
+
+    def _autosave_written(self, item: tuple[SaveSnapshot, Future]) -> None:
+        snapshot, future = item
+        self._autosave_running = False
+        try:
+            future.result()
         except OSError as exc:
             if not self._autosave_failed:  # said once, not every few seconds
                 self._autosave_failed = True
                 self.window.show_message(f"Autosave failed: {exc}", "Autosave")
+            return
+        self.project.mark_autosaved(snapshot)
 
     def offer_recovery(self) -> None:
         """After a crash the autosave file is still there: offer to restore it."""
@@ -160,8 +189,8 @@ class SavingController(QObject):
         return answer == buttons.Discard
 
     def stop(self) -> None:
-        """A clean exit: saves still being written finish, no more autosaves, and the recovery
-        file goes (unless a save failed: the project is still modified)."""
+        """A clean exit: saves and autosaves still being written finish, no more autosaves, and
+        the recovery file goes (unless a double Ctrl+C kept it: ``Project.interrupt``)."""
         self.autosave_timer.stop()
         self.finish_saves()
         self._writer.shutdown()
