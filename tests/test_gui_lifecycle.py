@@ -82,6 +82,45 @@ def test_cycles_holding_qt_objects_die_on_the_gui_thread(qtbot, automatic_gc):
     assert gc.isenabled()  # stop gives automatic collection back
 
 
+def test_while_a_model_loads_nothing_is_collected_then_its_objects_are_frozen(qtbot, tiny_checkpoint, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv("HCVIEWER_RECOVERY_DIR", str(tmp_path / "recovery"))
+    collector = GuiThreadCollector(interval_ms=10)
+    collector.start()
+    held = []
+    real_collect_due = collector.collect_due
+
+    def recording() -> int:  # what each tick did while the worker loaded the model
+        found = real_collect_due()
+        if window is not None:
+            held.append((window.state.model_info is None, collector.collections))
+        return found
+
+    window = None
+    collector._timer.timeout.disconnect()
+    collector._timer.timeout.connect(recording)
+    try:
+        gc.unfreeze()
+        settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+        window = MainWindow(tiny_checkpoint, "cpu", settings=settings, offer_recovery=False)
+        window.ask_to_save = False
+        qtbot.waitUntil(lambda: window.state.model_info is not None, timeout=120000)
+        loading = [count for is_loading, count in held if is_loading]
+        assert loading and loading[-1] == loading[0]  # ticks while loading collected nothing
+        assert gc.get_freeze_count() > 0  # the model's and torch's objects: never walked again
+        before = collector.collections
+        young = [[] for _ in range(10 * gc.get_threshold()[0])]  # kept alive: a collection is due
+        qtbot.waitUntil(lambda: collector.collections > before, timeout=10000)  # collecting again
+        del young
+        dispose(window)
+        assert gc.get_freeze_count() == 0  # teardown collects the frozen objects too
+    finally:
+        if window is not None:
+            dispose(window)
+        collector.stop()
+        collector.deleteLater()
+
+
 def test_install_gui_gc_collects_until_the_app_quits(qapp, automatic_gc):
     collector = install_gui_gc(qapp, interval_ms=10)
     assert collector.active and not gc.isenabled()

@@ -9,7 +9,10 @@ automatic collection off and collects from a QTimer, which fires on the GUI thre
 interpreter's own generation thresholds (the pydev/pyqtgraph ``GarbageCollector`` recipe).
 
 Reference counting still frees non-cyclic garbage at once, in any thread; only cycles wait for the
-timer. ``flush_deletions`` is for teardown: it runs the pending ``deleteLater`` deletions and a full
+timer. While a model loads the timer collects nothing (``hold_collections``), and once it has
+loaded the objects of torch and the model are frozen out of every later collection
+(``freeze_long_lived``): collecting them froze the window for half a second, twice.
+``flush_deletions`` is for teardown: it runs the pending ``deleteLater`` deletions and a full
 collection, on the GUI thread, now.
 """
 
@@ -22,6 +25,7 @@ from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThread, QTimer
 from PySide6.QtWidgets import QWidget
 
 COLLECT_INTERVAL_MS = 100  # often enough that each collection stays small (a tick costs microseconds)
+_collections_held = False  # while a model loads (see hold_collections)
 
 
 class GuiThreadCollector(QObject):
@@ -64,7 +68,7 @@ class GuiThreadCollector(QObject):
             if threshold <= 0 or count <= threshold:
                 break
             generation = index
-        if generation < 0:
+        if generation < 0 or _collections_held:
             return 0
         self.collections += 1
         return gc.collect(generation)
@@ -80,6 +84,33 @@ def install_gui_gc(app: QCoreApplication, interval_ms: int = COLLECT_INTERVAL_MS
     return collector
 
 
+def hold_collections() -> None:
+    """A model starts loading in the worker: no collection until ``freeze_long_lived`` (or
+    ``release_collections``). Importing torch and building the model allocate a few million
+    objects between two ticks of the collector, and collecting them, young as they are, froze the
+    GUI thread for 0.4-0.6 s (benchmarks/soak_app.py); frozen when the model is ready, they are
+    never walked at all.
+    """
+    global _collections_held
+    _collections_held = True
+
+
+def release_collections() -> None:
+    """Collections as usual again (a model failed to load)."""
+    global _collections_held
+    _collections_held = False
+
+
+def freeze_long_lived() -> None:
+    """A model has loaded: move every object tracked now into the collector's permanent
+    generation (``gc.freeze``), which later collections do not traverse, so that no full
+    collection walks torch's and the model's objects (one took 0.6 s during *Segment all images*);
+    then collections as usual. Garbage that exists at this moment is never collected (a small
+    leak, never a destructor running in a worker thread)."""
+    gc.freeze()
+    release_collections()
+
+
 def dispose(widget: QWidget) -> None:
     """Close a widget and delete it (and its children) on the GUI thread now; a widget that is
     already deleted is left alone."""
@@ -91,8 +122,10 @@ def dispose(widget: QWidget) -> None:
 
 def flush_deletions() -> int:
     """Run pending ``deleteLater`` deletions, then a full collection, on the GUI thread now;
-    returns the number of unreachable objects collected."""
+    returns the number of unreachable objects collected. Objects frozen by ``freeze_long_lived``
+    are collected too (a window is being torn down: its model's objects may be garbage now)."""
     _require_gui_thread()
+    gc.unfreeze()
     if QCoreApplication.instance() is None:
         return gc.collect()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from hcviewer.app.compare_view import CompareWindow, crop_box, place_over, standard_subsets
 from hcviewer.app.document import ModelResult
+from hcviewer.app.gui_gc import freeze_long_lived, hold_collections, release_collections
 from hcviewer.app.head_scope import HeadScope
 from hcviewer.app.image_view import Mode
 from hcviewer.app.mask_crops import as_crop
@@ -61,10 +62,12 @@ class SegmentationController(QObject):
         """Load the checkpoint ``path`` in the worker; the current model answers until it is ready."""
         self.window.checkpoint = str(path)
         self._load_started = time.perf_counter()
+        hold_collections()  # until it has loaded: see gui_gc
         self.window.device_label.setText(f"Model: loading {Path(path).name}…")
         self.window.model.load(str(path), self.window.device)
 
     def _model_loaded(self, info: ModelInfo) -> None:
+        freeze_long_lived()  # the model's and torch's objects: no later collection walks them
         window = self.window
         replaced = self.state.model_info is not None
         self.state.model_info = info
@@ -86,6 +89,7 @@ class SegmentationController(QObject):
             self.segment_selected()
 
     def _model_failed(self, message: str) -> None:
+        release_collections()
         info = self.state.model_info  # a model loaded before keeps working
         self.window.device_label.setText("Model: not loaded" if info is None else f"Device: {info.device}")
         self.window.show_message(message, "Model")
