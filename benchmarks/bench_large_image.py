@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "hcviewer-bench-large")
     args = parser.parse_args(argv)
 
+    from hcviewer.app.gui_gc import install_gui_gc
     from hcviewer.app.image_view import Mode
     from hcviewer.app.main_window import MainWindow
     from hcviewer.app.settings import AppSettings
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     photo, boxes_file = write_photo(args.folder, args.width, args.height)
     os.environ.setdefault("HCVIEWER_RECOVERY_DIR", str(args.folder / "recovery"))
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    install_gui_gc(app)  # garbage collected on the GUI thread, as run_app does
     checkpoint = args.checkpoint or BUNDLED
     settings = AppSettings(QSettings(str(args.folder / "settings.ini"), QSettings.Format.IniFormat))
     window = MainWindow(checkpoint, "cpu", settings=settings, offer_recovery=False)
