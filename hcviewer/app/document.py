@@ -514,11 +514,15 @@ class Project:
         is unmodified unless it was edited after the snapshot. Returns what was written, for the user."""
         if snapshot.resets == self._resets:  # else another annotation was opened meanwhile
             self.annotation_path = Path(path)
-            if snapshot.edits == self._edits:
+            if self._is_current(snapshot):
                 self._session.modified = False
                 self._delete_own_recovery()
         objects = sum(o.mask_rle is not None for image in snapshot.annotation.images for o in image.objects)
         return f"{objects} objects to {written[0]} (PNG masks in {written[1].name}/)"
+
+    def _is_current(self, snapshot: SaveSnapshot) -> bool:
+        """No annotating edit and no other annotation opened since ``snapshot`` was taken."""
+        return (snapshot.resets, snapshot.edits) == (self._resets, self._edits)
 
     def load_annotation(self, path: str | os.PathLike) -> None:
         """Continue an annotation: its images, accepted masks and pending boxes replace the project."""
@@ -568,7 +572,7 @@ class Project:
     def mark_autosaved(self, snapshot: SaveSnapshot) -> None:
         """``snapshot`` reached the recovery file: it holds the latest edits unless there were
         more since; a save that finished meanwhile left nothing to recover."""
-        if (snapshot.resets, snapshot.edits) == (self._resets, self._edits):
+        if self._is_current(snapshot):
             self._session.autosaved = True
         if not self._session.modified and not self._session.keep_on_close:
             self._delete_own_recovery()

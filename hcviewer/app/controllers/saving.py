@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
@@ -22,8 +22,7 @@ AUTOSAVE_MS = 5000  # unsaved edits reach the recovery file within this time
 
 
 class SavingController(QObject):
-    _written = Signal(object)  # a save's future, emitted from the saving thread
-    _autosaved = Signal(object)  # (snapshot, future) of an autosave, emitted from the saving thread
+    _written = Signal(object)  # (then, future) of a save or autosave, emitted from the saving thread
 
     def __init__(self, window: "MainWindow") -> None:
         super().__init__(window)  # a QObject of the GUI thread: worker signals reach it queued
@@ -34,9 +33,8 @@ class SavingController(QObject):
         # seconds to encode, which froze the window.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hcviewer-save")
         self._running: dict[Future, tuple[Path, SaveSnapshot]] = {}  # in the order they were asked for
-        self._written.connect(self._finish, Qt.ConnectionType.QueuedConnection)
+        self._written.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
         self._autosave_running = False
-        self._autosaved.connect(self._autosave_written, Qt.ConnectionType.QueuedConnection)
         self.autosave_timer = QTimer(window)
         self.autosave_timer.setInterval(AUTOSAVE_MS)
         self.autosave_timer.timeout.connect(self.autosave)
@@ -72,12 +70,11 @@ class SavingController(QObject):
         meanwhile keep the project modified. ``wait``: until written, returning whether it was (a
         failure is a message either way); else at once, True."""
         snapshot = self.project.save_snapshot()
-        future = self._writer.submit(write_annotation, Path(path), snapshot.annotation)
-        self._running[future] = (Path(path), snapshot)
+        future = self._write(self._finish, write_annotation, Path(path), snapshot.annotation)
+        self._running[future] = (Path(path), snapshot)  # before its answer: that is queued to this thread
         if wait:
             return self.finish_saves()
         self.window.statusBar().showMessage(f"Saving {Path(path).name}…")
-        future.add_done_callback(self._announce)
         return True
 
     def wait_for_writes(self) -> None:
@@ -88,11 +85,21 @@ class SavingController(QObject):
         """Wait for the saves being written and take their outcome; whether all succeeded."""
         return all([self._finish(future) for future in list(self._running)])
 
-    def _announce(self, future: Future) -> None:
+    def _write(self, then: Callable[[Future], object], write: Callable[..., object], *args: object) -> Future:
+        """``write(*args)`` in the saving thread; ``then(future)`` on the GUI thread afterwards."""
+        future = self._writer.submit(write, *args)
+        future.add_done_callback(lambda done: self._announce(then, done))
+        return future
+
+    def _announce(self, then: Callable[[Future], object], future: Future) -> None:
         try:
-            self._written.emit(future)
-        except RuntimeError:  # the window is gone: it finished its saves before closing
+            self._written.emit((then, future))
+        except RuntimeError:  # the window is gone: it finished its writes before closing
             pass
+
+    def _deliver(self, item: tuple[Callable[[Future], object], Future]) -> None:
+        then, future = item
+        then(future)
 
     def _finish(self, future: Future) -> bool:
         if future not in self._running:  # taken already (finish_saves came first)
@@ -136,17 +143,9 @@ class SavingController(QObject):
         if snapshot is None:
             return
         self._autosave_running = True
-        future = self._writer.submit(write_recovery, *snapshot)
-        future.add_done_callback(lambda done: self._announce_autosave(snapshot[1], done))
+        self._write(lambda done: self._autosave_written(snapshot[1], done), write_recovery, *snapshot)
 
-    def _announce_autosave(self, snapshot: SaveSnapshot, future: Future) -> None:
-        try:
-            self._autosaved.emit((snapshot, future))
-        except RuntimeError:  # the window is gone
-            pass
-
-    def _autosave_written(self, item: tuple[SaveSnapshot, Future]) -> None:
-        snapshot, future = item
+    def _autosave_written(self, snapshot: SaveSnapshot, future: Future) -> None:
         self._autosave_running = False
         try:
             future.result()
