@@ -197,3 +197,24 @@ def test_heads_sharing_a_matmul_equal_each_head_alone() -> None:
             torch.testing.assert_close(together.logits[task], alone, rtol=1e-6, atol=1e-6)
             for tap in model.taps:
                 torch.testing.assert_close(together.contributions[task][tap], contributions[tap], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_box_cuts_equal_torchvision_roi_align_and_interpolate(channels_last: bool) -> None:
+    """The predictor's cut (sampling matrices at the tap's size) and its pixel-major upsampling
+    (two matrix products) give roi_align's and F.interpolate's values for a batched map."""
+    from hcviewer.modeling.box_features import pixel_major_features
+
+    model = _frozen_model().eval()
+    torch.manual_seed(1)
+    spec = model.backbone.tap_specs["s4"]
+    features = torch.randn(2, spec.channels, 28, 40, dtype=torch.float64)
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        cut = model.backbone.tap_box_features({spec.node: features}, ROIS, "s4")
+        expected = roi_align(features.contiguous(), ROIS, spec.roi_size, 1 / spec.stride, 2, True)
+        torch.testing.assert_close(cut, expected, rtol=1e-12, atol=1e-12)
+        upsampled = F.interpolate(expected, size=(50, 50), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(pixel_major_features(cut, 50), upsampled.flatten(2).permute(2, 0, 1),
+                                   rtol=1e-12, atol=1e-12)

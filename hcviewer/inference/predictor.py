@@ -193,9 +193,8 @@ class HypercolumnPredictor:
         tensor = tensor.permute(2, 0, 1)[None].float().div_(255)
         tensor = (tensor - self._mean) / self._std
         with FX_TRACE_LOCK, torch.inference_mode(), self._autocast():
-            features = self._inference_trunk()(tensor.contiguous(memory_format=torch.channels_last))
-            # roi_align reads NCHW; convert once here rather than on every predict.
-            self._features = {node: f.contiguous() for node, f in features.items()}
+            # Channels-last maps, as the box cuts read them (``Backbone.tap_box_features``).
+            self._features = self._inference_trunk()(tensor.contiguous(memory_format=torch.channels_last))
         self._image_size = image.shape[:2]
         self._image = image  # edge refinement reads its pixels (a reference: the caller keeps it unchanged)
         self._scale = box_scale

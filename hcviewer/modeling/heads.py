@@ -71,6 +71,9 @@ class HypercolumnHead(nn.Module):
         self.register_buffer("axis_weights", grid_axis_weights(grid_size, output_size), persistent=False)
         self.order = "auto"  # "auto", "scores" or "pixels"; see the class docstring
         self._pixel_cache: dict[str, tuple[tuple, torch.Tensor]] = {}
+        # Several heads' per-pixel classifiers side by side (``merged_pixel_classifiers``), kept
+        # by the first of them with the per-head tensors they were made from.
+        self._merged_cache: dict[tuple, tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
 
     @property
     def taps(self) -> tuple[str, ...]:
@@ -101,7 +104,11 @@ class HypercolumnHead(nn.Module):
     ) -> torch.Tensor:
         n, _, r, _ = features.shape
         k2, c, s = self.grid_size**2, self.task_channels, self.output_size
-        scores = self.classifiers[tap](features).view(n, k2, self.num_sets, c, r, r)
+        weight = self.classifiers[tap].weight
+        if r == 1:  # a 1x1 conv on a 1x1 map as one matrix product (oneDNN's conv: 0.4 ms for 4 boxes)
+            scores = F.linear(features.flatten(1), weight.flatten(1)).view(n, k2, self.num_sets, c, 1, 1)
+        else:
+            scores = self.classifiers[tap](features).view(n, k2, self.num_sets, c, r, r)
         scores = _select_sets(scores, set_index)  # [N, K*K, C, R, R]
         weights = self.grid_weights.to(scores.dtype).view(k2, s * s)
         if r == 1:
@@ -198,10 +205,26 @@ def contributions_by_pixels(heads: list[HypercolumnHead], tap: str, per_pixel: t
     """
     p, n, _ = per_pixel.shape
     s = heads[0].output_size
-    classifiers = torch.cat([h.pixel_classifiers(tap) for h in heads], dim=2).to(per_pixel.dtype)
+    classifiers = merged_pixel_classifiers(heads, tap).to(per_pixel.dtype)
     scores = _contiguous_gradient(torch.bmm(per_pixel, classifiers))  # [S*S, N, sum of C]
     split = scores.split([h.task_channels for h in heads], dim=2)
     return [part.permute(1, 2, 0).reshape(n, part.shape[2], s, s) for part in split]
+
+
+def merged_pixel_classifiers(heads: list[HypercolumnHead], tap: str) -> torch.Tensor:
+    """The heads' per-pixel classifiers side by side, [S*S, Cin, sum of C]. Cached while every
+    head's own cached classifiers stay the same tensors: the concatenation (25 MB for
+    MobileNetV2's s16 tap and three heads) took half of a 4-box ``predict``."""
+    parts = tuple(h.pixel_classifiers(tap) for h in heads)
+    if torch.is_grad_enabled() and any(part.requires_grad for part in parts):
+        return torch.cat(parts, dim=2)
+    key = (tap, tuple(id(h) for h in heads))
+    cached = heads[0]._merged_cache.get(key)
+    if cached is not None and len(cached[0]) == len(parts) and all(a is b for a, b in zip(cached[0], parts)):
+        return cached[1]
+    merged = torch.cat(parts, dim=2)
+    heads[0]._merged_cache[key] = (parts, merged)
+    return merged
 
 
 class _ContiguousGradient(torch.autograd.Function):
