@@ -120,3 +120,28 @@ def test_predictor_answers_like_the_model_for_every_backbone(backbone: str) -> N
     with torch.no_grad():
         expected = model(tensor, ROIS)["figure_ground"]
     np.testing.assert_allclose(prediction.logits["figure_ground"], expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_our_mobilenet_v2_is_torchvisions() -> None:
+    """Same modules, names and shapes (torchvision's weight file and old checkpoints load), same
+    outputs; and the trunk tapped from it returns the layers torchvision's graph would."""
+    import torchvision
+
+    from hcviewer.modeling.backbones import TappedLayers
+    from hcviewer.modeling.mobilenet_v2 import MobileNetV2
+
+    torch.manual_seed(0)
+    reference = torchvision.models.mobilenet_v2(weights=None).eval()
+    ours = MobileNetV2().eval()
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    ours.load_state_dict(reference.state_dict())
+    image = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(image), reference(image), rtol=0, atol=0)
+        tapped = TappedLayers(ours.features, ("3", "13"))(image)
+        assert len(TappedLayers(ours.features, ("3", "13"))) == 14  # stops at the deepest tap
+        x = image
+        for index, layer in enumerate(reference.features[:14]):
+            x = layer(x)
+            if index in (3, 13):
+                torch.testing.assert_close(tapped[str(index)], x, rtol=0, atol=0)

@@ -11,7 +11,6 @@ import copy
 import hashlib
 import importlib.util
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,11 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from hcviewer.modeling.box_sampling import box_axis_weights, sample_boxes
+from hcviewer.modeling.mobilenet_v2 import MobileNetV2
 
-# torch.fx tracing (create_feature_extractor) patches nn.Module.__call__ process-wide while it
-# runs: any module another thread calls meanwhile fails ("module is not installed as a
-# submodule"). Building a backbone holds this lock; code that runs a model in a thread while
-# other threads may build one (the app's worker) holds it around its forward calls.
+# torch.fx tracing (folding batch norm into a trunk's convolutions) patches nn.Module.__call__
+# process-wide while it runs: any module another thread calls meanwhile fails ("module is not
+# installed as a submodule"). Tracing holds this lock; code that runs a model in a thread while
+# other threads may trace one (the app's worker) holds it around its forward calls.
 FX_TRACE_LOCK = threading.RLock()
 
 # Trunk feature maps by graph node: one [B, C, H, W] tensor (a batch), or each image's own
@@ -70,9 +70,8 @@ MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 
 
 def _torchvision():
-    """torchvision, imported when a backbone is first built: importing it imports torch._dynamo
-    (through torchvision.ops.roi_align), 3.4 s of the 9.6 s ``import hcviewer.inference`` took,
-    so that the app's window comes up while a worker thread loads the model."""
+    """torchvision, imported only for what needs it (VGG16, AlexNet, downloading weights):
+    importing it imports torch._dynamo, 1.9 s of the app's start-up."""
     import torchvision
 
     return torchvision
@@ -109,7 +108,7 @@ def mobilenet_v2_imagenet_state_dict() -> dict[str, torch.Tensor]:
 
 
 def _mobilenet_v2(pretrained: bool) -> nn.Module:
-    model = _torchvision().models.mobilenet_v2(weights=None)
+    model = MobileNetV2()  # torchvision's definition, without importing torchvision
     if pretrained:
         model.load_state_dict(mobilenet_v2_imagenet_state_dict())
     return model
@@ -226,6 +225,24 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         raise KeyError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}") from None
 
 
+class TappedLayers(nn.Sequential):
+    """A network's ``features`` up to its deepest tapped layer, returning the tapped layers'
+    outputs {node: [B, C, H/s, W/s]} (node: the layer's index in ``features``). Its modules keep
+    their names in ``features`` (state-dict keys "0.0.weight", ...)."""
+
+    def __init__(self, features: nn.Sequential, nodes: tuple[str, ...]) -> None:
+        super().__init__(*list(features)[:max(int(node) for node in nodes) + 1])
+        self.nodes = frozenset(nodes)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = {}
+        for index, layer in enumerate(self):
+            x = layer(x)
+            if str(index) in self.nodes:
+                outputs[str(index)] = x
+        return outputs
+
+
 class Backbone(nn.Module):
     """The trunk (run once per image) and the box-level top (run once per box).
 
@@ -238,11 +255,7 @@ class Backbone(nn.Module):
         self.spec = spec
         self.tap_specs = {name: spec.tap(name) for name in taps}
         tv_model = spec.make_model(pretrained)
-        nodes = sorted({t.node for t in self.tap_specs.values()}, key=int)
-        from torchvision.models.feature_extraction import create_feature_extractor  # imported late: see _torchvision
-        with FX_TRACE_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # FX tracing chatter
-            self.body = create_feature_extractor(tv_model.features, return_nodes={n: n for n in nodes})
+        self.body = TappedLayers(tv_model.features, tuple(t.node for t in self.tap_specs.values()))
         box_taps = [t for t in self.tap_specs.values() if t.box_level]
         self.box_top = spec.make_box_top(tv_model) if box_taps else None
 
@@ -351,12 +364,16 @@ class ConvBatchNorm(nn.Module):
         return y
 
 
-def fold_batch_norm(body: torch.fx.GraphModule) -> torch.fx.GraphModule | None:
+def fold_batch_norm(body: nn.Module) -> torch.fx.GraphModule | None:
     """A graph over the same modules as ``body`` (shared parameters) in which every convolution
     followed by a batch norm (two graph nodes, or one Conv2dNormActivation leaf) is one
     ``ConvBatchNorm``. Valid while the batch norms use their running statistics; None when
     ``body`` has no such pair."""
-    graph = copy.deepcopy(body.graph)
+    if isinstance(body, torch.fx.GraphModule):
+        graph = copy.deepcopy(body.graph)
+    else:
+        with FX_TRACE_LOCK:
+            graph = torch.fx.Tracer().trace(body)
     modules = dict(body.named_modules())
     root: dict[str, nn.Module | torch.Tensor] = {}
     for node in list(graph.nodes):

@@ -64,7 +64,8 @@ class HypercolumnHead(nn.Module):
         )
         self.bias = nn.Parameter(torch.zeros(num_classifier_sets, task_channels))
         for conv in self.classifiers.values():
-            nn.init.normal_(conv.weight, std=0.01)
+            if not conv.weight.is_meta:  # shapes only (checkpoint checks); normal_ on meta imports torch._dynamo
+                nn.init.normal_(conv.weight, std=0.01)
         self.register_buffer(
             "grid_weights", grid_interpolation_weights(grid_size, output_size), persistent=False
         )
