@@ -181,7 +181,13 @@ def test_folded_trunk_shares_the_parameters_and_follows_their_updates() -> None:
 
 def test_trainable_batch_norm_keeps_the_trunks_own_layers() -> None:
     model = build_hypercolumn(tiny_person_config()).train()  # batch norm in training mode
-    assert model.backbone._folded_body() is None
+    norm = next(m for m in model.backbone.body.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = norm.running_mean.clone()
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            model.backbone(torch.randn(2, 3, 64, 96))
+        assert not torch.equal(norm.running_mean, before)  # batch statistics used and tracked
+        before = norm.running_mean.clone()
     assert fold_batch_norm(build_hypercolumn(tiny_person_config(backbone="alexnet")).backbone.body) is None
 
 
