@@ -120,8 +120,9 @@ class HypercolumnModel(nn.Module):
     ) -> BoxOutputs:
         """Heads for K boxes over cached trunk features; only the named taps contribute.
 
-        With gradients enabled (training) the box features are cut by sampling matrices, whose
-        backward is fast (``BoxTapFeatures``); without, by roi_align (fastest forward).
+        With gradients enabled (training) the box features are cut and resized to the output
+        in one step by sampling matrices, whose backward is fast; without, cut at each tap's size
+        and upsampled only for the heads that need it (fastest forward; ``BoxTapFeatures``).
         """
         taps = self.check_taps(taps)
         tasks = self.check_tasks(tasks)
