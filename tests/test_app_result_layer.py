@@ -55,3 +55,13 @@ def test_large_images_are_composed_at_a_capped_size():
     entry = LayerEntry(np.array([0.0, 0.0, 4000.0, 3000.0]), np.ones((4, 4)), None, None)
     composite = compose([entry], (3000, 4000), (), _settings())
     assert composite.rgba.shape == (1536, MAX_SIDE, 4) and composite.rgba[..., 3].all()
+
+
+def test_parts_are_drawn_in_the_checkpoints_colours_when_it_has_them():
+    parts = np.zeros((3, 4, 4))
+    parts[0] = 1.0
+    parts[2, :2] = 2.0  # part 2 in the top half
+    entry = LayerEntry(np.array([0.0, 0.0, 8.0, 8.0]), np.ones((4, 4)), parts, None)
+    colors = ((140, 70, 20), (255, 190, 140))
+    rgba = compose([entry], (8, 8), (), _settings(show_parts=True, part_colors=colors)).rgba
+    assert rgba[1, 1, :3].tolist() == [255, 190, 140] != list(part_color(2))

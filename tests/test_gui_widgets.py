@@ -158,3 +158,20 @@ def test_a_box_overlay_shows_parts_instead_of_the_mask_fill_with_the_mask_outlin
     overlay.show(box, figure_ground, parts, None, None, (), settings)
     assert overlay.mask_image.isVisible() and not overlay.parts_image.isVisible()
     overlay.remove()
+
+
+def test_part_legend_lists_the_checkpoints_colours_and_the_drawing_uses_them(qtbot):
+    from hcviewer.app.layers_panel import DisplayPanel
+    from hcviewer.app.overlays import DisplaySettings, parts_rgba
+
+    settings = DisplaySettings()
+    panel = DisplayPanel(settings)
+    qtbot.addWidget(panel)
+    panel.set_parts(("hair", "skin"), ((140, 70, 20), (255, 190, 140)))
+    swatch = panel.legend.item(1).icon().pixmap(8, 8).toImage().pixelColor(4, 4)
+    assert (swatch.red(), swatch.green(), swatch.blue()) == (255, 190, 140)
+    probs = np.zeros((3, 2, 2))
+    probs[2] = 1.0
+    assert parts_rgba(probs, 0.5, settings.part_colors)[0, 0, :3].tolist() == [255, 190, 140]
+    panel.set_parts(("hair",))  # a checkpoint without colours: the app's palette again
+    assert settings.part_colors == ()

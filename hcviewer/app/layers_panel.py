@@ -151,11 +151,13 @@ class DisplayPanel(QGroupBox):
         self.score_label.setText(f"score ≥ {self.score.value() / 100:.2f}")
         self.keypoint_score_label.setText(f"keypoint score ≥ {self.settings.keypoint_min_score:.2f}")
 
-    def set_parts(self, part_names: tuple[str, ...]) -> None:
+    def set_parts(self, part_names: tuple[str, ...], part_colors: tuple[tuple[int, int, int], ...] = ()) -> None:
+        """The loaded checkpoint's parts, drawn (and listed) in its colours, else the app's palette."""
+        self.settings.part_colors = tuple(tuple(int(v) for v in color) for color in part_colors)
         self.legend.clear()
         self.show_parts.setEnabled(bool(part_names))
         for i, name in enumerate(part_names, start=1):
-            self.legend.addItem(QListWidgetItem(_swatch(part_color(i)), name))
+            self.legend.addItem(QListWidgetItem(_swatch(part_color(i, self.settings.part_colors)), name))
 
     def set_accepted_legend(self, entries: list[tuple[str, tuple[int, int, int]]]) -> None:
         """(text, colour) of each accepted object or class shown."""

@@ -4,11 +4,12 @@ with peaks and skeleton)."""
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor
 
 from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD
 
@@ -28,9 +29,18 @@ COLOR_BY = ("object", "class")  # the choices of DisplaySettings.color_by
 DISPLAY_MAX_SIDE = 384  # box maps are upsampled to at most this many display pixels per side
 
 
-def part_color(index: int) -> tuple[int, int, int]:
-    """Colour of part ``index`` (1-based; 0 is background)."""
+def part_color(index: int, colors: tuple[tuple[int, int, int], ...] = ()) -> tuple[int, int, int]:
+    """Colour of part ``index`` (1-based; 0 is background): the checkpoint's ``colors`` (one per
+    part, ``HypercolumnConfig.part_colors``) when it has them, else the app's palette."""
+    if colors:
+        return tuple(int(v) for v in colors[(index - 1) % len(colors)])
     return tuple(int(v) for v in PART_COLORS[1 + (index - 1) % (len(PART_COLORS) - 1)])
+
+
+@functools.lru_cache(maxsize=8)
+def part_lut(colors: tuple[tuple[int, int, int], ...] = ()) -> np.ndarray:
+    """uint8 [256, 3]: part label -> colour (``part_color``; label 0, background, black)."""
+    return np.array([(0, 0, 0)] + [part_color(i, colors) for i in range(1, 256)], np.uint8)
 
 
 def annotation_color(key: int) -> tuple[int, int, int]:
@@ -70,13 +80,13 @@ def mask_rgba(mask: np.ndarray, color: tuple[int, int, int], opacity: float) -> 
     return rgba
 
 
-def parts_rgba(part_probs: np.ndarray, opacity: float) -> np.ndarray:
+def parts_rgba(part_probs: np.ndarray, opacity: float,
+               colors: tuple[tuple[int, int, int], ...] = ()) -> np.ndarray:
     """[P+1, h, w] part probabilities -> uint8 [h, w, 4]: each pixel's most likely part in its
-    colour; background (channel 0) transparent."""
+    colour (``part_color``); background (channel 0) transparent."""
     label = part_probs.argmax(0)
     rgba = np.zeros((*label.shape, 4), np.uint8)
-    for index in range(1, part_probs.shape[0]):
-        rgba[label == index, :3] = part_color(index)
+    rgba[..., :3] = part_lut(tuple(colors))[label]
     rgba[..., 3] = np.where(label > 0, round(255 * opacity), 0)
     return rgba
 
@@ -165,7 +175,8 @@ class BoxOverlay:
             self.outline.setData(*outline_xy(mask, box))
             self.outline.setVisible(True)
         if parts_shown:
-            _show_image(self.parts_image, parts_rgba(upsample(parts, shape), settings.opacity), rect)
+            _show_image(self.parts_image, parts_rgba(upsample(parts, shape), settings.opacity, settings.part_colors),
+                        rect)
         if keypoint_heatmaps is not None and settings.show_keypoints:
             _show_image(self.heatmap_image, heatmap_rgba(upsample(keypoint_heatmaps, shape), 0.8), rect)
         if keypoints is not None and settings.show_keypoints:
@@ -197,13 +208,10 @@ class DisplaySettings:
         self.show_gt = False
         self.keypoint_min_score = DEFAULT_KEYPOINT_THRESHOLD  # weaker keypoints are hidden (and saved v=0)
         self.color_by = "object"  # accepted masks: one colour per "object" or per "class"
+        self.part_colors: tuple[tuple[int, int, int], ...] = ()  # the checkpoint's, one per part (empty: palette)
 
     def key(self) -> tuple:
         return tuple(sorted(vars(self).items()))
-
-
-def legend_color(index: int) -> QColor:
-    return QColor(*part_color(index))
 
 
 def brush_pen(color: tuple[int, int, int], width: float = 2, dashed: bool = False) -> "pg.QtGui.QPen":

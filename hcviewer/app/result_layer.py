@@ -11,10 +11,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 
-from hcviewer.app.overlays import MASK_COLOR, DisplaySettings, outline_xy, part_color, upsample
+from hcviewer.app.overlays import MASK_COLOR, DisplaySettings, outline_xy, part_lut, upsample
 
 MAX_SIDE = 2048  # the composite's longest side in pixels (bigger images are drawn scaled)
-PART_LUT = np.array([(0, 0, 0)] + [part_color(i) for i in range(1, 256)], np.uint8)  # label -> colour
 
 
 @dataclass
@@ -63,7 +62,7 @@ def compose(entries: list[LayerEntry], image_shape: tuple[int, int], skeleton: t
                 limbs.append(entry.keypoints[np.array(edges).reshape(-1), :2])
     rgba = np.zeros((*canvas_shape, 4), np.uint8)
     alpha = round(255 * settings.opacity)
-    rgba[parts > 0, :3] = PART_LUT[parts[parts > 0]]
+    rgba[parts > 0, :3] = part_lut(settings.part_colors)[parts[parts > 0]]
     rgba[parts > 0, 3] = alpha
     rgba[mask & (parts == 0), :3] = MASK_COLOR  # parts, when shown, colour the mask's pixels
     rgba[mask & (parts == 0), 3] = alpha

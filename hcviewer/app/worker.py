@@ -41,6 +41,7 @@ class ModelInfo:
     load_seconds: float
     keypoint_categories: tuple[str, ...] = ("person",)  # the boxes the keypoint head answers (empty: all)
     part_categories: tuple[str, ...] = ("person",)  # the boxes the part head answers (empty: all)
+    part_colors: tuple[tuple[int, int, int], ...] = ()  # one RGB per part name (empty: the app's palette)
 
 
 @dataclass
@@ -139,7 +140,8 @@ class ModelWorker(QObject):
             keypoint_names=tuple(config.keypoint_names), skeleton=tuple(config.skeleton),
             class_specific=bool(config.class_specific), device=choice.description,
             device_warning=choice.warning, load_seconds=time.perf_counter() - start,
-            keypoint_categories=tuple(config.keypoint_categories), part_categories=tuple(config.part_categories)))
+            keypoint_categories=tuple(config.keypoint_categories), part_categories=tuple(config.part_categories),
+            part_colors=tuple(tuple(color) for color in config.part_colors)))
         if self._image is not None and self._image.key == self.wanted_key:
             self._ensure_features(self._image.key)
 

@@ -80,7 +80,7 @@ class SegmentationController(QObject):
         window.project.heads = HeadScope.from_config(info)  # whose keypoints and parts are drawn and saved
         window.layers.set_taps(info.taps)
         window.display_panel.set_tasks(info.tasks)
-        window.display_panel.set_parts(info.part_names)
+        window.display_panel.set_parts(info.part_names, info.part_colors)
         if replaced:  # what is drawn came from the previous model
             for box_id in list(self.state.views):
                 window.canvas.drop_result(box_id)
