@@ -78,7 +78,7 @@ def calibration_row(model, backbone: str, tap: str, features: torch.Tensor, repe
         }
     picked, upsampled = {}, False
     for task in sorted(model.heads, key=lambda t: -model.heads[t].task_channels):
-        picked[task] = model.heads[task].evaluation_order(tap, features.shape[-1], upsampled)
+        picked[task] = model.heads[task].evaluation_order(tap, features.shape[-1], upsampled, shared_matmul=upsampled)
         upsampled = upsampled or picked[task] == "pixels"
 
     def plan_ms(plan: dict[str, str]) -> float:

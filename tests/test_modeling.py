@@ -230,8 +230,15 @@ def test_results_do_not_depend_on_which_tasks_share_a_call(model_and_features) -
             torch.testing.assert_close(together[task], alone, rtol=1e-9, atol=1e-9)
 
 
-def test_cost_model_counts_shared_upsampling_as_free(model_and_features) -> None:
-    model, _ = model_and_features
-    head = model.heads["figure_ground"]  # one channel: classifying at the tap's resolution is cheap
-    assert head.evaluation_order("s16", 14, upsampled=False) == "scores"
-    assert head.evaluation_order("s16", 14, upsampled=True) == "pixels"
+def test_cost_model_counts_shared_upsampling_as_free() -> None:
+    # One channel, a 28-channel tap at 28 x 28: near the break-even point of the two orders, where
+    # features another head already upsampled tip the choice.
+    head = HypercolumnHead({"tap": 28}, 1, 5, 50)
+    assert head.evaluation_order("tap", 28, upsampled=False) == "scores"
+    assert head.evaluation_order("tap", 28, upsampled=True) == "pixels"
+
+
+def test_cost_model_lets_a_narrow_head_join_a_per_pixel_matmul_that_runs_anyway() -> None:
+    head = HypercolumnHead({"tap": 96}, 1, 5, 50)  # one channel of a 96-channel 14 x 14 tap
+    assert head.evaluation_order("tap", 14, upsampled=True) == "scores"  # alone: its own matmul
+    assert head.evaluation_order("tap", 14, upsampled=True, shared_matmul=True) == "pixels"

@@ -9,12 +9,14 @@ subset is exactly the bias plus those taps' contributions.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hcviewer.modeling.box_sampling import resize_axis_weights
 from hcviewer.modeling.grid import grid_axis_weights, grid_interpolation_weights
 
 if TYPE_CHECKING:
@@ -22,8 +24,8 @@ if TYPE_CHECKING:
 
 
 # Cost-model constants of ``HypercolumnHead.evaluation_order``, in multiply-adds.
-UPSAMPLE_COST = 30  # per value written by bilinear upsampling (and, for scores, grid mixing)
-BMM_OVERHEAD = 8  # per pixel and input channel of the pixels order's small batched matmuls
+UPSAMPLE_COST = 5  # per feature value upsampled to the output (two matmuls, box_features.py)
+BMM_OVERHEAD = 24  # per pixel and input channel of the pixels order's small batched matmuls
 
 
 class HypercolumnHead(nn.Module):
@@ -80,14 +82,20 @@ class HypercolumnHead(nn.Module):
     def taps(self) -> tuple[str, ...]:
         return tuple(self.classifiers.keys())
 
-    def evaluation_order(self, tap: str, roi_size: int, upsampled: bool = False) -> str:
+    def evaluation_order(self, tap: str, roi_size: int, upsampled: bool = False, shared_matmul: bool = False) -> str:
         """Which exact order is cheaper for this tap, in units of one multiply-add.
 
-        Calibrated on a 2-core CPU (benchmarks/calibrate_heads.py, 4 boxes, S=50): writing one
-        value of a bilinearly upsampled map costs about ``UPSAMPLE_COST`` multiply-adds (memory
-        bound), and the per-pixel matmuls of the ``pixels`` order carry about ``BMM_OVERHEAD``
-        extra multiply-adds per pixel and input channel (tiny GEMMs). ``upsampled``: another
-        head of the same call already upsampled this tap's features, so ``pixels`` gets them free.
+        Calibrated on a 2-core CPU (benchmarks/calibrate_heads.py, 4 boxes, S=50): the
+        ``scores`` order costs its multiply-adds (classifying at R x R, then the separable mixing
+        of ``contribution_by_scores``: two matmuls through [S, K*R]); upsampling a feature value
+        costs about ``UPSAMPLE_COST``, and the per-pixel matmuls of the ``pixels`` order carry
+        about ``BMM_OVERHEAD`` extra per pixel and input channel (tiny GEMMs, their classifiers
+        read from memory). ``upsampled``: the tap's features are upsampled already (by another
+        head of the same call, or in training), so ``pixels`` gets them free. ``shared_matmul``:
+        another head of the call evaluates this tap per pixel, and joining its batched matmul adds
+        only this head's channels (in a benchmark whose other models evict the caches between
+        calls, evaluating MobileNetV2's s16 figure-ground and part heads by ``scores`` beside the
+        keypoint head's matmul took 21.0 ms per 4-box call against 19.1 ms joining it).
         """
         if self.order != "auto":
             return self.order
@@ -95,9 +103,14 @@ class HypercolumnHead(nn.Module):
             return "scores"  # per-pixel classifiers for every class set would not fit in memory
         cin = self.classifiers[tap].in_channels
         k2, c, s = self.grid_size**2, self.task_channels, self.output_size
-        scores_cost = k2 * c * (roi_size * roi_size * cin + UPSAMPLE_COST * s * s)
-        feature_upsampling = 0 if upsampled or roi_size == 1 else UPSAMPLE_COST
-        pixels_cost = cin * s * s * (c + BMM_OVERHEAD + feature_upsampling)
+        kr = self.grid_size * roi_size
+        mixing = k2 * s * s if roi_size == 1 else s * kr * kr + s * s * kr  # per task channel
+        scores_cost = k2 * c * roi_size * roi_size * cin + c * mixing
+        if shared_matmul:
+            pixels_cost = cin * s * s * c
+        else:
+            feature_upsampling = 0 if upsampled or roi_size == 1 else UPSAMPLE_COST
+            pixels_cost = cin * s * s * (c + BMM_OVERHEAD + feature_upsampling)
         return "pixels" if pixels_cost < scores_cost else "scores"
 
     def contribution_by_scores(
@@ -117,9 +130,14 @@ class HypercolumnHead(nn.Module):
             # matmul per box (no [N, K*K, C, S, S] tensor is ever built).
             mixed = torch.matmul(scores.view(n, k2, c).transpose(1, 2), weights)
             return mixed.view(n, c, s, s)
-        upsampled = F.interpolate(scores.reshape(n, k2 * c, r, r), size=(s, s), mode="bilinear",
-                                  align_corners=False).view(n, k2, c, s * s)
-        return (upsampled * weights[None, :, None]).sum(1).view(n, c, s, s)
+        # Upsampling and grid mixing are both separable: out[y, x] = sum over (i, p) and (j, q) of
+        # A[y, (i, p)] A[x, (j, q)] scores_ij[p, q] with A[y, (i, p)] = a_i(y) u_p(y) (grid weight
+        # times bilinear weight), two small matmuls per box and channel; no [N, K*K, C, S, S]
+        # tensor of upsampled scores is built.
+        k = self.grid_size
+        mixing = _scores_mixing_matrix(k, r, s, scores.dtype, scores.device)  # [S, K*R]
+        grid = scores.reshape(n, k, k, c, r, r).permute(0, 3, 1, 4, 2, 5).reshape(n * c, k * r, k * r)
+        return torch.matmul(torch.matmul(mixing, grid), mixing.t()).view(n, c, s, s)
 
     def pixel_classifiers(self, tap: str) -> torch.Tensor:
         """The grid classifiers interpolated to every output pixel, [S*S, Cin, C] (one set):
@@ -168,8 +186,9 @@ def forward_heads(
     the contributions of the taps in ``tap_features``) and, if asked, each tap's contribution.
 
     Per tap, the heads are considered widest first: the first to evaluate a tap in the
-    ``pixels`` order pays for its upsampled features, which the narrower heads then get free
-    (``evaluation_order``); all heads in the ``pixels`` order share one batched matmul.
+    ``pixels`` order pays for its upsampled features and its batched matmul, which the narrower
+    heads then join for the cost of their own channels (``evaluation_order``); all heads in the
+    ``pixels`` order share that one batched matmul.
     """
     if not tap_features:
         raise ValueError("at least one tap is needed")
@@ -180,7 +199,8 @@ def forward_heads(
         by_pixels = []
         for task in widest_first:
             free = tap_features.pixels_are_free(tap) or bool(by_pixels)
-            if heads[task].evaluation_order(tap, tap_features.roi_size(tap), upsampled=free) == "pixels":
+            if heads[task].evaluation_order(tap, tap_features.roi_size(tap), upsampled=free,
+                                            shared_matmul=bool(by_pixels)) == "pixels":
                 by_pixels.append(task)
             else:
                 contributions[task][tap] = heads[task].contribution_by_scores(tap, tap_features[tap], set_index)
@@ -210,6 +230,18 @@ def contributions_by_pixels(heads: list[HypercolumnHead], tap: str, per_pixel: t
     scores = _contiguous_gradient(torch.bmm(per_pixel, classifiers))  # [S*S, N, sum of C]
     split = scores.split([h.task_channels for h in heads], dim=2)
     return [part.permute(1, 2, 0).reshape(n, part.shape[2], s, s) for part in split]
+
+
+@functools.lru_cache(maxsize=32)
+def _scores_mixing_matrix(grid_size: int, roi_size: int, output_size: int, dtype: torch.dtype,
+                          device: torch.device) -> torch.Tensor:
+    """[S, K*R]: entry (y, i*R + p) = a_i(y) u_p(y), grid interpolation times bilinear upsampling
+    from R to S along one axis (``contribution_by_scores``)."""
+    with torch.inference_mode(False):  # cached: usable later with autograd too
+        grid = grid_axis_weights(grid_size, output_size).double()  # [K, S]
+        upsample = resize_axis_weights(roi_size, output_size)  # [S, R]
+        mixing = grid.t()[:, :, None] * upsample[:, None, :]  # [S, K, R]
+        return mixing.reshape(output_size, grid_size * roi_size).to(device, dtype)
 
 
 def merged_pixel_classifiers(heads: list[HypercolumnHead], tap: str) -> torch.Tensor:
