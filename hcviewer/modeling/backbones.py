@@ -273,13 +273,15 @@ class Backbone(nn.Module):
         """
         if not self._norms_frozen():
             return self.body(images)
-        images = images.contiguous(memory_format=torch.channels_last)
         if not torch.is_grad_enabled():
-            return self._inference_body()(images)
+            return self._inference_body()(images.contiguous(memory_format=torch.channels_last))
         folded = self._folded_body()
-        return folded(images) if folded is not None else self.body(images)
+        if folded is None:  # no batch norm to fold (VGG16, AlexNet)
+            return self.body(images)
+        return folded(images.contiguous(memory_format=torch.channels_last))
 
     def _norms_frozen(self) -> bool:
+        """Every batch norm of the trunk uses its running statistics (True without any)."""
         return not any(m.training or m.running_var is None for m in self.body.modules() if isinstance(m, nn.BatchNorm2d))
 
     def _folded_body(self) -> torch.fx.GraphModule | None:
