@@ -108,6 +108,23 @@ def test_ablate_trains_one_model_per_subset(coco, tmp_path):
     assert (out / "s8_top" / "best.safetensors").is_file() and (out / "top" / "best.safetensors").is_file()
 
 
+def test_continue_from_a_checkpoint_with_a_frozen_trunk(coco, tmp_path, capsys):
+    annotations, images = coco
+    data = ["--coco", str(annotations), "--images", str(images), "--val-fraction", "0.34"]
+    assert main(["train", *data, *TINY, "--epochs", "1", "--out", str(tmp_path / "first")]) == 0
+    start = tmp_path / "first" / "last.safetensors"
+    out = tmp_path / "second"
+    assert main(["train", *data, *TINY, "--epochs", "1", "--out", str(out), "--init", str(start),
+                 "--freeze-trunk", "s8", "--no-augment"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["init_from"] == str(start.resolve()) and saved["freeze_trunk"] == "s8" and saved["augment"] is False
+    assert main(["resume", "--out", str(out), "--epochs", "2"]) == 0  # resume keeps the options
+    assert read_checkpoint_info(out / "last.safetensors").training["config"]["freeze_trunk"] == "s8"
+    capsys.readouterr()
+    assert main(["train", *data, *TINY, "--out", str(tmp_path / "third"), "--init", str(tmp_path / "no.safetensors")]) == 2
+    assert "no.safetensors: no such checkpoint file" in capsys.readouterr().err
+
+
 def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert main(["train", "--coco", str(tmp_path / "missing.json"), "--images", str(tmp_path), "--out",
                  str(tmp_path / "o")]) == 2

@@ -138,3 +138,48 @@ def test_resume_refuses_a_different_network(scenes, tmp_path):
     other = Trainer(tiny_config(epochs=1, grid_size=3), scenes, None, tmp_path, progress=False)
     with pytest.raises(ValueError, match="different network"):
         other.resume()
+
+
+def test_freeze_trunk_keeps_the_early_layers(scenes, tmp_path):
+    trainer = Trainer(tiny_config(epochs=1, freeze_trunk="s8"), scenes, None, tmp_path, progress=False)
+    before = {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.backbone.state_dict()
+    s8_node = int(trainer.model.backbone.spec.tap("s8").node)
+    frozen = [k for k in before if k.startswith("body.") and int(k.split(".")[1]) <= s8_node]
+    trained = [k for k in before if k.startswith("body.") and int(k.split(".")[1]) > s8_node and "weight" in k
+               and "running" not in k]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+
+
+def test_freeze_trunk_names_the_taps_it_knows(scenes, tmp_path):
+    with pytest.raises(ValueError, match="conv9.*available.*s4"):
+        Trainer(tiny_config(epochs=1, freeze_trunk="conv9"), scenes, None, tmp_path, progress=False)
+    everything = Trainer(tiny_config(epochs=1, freeze_trunk="all"), scenes, None, tmp_path / "all", progress=False)
+    assert not any(p.requires_grad for p in everything.model.backbone.parameters())
+    assert all(p.requires_grad for p in everything.model.heads.parameters())
+
+
+def test_init_starts_from_a_checkpoint_of_the_same_network(scenes, tmp_path):
+    first = Trainer(tiny_config(epochs=1), scenes, None, tmp_path / "first", progress=False)
+    first.fit()
+    start = tmp_path / "first" / "last.safetensors"
+    second = Trainer(tiny_config(epochs=1, init_from=str(start)), scenes, None, tmp_path / "second", progress=False)
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name
+    with pytest.raises(ValueError, match=r"last.safetensors.*another network.*grid_size 2 \(this run: 3\)"):
+        Trainer(tiny_config(epochs=1, grid_size=3, init_from=str(start)), scenes, None, tmp_path / "third",
+                progress=False)
+
+
+def test_no_augment_trains_on_the_boxes_as_annotated(scenes, tmp_path):
+    trainer = Trainer(tiny_config(epochs=1, augment=False), scenes, None, tmp_path, progress=False)
+    trainer.dataset.set_epoch(0)
+    first = trainer.dataset[0]
+    trainer.dataset.set_epoch(5)
+    later = trainer.dataset[0]
+    assert torch.equal(first.image, later.image) and torch.equal(first.boxes, later.boxes)
+    record = trainer.dataset.images[0]
+    assert first.image.shape[1:] == (record.height, record.width)

@@ -180,6 +180,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--loss-weights", default=None, metavar="TASK=W,...",
                        help="weight of each task's loss in the sum, e.g. figure_ground=1,parts=0.5,keypoints=1 "
                             "(default 1 each)")
+    group.add_argument("--init", default=None, metavar="CHECKPOINT",
+                       help="start from this checkpoint's weights (same network options), e.g. to train the "
+                            "bundled model further on more data")
+    group.add_argument("--freeze-trunk", default="none", metavar="TAP",
+                       help="keep the trunk up to and including this tap's layer at its starting weights "
+                            "('all': the whole trunk; default none)")
+    group.add_argument("--no-augment", action="store_true",
+                       help="train on the images as they are: no flips, scale or colour jitter, no box jitter")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--device", default="auto", help="auto, cpu or cuda")
     group.add_argument("--export", default=None, help="write the best weights (fp16) to this file at the end")
@@ -206,6 +214,8 @@ def train_config(args: argparse.Namespace, sources: list[dict], taps: tuple[str,
         tasks=_names(args.tasks), class_specific=args.class_specific, epochs=args.epochs, batch_images=args.batch,
         lr=args.lr, max_side=args.image_size, layer_dropout=args.layer_dropout, seed=args.seed, device=args.device,
         pretrained=not args.no_pretrained, loss_weights=_loss_weights(args.loss_weights),
+        augment=not args.no_augment, freeze_trunk=args.freeze_trunk,
+        init_from=str(Path(args.init).resolve()) if args.init else "",
         data={"sources": sources, "categories": args.categories, "val_fraction": args.val_fraction,
               "split_seed": args.split_seed, "limit": args.limit})
 
@@ -269,6 +279,8 @@ def _split_names(text: str | None) -> tuple[str, ...] | None:
 
 
 def command_train(args: argparse.Namespace) -> int:
+    if args.init and not Path(args.init).is_file():  # said before the data loads
+        raise DataError(f"--init {args.init}: no such checkpoint file; give the path of a .safetensors checkpoint")
     config = train_config(args, data_sources(args))
     run_training(config, Path(args.out), export=args.export)
     return 0

@@ -66,6 +66,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     pretrained: bool = True
+    augment: bool = True  # flips, scale and colour jitter of the images, jittered training boxes
+    freeze_trunk: str = "none"  # "none", a tap name (its layer and all before it stay ImageNet's) or "all"
+    init_from: str = ""  # checkpoint whose weights the run starts from instead of ImageNet's
     data: dict = field(default_factory=dict)  # sources, categories and split, so resume reloads them
 
     def to_json(self) -> dict:
@@ -152,6 +155,44 @@ def freeze_batch_norm(model: HypercolumnModel) -> None:
             module.bias.requires_grad_(False)
 
 
+def freeze_trunk(model: HypercolumnModel, until: str) -> None:
+    """Keep the trunk's first layers at their starting weights: up to and including the layer
+    that tap ``until`` reads ("all": the whole trunk and its box-level top; "none": nothing).
+    Frozen early layers also skip their backward, the costliest part of a CPU step."""
+    if until == "none":
+        return
+    backbone = model.backbone
+    if until == "all":
+        frozen = [backbone.body] + ([backbone.box_top] if backbone.box_top is not None else [])
+    else:
+        try:
+            node = backbone.spec.tap(until).node
+        except KeyError as exc:
+            raise ValueError(f"--freeze-trunk {until}: {exc.args[0]}, or 'none' or 'all'") from None
+        frozen = list(backbone.body)[:int(node) + 1]
+    for module in frozen:
+        module.requires_grad_(False)
+
+
+def load_initial_weights(model: HypercolumnModel, path: str) -> None:
+    """Start from a checkpoint's weights (e.g. the bundled model, to train it on more data). Its
+    network must be this run's: same trunk, taps, grid, tasks and label sets."""
+    from hcviewer.modeling.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        start, _ = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise ValueError(f"--init: {exc}") from None
+    ours, theirs = model.config.to_dict(), start.config.to_dict()
+    shaping = ("backbone", "taps", "grid_size", "output_size", "tasks", "class_names", "class_specific",
+               "part_names", "keypoint_names")
+    differences = [f"{key} {theirs[key]!r} (this run: {ours[key]!r})" for key in shaping if ours[key] != theirs[key]]
+    if differences:
+        raise ValueError(f"--init {path}: that checkpoint is another network: " + "; ".join(differences)
+                         + ". Train with its options (or drop --init)")
+    model.load_state_dict(start.state_dict())
+
+
 def make_optimizer(model: HypercolumnModel, config: TrainConfig) -> torch.optim.Optimizer:
     trunk = [p for p in model.backbone.parameters() if p.requires_grad]
     heads = [p for p in model.heads.parameters() if p.requires_grad]
@@ -223,14 +264,19 @@ class Trainer:
         self.device = pick_device(config.device)
         seed_everything(config.seed)
         self.model_config = model_config(config, train_set)
-        self.model = build_hypercolumn(self.model_config, pretrained_backbone=config.pretrained).to(self.device)
+        self.model = build_hypercolumn(self.model_config, pretrained_backbone=config.pretrained and not config.init_from)
+        if config.init_from:
+            load_initial_weights(self.model, config.init_from)
+        self.model = self.model.to(self.device)
         freeze_batch_norm(self.model)
+        freeze_trunk(self.model, config.freeze_trunk)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         spec = TargetSpec(self.model_config.output_size, self.model_config.keypoint_names,
                           len(self.model_config.part_names), self.model_config.class_names,
                           self.model_config.class_specific, "figure_ground" in self.model_config.tasks)
-        self.dataset = BoxTrainingDataset(train_set, spec, config.max_side, config.boxes_per_object, seed=config.seed)
+        self.dataset = BoxTrainingDataset(train_set, spec, config.max_side, config.boxes_per_object,
+                                          augment=config.augment, seed=config.seed)
         if len(self.dataset) == 0:
             raise ValueError("the training data has no usable objects (objects need a side >= 8 px and a mask, "
                              "part labels or keypoints of a trained task)")
