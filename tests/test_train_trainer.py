@@ -183,3 +183,18 @@ def test_no_augment_trains_on_the_boxes_as_annotated(scenes, tmp_path):
     assert torch.equal(first.image, later.image) and torch.equal(first.boxes, later.boxes)
     record = trainer.dataset.images[0]
     assert first.image.shape[1:] == (record.height, record.width)
+
+
+def test_scale_jitter_zooms_the_training_size_image_by_at_most_a_quarter(scenes):
+    spec = TargetSpec(16, scenes.keypoint_names, len(scenes.part_names))
+    dataset = BoxTrainingDataset(scenes, spec, max_side=128, augment=True)
+    record = dataset.images[0]
+    factors = []
+    for epoch in range(12):
+        dataset.set_epoch(epoch)
+        sample = dataset[0]
+        height, width = sample.image.shape[1:]
+        fy, fx = height / record.height, width / record.width
+        assert fy == pytest.approx(fx, abs=2 / min(record.height, record.width))  # both sides alike
+        factors.append(fy)
+    assert 0.74 <= min(factors) and max(factors) <= 1.26 and max(factors) - min(factors) > 0.2

@@ -22,6 +22,12 @@ from hcviewer.data.records import AnnotatedDataset, ImageRecord, ObjectAnnotatio
 from hcviewer.data.targets import flip_permutation, jitter_boxes, keypoint_targets, mask_targets, part_targets
 
 
+# Training images are zoomed by a random factor in this range (both sides alike) around the
+# training size. (Until session 10 the jitter set the *shorter* side to 0.75-1.25 x max_side, so
+# a run at --image-size 448 trained on long sides of 448-840 px, 2.2x the pixels on average.)
+SCALE_JITTER = (0.75, 1.25)
+
+
 @dataclass
 class TargetSpec:
     """What the network predicts; decides which targets are built and how."""
@@ -87,10 +93,7 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self._cache: dict[int, _Prepared] = {}
         self._flip = flip_permutation(spec.keypoint_names) if spec.keypoint_names else []
-        self._jitter = v2.Compose([
-            v2.RandomResize(int(max_side * 0.75), int(max_side * 1.25) + 1),  # scale jitter (shorter side)
-            v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
-        ]) if augment else None
+        self._colour_jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -124,7 +127,10 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
             # v2 draws from torch's global generator; seed it from this sample's generator.
             with torch.random.fork_rng():
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-                data = self._jitter(data)
+                data = self._colour_jitter(data)
+            low, high = SCALE_JITTER
+            factor = low + (high - low) * torch.rand(1, generator=generator).item()
+            data = v2.Resize((max(1, round(h * factor)), max(1, round(w * factor))))(data)
         gt_boxes = torch.as_tensor(data["boxes"], dtype=torch.float32)
         if self.augment:
             train_boxes, owner = jitter_boxes(gt_boxes, self.boxes_per_object, self.min_iou, generator)
