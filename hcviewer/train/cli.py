@@ -256,7 +256,7 @@ def run_training(config, out: Path, resume: bool = False, export: str | None = N
     train_set, val_set = concatenate(train_halves), concatenate(val_halves)
     print(f"training on {len(train_set.images)} images ({train_set.num_objects} objects), validating on "
           f"{len(val_set.images)} images ({val_set.num_objects} objects)", file=sys.stderr)
-    trainer = Trainer(config, train_set, val_set, out, validate=validation_metrics)
+    trainer = Trainer(config, train_set, val_set, out, validate=validation_metrics, resuming=resume)
     if resume:
         trainer.resume(allow_changed_data=allow_changed_data)
     trainer.fit()

@@ -255,7 +255,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, train_set: AnnotatedDataset, val_set: AnnotatedDataset | None,
                  out_dir: str | Path,
                  validate: Callable[[HypercolumnModel, AnnotatedDataset], dict[str, float]] | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, resuming: bool = False) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
         self.distributed = dist.is_available() and dist.is_initialized()
@@ -264,9 +264,13 @@ class Trainer:
         self.device = pick_device(config.device)
         seed_everything(config.seed)
         self.model_config = model_config(config, train_set)
-        self.model = build_hypercolumn(self.model_config, pretrained_backbone=config.pretrained and not config.init_from)
-        if config.init_from:
-            load_initial_weights(self.model, config.init_from)
+        # A resumed run takes every weight from resume.pt: neither ImageNet's nor the --init
+        # checkpoint (which may have moved since) is read.
+        start_from = "" if resuming else config.init_from
+        self.model = build_hypercolumn(self.model_config,
+                                       pretrained_backbone=config.pretrained and not start_from and not resuming)
+        if start_from:
+            load_initial_weights(self.model, start_from)
         self.model = self.model.to(self.device)
         freeze_batch_norm(self.model)
         freeze_trunk(self.model, config.freeze_trunk)
