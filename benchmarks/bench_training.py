@@ -4,23 +4,28 @@ Each code version runs in its own worker process (a git revision is extracted to
 folder); the driver hands the workers the same batches in turn, step by step and alternating
 which goes first, so that a change of machine load hits both alike. A step is the trainer's own
 ``Trainer._step`` (forward, losses, backward, optimizer step) on batches prepared beforehand;
-preparing a batch (augmentation, targets) is timed separately, once. Wall-clock and CPU time
-(``time.process_time``: what the step itself used of the CPU, less sensitive to other processes
-on a shared machine) are both reported.
+preparing a batch (augmentation, targets) is timed separately, once. The batches are prepared
+once, by this tree's data pipeline, and every worker trains on those very tensors: a revision
+whose augmentation made larger images (before session 10 the scale jitter did) would otherwise
+be timed on other work. Wall-clock and CPU time (``time.process_time``: what the step itself
+used of the CPU, less sensitive to other processes on a shared machine) are both reported.
 
     .venv/bin/python benchmarks/bench_training.py --baseline 5a368b4
     .venv/bin/python benchmarks/bench_training.py --synthetic 16 --quick
 
 Data: by default the bundled model's recipe (models/README.md): ``../shared/data/coco-mini-train``
 (instances + person keypoints) and ``../shared/data/pelota-pose``, training split of
-``--val-fraction 0.2 --split-seed 0``, image size 448, 3 boxes per object, layer dropout 0.5,
-MobileNetV2 with taps s4, s8, s16, top, grid 5, 50 x 50 output, figure-ground + keypoints.
+``--val-fraction 0.2 --split-seed 0``, image size 640, 3 boxes per object, layer dropout 0.2,
+MobileNetV2 with taps s4, s8, s16, top, grid 5, 50 x 50 output, figure-ground + keypoints; the
+whole trunk trained (``--freeze-trunk``, which the bundled recipe adds, is newer than the
+baselines and would be another recipe).
 ``--images N`` images of that split are used (drawn with a fixed seed).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -44,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="passes over the batches")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--quick", action="store_true", help="4 images, 1 round")
+    parser.add_argument("--image-size", type=int, default=640, help="training image size (long side)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # tree path of a worker
+    parser.add_argument("--batches-file", default=None, help=argparse.SUPPRESS)  # shared prepared batches
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.rounds = 4, 1
@@ -79,6 +86,7 @@ def run_worker(args: argparse.Namespace) -> None:
     import torch
 
     import hcviewer
+    from hcviewer.data.training import TrainingSample
     from hcviewer.train.trainer import Trainer, TrainConfig, freeze_batch_norm
 
     train = recipe_images(args)
@@ -86,14 +94,20 @@ def run_worker(args: argparse.Namespace) -> None:
     train.images = train.images[:args.images]
     tasks = ("figure_ground", "parts", "keypoints") if args.synthetic else ("figure_ground", "keypoints")
     config = TrainConfig(backbone="mobilenet_v2", taps=("s4", "s8", "s16", "top"), grid_size=5, output_size=50,
-                         tasks=tasks, max_side=448, boxes_per_object=3, layer_dropout=0.5, device="cpu",
-                         pretrained=True)
+                         tasks=tasks, max_side=args.image_size, boxes_per_object=3, layer_dropout=0.2,
+                         device="cpu", pretrained=True)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(config, train, None, out, progress=False)
         torch.set_num_threads(args.threads)
-        start = time.perf_counter()
-        samples = [trainer.dataset[i] for i in range(len(trainer.dataset))]
-        prepare = (time.perf_counter() - start) / max(1, len(samples))
+        batches_file = Path(args.batches_file)
+        prepare = float("nan")
+        if batches_file.is_file():  # another worker prepared them: train on the same tensors
+            samples = [TrainingSample(**fields) for fields in torch.load(batches_file)]
+        else:
+            start = time.perf_counter()
+            samples = [trainer.dataset[i] for i in range(len(trainer.dataset))]
+            prepare = (time.perf_counter() - start) / max(1, len(samples))
+            torch.save([dataclasses.asdict(s) for s in samples], batches_file)
         batches = [samples[i:i + config.batch_images] for i in range(0, len(samples), config.batch_images)]
         trainer.network.train()  # as Trainer._train_epoch does
         freeze_batch_norm(trainer.model)
@@ -112,12 +126,13 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 class Worker:
-    def __init__(self, name: str, tree: Path, args: argparse.Namespace) -> None:
+    def __init__(self, name: str, tree: Path, args: argparse.Namespace, batches_file: Path) -> None:
         self.name = name
         env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads),
                "MKL_NUM_THREADS": str(args.threads)}
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree),
-                   "--images", str(args.images), "--synthetic", str(args.synthetic), "--threads", str(args.threads)]
+                   "--images", str(args.images), "--synthetic", str(args.synthetic), "--threads", str(args.threads),
+                   "--image-size", str(args.image_size), "--batches-file", str(batches_file)]
         self.process = subprocess.Popen(command, env=env, cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True)
         self.info = self._read()
@@ -142,6 +157,7 @@ class Worker:
 def extract_revision(revision: str, into: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "hcviewer"], check=True,
                              capture_output=True).stdout
+    into.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
 
@@ -165,9 +181,11 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
           f"{os.cpu_count()} CPUs; torch {torch.__version__}; {args.threads} thread(s) per worker", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        workers = [Worker("this tree", REPO, args)]
+        batches_file = Path(tmp) / "batches.pt"  # written by the first worker, read by the others
+        workers = [Worker("this tree", REPO, args, batches_file)]
         if args.baseline:
-            workers.append(Worker(f"baseline {args.baseline}", extract_revision(args.baseline, Path(tmp)), args))
+            tree = extract_revision(args.baseline, Path(tmp) / "baseline")
+            workers.append(Worker(f"baseline {args.baseline}", tree, args, batches_file))
         info = workers[0].info
         for worker in workers:
             print(f"{worker.name}: {worker.info['code']}")
