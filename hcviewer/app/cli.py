@@ -105,7 +105,9 @@ def _predict_parser() -> argparse.ArgumentParser:
                         help="box file: COCO JSON, detection results, VOC XML (or folder), CSV")
     parser.add_argument("--out", metavar="RESULTS.json", required=True, help="where to write the COCO results")
     _add_model_arguments(parser)
-    parser.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default: 0.5)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="mask probability threshold (default: 0.5, where a checkpoint calibrated by "
+                             "'hcviewer-train calibrate' cuts at its best threshold)")
     parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
                         help="snap mask edges to the image's edges (guided filter, under 1 ms per box; "
                              "+0.008 mask IoU on COCO val photos, see docs/performance.md). Default: on")

@@ -142,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="which half of --val-fraction/--split-seed to score (default all images)")
     add_eval_arguments(evaluate)
 
+    calibrate = commands.add_parser(
+        "calibrate", help="choose the mask threshold on held-out images; write a checkpoint that cuts masks there at 0.5")
+    calibrate.add_argument("--checkpoint", required=True, help="checkpoint to calibrate")
+    calibrate.add_argument("--out", required=True, help="the calibrated checkpoint to write")
+    add_data_arguments(calibrate)
+    calibrate.add_argument("--split", choices=("all", "train", "val"), default="val",
+                           help="which half of --val-fraction/--split-seed to calibrate on (default the held-out "
+                                "half: the images the checkpoint was not trained on)")
+    calibrate.add_argument("--thresholds", default=None, metavar="T,T,...",
+                           help="candidate thresholds, comma-separated (default 0.2 to 0.6 in steps of 0.05)")
+    calibrate.add_argument("--min-area", type=float, default=32 * 32)
+    calibrate.add_argument("--device", default="cpu")
+
     ablate = commands.add_parser("ablate", help="one result per tap subset, as in the paper's table")
     add_data_arguments(ablate)
     ablate.add_argument("--checkpoint", default=None,
@@ -310,11 +323,7 @@ def command_eval(args: argparse.Namespace) -> int:
 
     if args.refine is not None and args.refine not in REFINE_METHODS:
         raise DataError(f"--refine {args.refine}: use one of {', '.join(REFINE_METHODS)}")
-    sources = data_sources(args)
-    datasets = load_sources(sources, _categories(args), seed=0, limit=args.limit)
-    if args.split != "all":
-        train_halves, val_halves = split_sources(datasets, sources, args.val_fraction, args.split_seed)
-        datasets = [d for d in (val_halves if args.split == "val" else train_halves) if d.images]
+    datasets = _scored_sets(args)
     model = None
     subsets = None
     if args.checkpoint:
@@ -331,6 +340,49 @@ def command_eval(args: argparse.Namespace) -> int:
     if args.markdown:
         write_text_atomic(Path(args.markdown), report.markdown() + "\n")
     return 0
+
+
+def _scored_sets(args: argparse.Namespace) -> list[AnnotatedDataset]:
+    """The data sources of ``eval`` and ``calibrate``, each reduced to the half of the split
+    that ``--split`` names."""
+    sources = data_sources(args)
+    datasets = load_sources(sources, _categories(args), seed=0, limit=args.limit)
+    if args.split != "all":
+        train_halves, val_halves = split_sources(datasets, sources, args.val_fraction, args.split_seed)
+        datasets = [d for d in (val_halves if args.split == "val" else train_halves) if d.images]
+    return datasets
+
+
+def command_calibrate(args: argparse.Namespace) -> int:
+    """Choose the mask threshold on held-out images and write a checkpoint with it folded into
+    the figure-ground bias (hcviewer/train/calibrate.py)."""
+    import torch
+
+    from hcviewer.modeling.checkpoint import load_checkpoint, save_checkpoint
+    from hcviewer.train.calibrate import DEFAULT_THRESHOLDS, calibrate_mask_threshold, fold_mask_threshold
+
+    thresholds = tuple(_numbers(args.thresholds, "--thresholds")) if args.thresholds else DEFAULT_THRESHOLDS
+    model, info = load_checkpoint(args.checkpoint, args.device)
+    if "mask_calibration" in info.training:
+        raise DataError(f"{args.checkpoint}: already calibrated (threshold "
+                        f"{info.training['mask_calibration']['threshold']}); calibrate the checkpoint it was made from")
+    calibration = calibrate_mask_threshold(model, _scored_sets(args), thresholds, args.min_area, args.device)
+    print(calibration.markdown())
+    fold_mask_threshold(model, calibration.best)
+    record = {**calibration.to_json(), "calibrated_from": str(args.checkpoint)}
+    # The stored evaluation scored the uncalibrated masks: left out rather than kept stale.
+    save_checkpoint(args.out, model, {**info.training, "mask_calibration": record}, {},
+                    dtype=getattr(torch, info.weights_dtype))
+    print(f"mask threshold {calibration.best:.2f} folded into the figure-ground bias; wrote {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def _numbers(text: str, option: str) -> list[float]:
+    try:
+        return [float(item) for item in _names(text)]
+    except ValueError:
+        raise DataError(f"{option}: {text!r} is not a comma-separated list of numbers") from None
 
 
 def command_ablate(args: argparse.Namespace) -> int:
@@ -384,7 +436,8 @@ def start_distributed_if_launched() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
-COMMANDS = {"train": command_train, "resume": command_resume, "eval": command_eval, "ablate": command_ablate}
+COMMANDS = {"train": command_train, "resume": command_resume, "eval": command_eval, "calibrate": command_calibrate,
+            "ablate": command_ablate}
 
 
 def main(argv: list[str] | None = None) -> int:
