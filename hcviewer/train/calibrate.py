@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from hcviewer.data.records import AnnotatedDataset
 from hcviewer.modeling.hypercolumn import HypercolumnModel
@@ -63,12 +64,13 @@ class Calibration:
 
 
 def mask_ious_by_threshold(model: HypercolumnModel, dataset: AnnotatedDataset, thresholds: tuple[float, ...],
-                           min_area: float = 32 * 32, device: str | torch.device = "cpu") -> np.ndarray:
+                           min_area: float = 32 * 32, device: str | torch.device = "cpu",
+                           progress: bool = False) -> np.ndarray:
     """Mask IoU of every object with a mask (ground-truth boxes, all taps, pasted at full
     resolution as ``hcviewer-train eval`` does) at every threshold: [objects, thresholds]."""
     device = torch.device(device)
     rows = []
-    for record in dataset.images:
+    for record in tqdm(dataset.images, desc=f"calibrate {dataset.name}", disable=not progress, unit="image"):
         objects = [o for o in evaluation_objects(record, min_area) if o.mask is not None]
         if not objects:
             continue
@@ -85,7 +87,7 @@ def mask_ious_by_threshold(model: HypercolumnModel, dataset: AnnotatedDataset, t
 
 def calibrate_mask_threshold(model: HypercolumnModel, datasets: list[AnnotatedDataset],
                              thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS, min_area: float = 32 * 32,
-                             device: str | torch.device = "cpu") -> Calibration:
+                             device: str | torch.device = "cpu", progress: bool = False) -> Calibration:
     """Score every threshold on every data set (sets without masked objects are left out)."""
     if "figure_ground" not in model.tasks:
         raise ValueError("the checkpoint has no figure-ground head: there is no mask threshold to calibrate")
@@ -93,7 +95,7 @@ def calibrate_mask_threshold(model: HypercolumnModel, datasets: list[AnnotatedDa
         raise ValueError(f"thresholds must lie strictly between 0 and 1, got {list(thresholds)}")
     names, counts, means = [], [], []
     for dataset in datasets:
-        ious = mask_ious_by_threshold(model, dataset, thresholds, min_area, device)
+        ious = mask_ious_by_threshold(model, dataset, thresholds, min_area, device, progress)
         if len(ious):
             names.append(dataset.name)
             counts.append(len(ious))

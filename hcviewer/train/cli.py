@@ -366,7 +366,8 @@ def command_calibrate(args: argparse.Namespace) -> int:
     if "mask_calibration" in info.training:
         raise DataError(f"{args.checkpoint}: already calibrated (threshold "
                         f"{info.training['mask_calibration']['threshold']}); calibrate the checkpoint it was made from")
-    calibration = calibrate_mask_threshold(model, _scored_sets(args), thresholds, args.min_area, args.device)
+    calibration = calibrate_mask_threshold(model, _scored_sets(args), thresholds, args.min_area, args.device,
+                                           progress=True)
     print(calibration.markdown())
     fold_mask_threshold(model, calibration.best)
     record = {**calibration.to_json(), "calibrated_from": str(args.checkpoint)}
