@@ -110,6 +110,10 @@ def test_calibrate_command_writes_a_checkpoint_that_cuts_at_the_chosen_threshold
     assert main(["calibrate", "--checkpoint", str(original), "--out", str(tmp_path / "x.safetensors"), *data,
                  "--thresholds", "0.5,1.5"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    assert main(["calibrate", "--checkpoint", str(original), "--out", str(blocked / "x.safetensors"), *data]) == 1
+    assert "a file" in capsys.readouterr().err
 
 
 def make_coco_dataset(annotations, images):

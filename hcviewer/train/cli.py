@@ -360,8 +360,12 @@ def command_calibrate(args: argparse.Namespace) -> int:
 
     from hcviewer.modeling.checkpoint import load_checkpoint, save_checkpoint
     from hcviewer.train.calibrate import DEFAULT_THRESHOLDS, calibrate_mask_threshold, fold_mask_threshold
+    from hcviewer.fileio import check_writable
+    from hcviewer.train.run_state import writing
 
     thresholds = tuple(_numbers(args.thresholds, "--thresholds")) if args.thresholds else DEFAULT_THRESHOLDS
+    out = Path(args.out)
+    check_writable(out.parent, f"the calibrated checkpoint {out}")  # said before the images are scored
     model, info = load_checkpoint(args.checkpoint, args.device)
     if "mask_calibration" in info.training:
         raise DataError(f"{args.checkpoint}: already calibrated (threshold "
@@ -372,8 +376,9 @@ def command_calibrate(args: argparse.Namespace) -> int:
     fold_mask_threshold(model, calibration.best)
     record = {**calibration.to_json(), "calibrated_from": str(args.checkpoint)}
     # The stored evaluation scored the uncalibrated masks: left out rather than kept stale.
-    save_checkpoint(args.out, model, {**info.training, "mask_calibration": record}, {},
-                    dtype=getattr(torch, info.weights_dtype))
+    with writing(out, f"Nothing was written; the chosen threshold is {calibration.best}."):
+        save_checkpoint(out, model, {**info.training, "mask_calibration": record}, {},
+                        dtype=getattr(torch, info.weights_dtype))
     print(f"mask threshold {calibration.best:.2f} folded into the figure-ground bias; wrote {args.out}",
           file=sys.stderr)
     return 0
