@@ -65,6 +65,19 @@ def test_predict_images_segments_readable_images_and_records_unreadable_ones(pre
     assert len(results[2].masks_rle) == 1 and results[2].masks_rle[0]["size"] == [96, 128]
 
 
+def test_refined_batch_keeps_the_maps_its_masks_were_encoded_from(predictor, items):
+    from hcviewer.app.mask_crops import box_map_crop
+
+    [result] = predict_images(predictor, items[:1], refine=True)
+    output_size = predictor.config.output_size
+    assert all(m.shape != (output_size, output_size) for m in result.figure_ground)  # the finer refined maps
+    for box_map, box, rle in zip(result.figure_ground, result.boxes, result.masks_rle):
+        drawn = box_map_crop(box_map, box, result.image_size, 0.5)  # what the app draws from the map
+        full = np.zeros(result.image_size, bool)
+        full[drawn.y0:drawn.y0 + drawn.mask.shape[0], drawn.x0:drawn.x0 + drawn.mask.shape[1]] = drawn.mask
+        assert np.array_equal(full, mask_utils.decode(rle).astype(bool))
+
+
 def test_a_higher_threshold_gives_smaller_masks(predictor, items):
     low, high = (predict_images(predictor, items[:1], threshold=t)[0] for t in (0.3, 0.7))
     for rle_low, rle_high in zip(low.masks_rle, high.masks_rle):

@@ -8,6 +8,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
+from conftest import tiny_person_config
+from hcviewer.app.overlays import DisplaySettings
 from test_gui_app import _click_box, _wait, _write_dataset, make_window, window  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -128,3 +130,21 @@ def test_revisiting_an_image_draws_its_results_without_running_the_network(windo
               and len(window.state.views) == boxes)
         assert window.canvas.result_layer.image.isVisible()
     assert requests == []
+
+
+def test_refine_edges_is_a_display_toggle_that_segments_the_selected_box_again(window, qtbot):
+    panel, output_size = window.display_panel, tiny_person_config().output_size
+    assert panel.refine_edges.isChecked()  # on by default, as in hcviewer predict
+    box_id = sorted(window.canvas.box_items)[0]
+    _click_box(qtbot, window, box_id)
+    _wait(qtbot, lambda: box_id in window.state.views)
+    refined = window.state.views[box_id].figure_ground
+    assert refined.shape != (output_size, output_size)  # the finer edge-refined map is drawn
+    stored = next(b for b in window.current_document().boxes if b.id == box_id).result
+    assert stored.figure_ground is refined  # and kept: saved and accepted as shown
+
+    panel.refine_edges.setChecked(False)
+    _wait(qtbot, lambda: window.state.views[box_id].figure_ground.shape == (output_size, output_size))
+    again = DisplaySettings()
+    window.settings.load_display(again)
+    assert again.refine_edges is False  # remembered for the next session

@@ -43,7 +43,9 @@ class ImageResult:
     box_indices: list[int] | None = None  # the item's box each mask is for (None: all, in order)
     skipped: list[SkippedBox] = field(default_factory=list)  # boxes that could not be segmented
     image_size: tuple[int, int] | None = None  # (H, W) once the image was read
-    figure_ground: np.ndarray | None = None  # [N, S, S] foreground probability per box (the app draws it)
+    # Per box its foreground probability over the box (the app draws it): [N, S, S], or with
+    # ``refine`` the list of edge-refined [h_i, w_i] maps the masks were encoded from.
+    figure_ground: np.ndarray | list[np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def _predict_item(predictor: HypercolumnPredictor, item: BatchItem, tasks: tuple
         return replace(empty, error=f"{path}: {exc}")
     masks_rle, scores = _encode_masks(prediction, image.shape[:2], threshold)
     return replace(empty, boxes=prediction.boxes, masks_rle=masks_rle, scores=scores, keypoints=prediction.keypoints,
-                   figure_ground=prediction.figure_ground)
+                   figure_ground=prediction.refined if prediction.refined is not None else prediction.figure_ground)
 
 
 def _check_boxes(item: BatchItem, boxes: np.ndarray, image_size: tuple[int, int]) -> tuple[list[int], list[SkippedBox]]:

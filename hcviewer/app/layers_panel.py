@@ -101,6 +101,9 @@ class DisplayPanel(QGroupBox):
         self.threshold_label = QLabel()
         form.addRow("Mask threshold", self.threshold)
         form.addRow("", self.threshold_label)
+        self.refine_edges = self._task_box(form, "Refine edges", "refine_edges")
+        self.refine_edges.setToolTip("Snap masks to the image's edges (guided filter, about 1 ms a box); "
+                                     "applies to the boxes segmented from now on")
         self.score = _slider(0, 100, 0)
         self.score.setToolTip("Hide detections scoring below this")
         self.score_label = QLabel()

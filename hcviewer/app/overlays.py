@@ -202,6 +202,9 @@ class DisplaySettings:
     def __init__(self) -> None:
         self.opacity = 0.5
         self.threshold = 0.5
+        # Masks snapped to the image's edges (guided filter, ~1 ms a box), as hcviewer predict
+        # does by default: +0.012 mask IoU on coco-val-dev (docs/performance.md, Edge refinement).
+        self.refine_edges = True
         self.show_mask = True
         self.show_parts = True  # for checkpoints with a parts head (the toggle is disabled otherwise)
         self.show_keypoints = True

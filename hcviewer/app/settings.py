@@ -54,7 +54,7 @@ class AppSettings:
     def load_display(self, display: DisplaySettings) -> None:
         for name in ("opacity", "threshold", "keypoint_min_score"):
             display.__dict__[name] = float(self.q.value(f"display/{name}", getattr(display, name)))
-        for name in ("show_mask", "show_parts", "show_keypoints", "show_gt"):
+        for name in ("show_mask", "show_parts", "show_keypoints", "show_gt", "refine_edges"):
             value = self.q.value(f"display/{name}", getattr(display, name))
             display.__dict__[name] = value if isinstance(value, bool) else str(value).lower() == "true"
         color_by = str(self.q.value("display/color_by", display.color_by))
@@ -62,6 +62,6 @@ class AppSettings:
 
     def save_display(self, display: DisplaySettings) -> None:
         for name in ("opacity", "threshold", "keypoint_min_score", "show_mask", "show_parts", "show_keypoints",
-                     "show_gt", "color_by"):
+                     "show_gt", "refine_edges", "color_by"):
             self.q.setValue(f"display/{name}", getattr(display, name))
         self.q.sync()

@@ -19,7 +19,7 @@ class BoxView:
 
     box: np.ndarray  # [4] the box the prediction was made for
     taps: tuple[str, ...]
-    figure_ground: np.ndarray | None  # [S, S]
+    figure_ground: np.ndarray | None  # [S, S], or edge-refined [h, w] over the same box
     parts: np.ndarray | None  # [P+1, S, S]
     keypoint_heatmaps: np.ndarray | None  # [J, S, S]
     keypoints: np.ndarray | None  # [J, 3]
@@ -34,7 +34,9 @@ class BoxView:
 
         contributions = {tap: c[i, 0] for tap, c in prediction.contributions.get("figure_ground", {}).items()}
         bias = prediction.bias.get("figure_ground")
-        return cls(prediction.boxes[i].astype(np.float64), tuple(prediction.taps), pick(prediction.figure_ground),
+        # The probe keeps explaining the S x S map (its contributions); the mask drawn is the refined one.
+        figure_ground = pick(prediction.refined if prediction.refined is not None else prediction.figure_ground)
+        return cls(prediction.boxes[i].astype(np.float64), tuple(prediction.taps), figure_ground,
                    pick(prediction.parts), pick(prediction.keypoint_heatmaps), pick(prediction.keypoints),
                    contributions, 0.0 if bias is None else float(bias[i, 0]))
 

@@ -54,6 +54,15 @@ class BoxRequest:
     taps: tuple[str, ...] | None = None  # None: all taps
     class_index: list[int] | None = None
     contributions: bool = False  # per-tap contributions for the probe
+    refine: bool = False  # edge-refined masks (``HypercolumnPredictor.predict(refine=...)``)
+
+
+@dataclass
+class BatchRequest:
+    """Segment all images: every item's boxes (``hcviewer.app.batch.predict_images``)."""
+
+    items: list
+    refine: bool = False
 
 
 @dataclass
@@ -177,7 +186,7 @@ class ModelWorker(QObject):
             trunk = self._ensure_features(request.image_key)
             prediction = self._predictor.predict(
                 request.boxes, taps=request.taps, class_index=request.class_index,
-                return_contributions=request.contributions)
+                return_contributions=request.contributions, refine=request.refine)
             self.predicted.emit(BoxResult(request, prediction, trunk))
 
         self._guard(run)
@@ -209,7 +218,7 @@ class ModelWorker(QObject):
 
     # -- batch -----------------------------------------------------------------------------
     @Slot(object)
-    def predict_all(self, items: list) -> None:
+    def predict_all(self, request: BatchRequest) -> None:
         """``hcviewer.app.batch.predict_images`` over many images; cancellable, with progress."""
         from hcviewer.app.batch import predict_images
 
@@ -217,9 +226,9 @@ class ModelWorker(QObject):
         start = time.perf_counter()
 
         def run() -> None:
-            results = predict_images(self._predictor, items,
+            results = predict_images(self._predictor, request.items,
                                      progress_callback=lambda done, total: self.batchProgress.emit(done, total),
-                                     cancel_flag=self.cancel_event)
+                                     cancel_flag=self.cancel_event, refine=request.refine)
             self.batchFinished.emit(BatchResult(results, self.cancel_event.is_set(), time.perf_counter() - start))
 
         if self._predictor is None:
@@ -318,8 +327,8 @@ class ModelService(QObject):
     def compare(self, request: CompareRequest) -> None:
         self._compare.emit(request)
 
-    def predict_all(self, items: list) -> None:
-        self._predict_all.emit(items)
+    def predict_all(self, items: list, refine: bool = False) -> None:
+        self._predict_all.emit(BatchRequest(items, refine))
 
     def cancel(self) -> None:
         self.worker.cancel_event.set()

@@ -48,6 +48,8 @@ class SegmentationController(QObject):
         worker.batchProgress.connect(self._batch_progress)
         worker.batchFinished.connect(self._batch_finished)
         window.layers.tapsChanged.connect(self._taps_changed)
+        # Connected after the panel's own handler: the display settings hold the new value here.
+        window.display_panel.refine_edges.toggled.connect(lambda _: self.segment_selected())
 
     # ------------------------------------------------------------------------------ model
     def open_model_dialog(self) -> None:
@@ -128,7 +130,8 @@ class SegmentationController(QObject):
             return
         self.window.model.predict(BoxRequest(
             self.state.image_key, [b.id for b in boxes], np.array([b.xyxy for b in boxes], np.float64),
-            taps=self.taps(), class_index=self._class_index(boxes), contributions=contributions))
+            taps=self.taps(), class_index=self._class_index(boxes), contributions=contributions,
+            refine=self.window.display.refine_edges))
         self.window.result_label.setText("Segmenting…")
 
     def _class_index(self, boxes: list["Box"]) -> list[int] | None:
@@ -243,7 +246,7 @@ class SegmentationController(QObject):
         window.progress.setValue(0)
         window.progress.setVisible(True)
         window.cancel_button.setVisible(True)
-        window.model.predict_all(items)
+        window.model.predict_all(items, refine=window.display.refine_edges)
 
     def cancel_batch(self) -> None:
         """Escape: cancels a running batch, else leaves the draw or brush mode."""
