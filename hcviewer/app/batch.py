@@ -118,7 +118,7 @@ def _predict_item(predictor: HypercolumnPredictor, item: BatchItem, tasks: tuple
         return replace(empty, error=f"{path}: {exc}")
     masks_rle, scores = _encode_masks(prediction, image.shape[:2], threshold)
     return replace(empty, boxes=prediction.boxes, masks_rle=masks_rle, scores=scores, keypoints=prediction.keypoints,
-                   figure_ground=prediction.refined if prediction.refined is not None else prediction.figure_ground)
+                   figure_ground=prediction.mask_maps)
 
 
 def _check_boxes(item: BatchItem, boxes: np.ndarray, image_size: tuple[int, int]) -> tuple[list[int], list[SkippedBox]]:
@@ -152,8 +152,7 @@ def _encode_masks(prediction: Prediction, image_size: tuple[int, int], threshold
     if threshold <= 0:
         raise ValueError(f"the mask threshold must be above 0 (pixels outside a box have probability 0), got {threshold}")
     masks_rle, scores = [], []
-    maps = prediction.refined if prediction.refined is not None else prediction.figure_ground
-    for box_map, box in zip(maps, prediction.boxes):
+    for box_map, box in zip(prediction.mask_maps, prediction.boxes):
         region = paste_heatmap_region(torch.from_numpy(box_map[None]), torch.from_numpy(box), image_size)
         if region is None:  # no pixel centre in the box (threshold > 0: nothing outside it is set)
             masks_rle.append(rle_from_crop(MaskCrop(0, 0, np.zeros((0, 0), bool), tuple(image_size))))

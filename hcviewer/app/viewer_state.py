@@ -35,8 +35,7 @@ class BoxView:
         contributions = {tap: c[i, 0] for tap, c in prediction.contributions.get("figure_ground", {}).items()}
         bias = prediction.bias.get("figure_ground")
         # The probe keeps explaining the S x S map (its contributions); the mask drawn is the refined one.
-        figure_ground = pick(prediction.refined if prediction.refined is not None else prediction.figure_ground)
-        return cls(prediction.boxes[i].astype(np.float64), tuple(prediction.taps), figure_ground,
+        return cls(prediction.boxes[i].astype(np.float64), tuple(prediction.taps), pick(prediction.mask_maps),
                    pick(prediction.parts), pick(prediction.keypoint_heatmaps), pick(prediction.keypoints),
                    contributions, 0.0 if bias is None else float(bias[i, 0]))
 

@@ -60,7 +60,7 @@ class Prediction:
       nothing for them. ``logits`` and ``contributions`` stay the network's raw output.
     - ``refined``: with ``predict(refine=...)``, per box its edge-refined foreground probability
       [h_i, w_i] float32 over the same box on a finer grid (``hcviewer.modeling.refine``); use it in
-      place of ``figure_ground`` (``paste_masks`` does).
+      place of ``figure_ground`` (``mask_maps`` gives whichever masks are cut from).
     """
 
     boxes: np.ndarray
@@ -76,6 +76,12 @@ class Prediction:
     has_parts: np.ndarray | None = None
     refined: list[np.ndarray] | None = None
     seconds: float = 0.0
+
+    @property
+    def mask_maps(self) -> list[np.ndarray] | np.ndarray | None:
+        """Per box the foreground probability its mask is cut from: the refined map when the
+        prediction was refined, else ``figure_ground``."""
+        return self.refined if self.refined is not None else self.figure_ground
 
     def __len__(self) -> int:
         return len(self.boxes)
