@@ -39,7 +39,8 @@ def _collect_on_the_gui_thread(request: pytest.FixtureRequest):
     """Qt tests run with the app's GUI-thread collector; every test ends with the deferred
     deletions processed and a full collection, on the GUI (main) thread."""
     collector = None
-    if "qapp" in request.fixturenames:
+    # A test that times its own collector runs it alone: a second one could collect first.
+    if "qapp" in request.fixturenames and request.node.get_closest_marker("own_gui_collector") is None:
         request.getfixturevalue("qapp")
         collector = GuiThreadCollector()
         collector.start()
