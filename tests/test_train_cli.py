@@ -14,10 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 
 from hcviewer.data.synthetic import make_synthetic_dataset
-from hcviewer.modeling.checkpoint import read_checkpoint_info
+from hcviewer.modeling.checkpoint import load_checkpoint, read_checkpoint_info
 from hcviewer.train.cli import main
 
 pytestmark = pytest.mark.slow
@@ -115,12 +116,17 @@ def test_continue_from_a_checkpoint_with_a_frozen_trunk(coco, tmp_path, capsys):
     start = tmp_path / "first" / "last.safetensors"
     out = tmp_path / "second"
     assert main(["train", *data, *TINY, "--epochs", "1", "--out", str(out), "--init", str(start),
-                 "--freeze-trunk", "s8", "--no-augment"]) == 0
+                 "--freeze-trunk", "s8", "--freeze-heads", "keypoints", "--no-augment"]) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["init_from"] == str(start.resolve()) and saved["freeze_trunk"] == "s8" and saved["augment"] is False
+    assert saved["freeze_heads"] == ["keypoints"]
     start.rename(tmp_path / "moved.safetensors")  # resume takes its weights from resume.pt alone
     assert main(["resume", "--out", str(out), "--epochs", "2"]) == 0  # resume keeps the options
-    assert read_checkpoint_info(out / "last.safetensors").training["config"]["freeze_trunk"] == "s8"
+    resumed = read_checkpoint_info(out / "last.safetensors").training["config"]
+    assert resumed["freeze_trunk"] == "s8" and resumed["freeze_heads"] == ["keypoints"]
+    started = load_checkpoint(tmp_path / "moved.safetensors")[0].heads.keypoints.state_dict()
+    ended = load_checkpoint(out / "last.safetensors")[0].heads.keypoints.state_dict()
+    assert all(torch.equal(started[k], ended[k]) for k in started)  # kept through training and resuming
     capsys.readouterr()
     assert main(["train", *data, *TINY, "--out", str(tmp_path / "third"), "--init", str(tmp_path / "no.safetensors")]) == 2
     assert "no.safetensors: no such checkpoint file" in capsys.readouterr().err

@@ -162,6 +162,28 @@ def test_freeze_trunk_names_the_taps_it_knows(scenes, tmp_path):
     assert all(p.requires_grad for p in everything.model.heads.parameters())
 
 
+def test_freeze_heads_keeps_those_heads_and_trains_the_rest(scenes, tmp_path):
+    trainer = Trainer(tiny_config(epochs=1, freeze_heads=("parts", "keypoints")), scenes, None, tmp_path,
+                      progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    kept = [k for k in before if k.startswith(("heads.parts.", "heads.keypoints."))]
+    trained = [k for k in before if k.startswith("heads.figure_ground.")]
+    assert kept and trained
+    assert all(torch.equal(before[k], after[k]) for k in kept)
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("backbone.body."))
+
+
+def test_freeze_heads_names_the_heads_it_knows(scenes, tmp_path):
+    with pytest.raises(ValueError, match="--freeze-heads part: this network has no such head.*parts"):
+        Trainer(tiny_config(epochs=1, freeze_heads=("part",)), scenes, None, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="leaves nothing to train"):
+        Trainer(tiny_config(epochs=1, freeze_trunk="all", freeze_heads=("figure_ground", "parts", "keypoints")),
+                scenes, None, tmp_path / "all", progress=False)
+
+
 def test_init_starts_from_a_checkpoint_of_the_same_network(scenes, tmp_path):
     first = Trainer(tiny_config(epochs=1), scenes, None, tmp_path / "first", progress=False)
     first.fit()

@@ -199,6 +199,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--freeze-trunk", default="none", metavar="TAP",
                        help="keep the trunk up to and including this tap's layer at its starting weights "
                             "('all': the whole trunk; default none)")
+    group.add_argument("--freeze-heads", default=None, metavar="TASK,...",
+                       help="keep these tasks' heads at their starting weights (with --init: e.g. "
+                            "'parts,keypoints' retrains figure-ground alone; their losses still train the "
+                            "trunk unless it is frozen too)")
     group.add_argument("--no-augment", action="store_true",
                        help="train on the images as they are: no flips, scale or colour jitter, no box jitter")
     group.add_argument("--seed", type=int, default=0)
@@ -227,7 +231,7 @@ def train_config(args: argparse.Namespace, sources: list[dict], taps: tuple[str,
         tasks=_names(args.tasks), class_specific=args.class_specific, epochs=args.epochs, batch_images=args.batch,
         lr=args.lr, max_side=args.image_size, layer_dropout=args.layer_dropout, seed=args.seed, device=args.device,
         pretrained=not args.no_pretrained, loss_weights=_loss_weights(args.loss_weights),
-        augment=not args.no_augment, freeze_trunk=args.freeze_trunk,
+        augment=not args.no_augment, freeze_trunk=args.freeze_trunk, freeze_heads=_names(args.freeze_heads),
         init_from=str(Path(args.init).resolve()) if args.init else "",
         data={"sources": sources, "categories": args.categories, "val_fraction": args.val_fraction,
               "split_seed": args.split_seed, "limit": args.limit})

@@ -68,6 +68,7 @@ class TrainConfig:
     pretrained: bool = True
     augment: bool = True  # flips, scale and colour jitter of the images, jittered training boxes
     freeze_trunk: str = "none"  # "none", a tap name (its layer and all before it stay ImageNet's) or "all"
+    freeze_heads: tuple[str, ...] = ()  # tasks whose heads keep their starting weights
     init_from: str = ""  # checkpoint whose weights the run starts from instead of ImageNet's
     data: dict = field(default_factory=dict)  # sources, categories and split, so resume reloads them
 
@@ -174,6 +175,20 @@ def freeze_trunk(model: HypercolumnModel, until: str) -> None:
         module.requires_grad_(False)
 
 
+def freeze_heads(model: HypercolumnModel, tasks: tuple[str, ...]) -> None:
+    """Keep these tasks' heads at their starting weights, e.g. to retrain the figure-ground head
+    of a checkpoint without moving its keypoints and parts. Their losses still reach the trunk
+    unless it is frozen too or they are weighted 0."""
+    unknown = [task for task in tasks if task not in model.heads]
+    if unknown:
+        raise ValueError(f"--freeze-heads {','.join(unknown)}: this network has no such head "
+                         f"(its tasks: {', '.join(model.heads)})")
+    if set(tasks) == set(model.heads) and not any(p.requires_grad for p in model.backbone.parameters()):
+        raise ValueError("--freeze-heads with --freeze-trunk all leaves nothing to train")
+    for task in tasks:
+        model.heads[task].requires_grad_(False)
+
+
 def load_initial_weights(model: HypercolumnModel, path: str) -> None:
     """Start from a checkpoint's weights (e.g. the bundled model, to train it on more data). Its
     network must be this run's: same trunk, taps, grid, tasks and label sets."""
@@ -274,6 +289,7 @@ class Trainer:
         self.model = self.model.to(self.device)
         freeze_batch_norm(self.model)
         freeze_trunk(self.model, config.freeze_trunk)
+        freeze_heads(self.model, tuple(config.freeze_heads))
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         spec = TargetSpec(self.model_config.output_size, self.model_config.keypoint_names,
