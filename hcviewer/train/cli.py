@@ -312,6 +312,7 @@ def command_resume(args: argparse.Namespace) -> int:
         raise DataError(f"{path}: not found; --out must be the folder of an earlier 'hcviewer-train train' run")
     saved = json.loads(path.read_text())
     saved["taps"], saved["tasks"] = tuple(saved["taps"]), tuple(saved["tasks"])
+    saved["freeze_heads"] = tuple(saved.get("freeze_heads", ()))  # runs from before the option have none
     config = TrainConfig(**saved)
     if args.epochs is not None:
         config = replace(config, epochs=args.epochs)

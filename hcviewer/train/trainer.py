@@ -289,7 +289,7 @@ class Trainer:
         self.model = self.model.to(self.device)
         freeze_batch_norm(self.model)
         freeze_trunk(self.model, config.freeze_trunk)
-        freeze_heads(self.model, tuple(config.freeze_heads))
+        freeze_heads(self.model, config.freeze_heads)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         spec = TargetSpec(self.model_config.output_size, self.model_config.keypoint_names,
