@@ -119,6 +119,57 @@ def test_images_of_different_sizes_are_cut_from_their_own_maps() -> None:
         torch.testing.assert_close(sampled[n], expected, rtol=1e-12, atol=1e-12)
 
 
+def _trained_with_order(model, images: torch.Tensor, rois: torch.Tensor, order: str, image_sizes=None):
+    """Training outputs and every parameter's gradient with the heads' per-pixel family forced
+    to one order (``pixels`` or ``columns``)."""
+    for head in model.heads.values():
+        head.order = order
+    model.zero_grad()
+    logits = model(images, rois, image_sizes=image_sizes)
+    _weighted_sum(logits).backward()
+    for head in model.heads.values():
+        head.order = "auto"
+    return ({task: v.detach() for task, v in logits.items()},
+            {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+
+
+@pytest.mark.parametrize("boxes", [6, 70])  # 70: three groups of box_sampling.GROUP_SIZE
+def test_columns_order_trains_as_the_pixels_order(boxes: int) -> None:
+    """The columns order (classify between the x and y resampling) gives the pixels order's
+    outputs and gradients: for boxes partly outside, smaller than a pixel, of images of
+    different sizes, and in several groups."""
+    model = _frozen_model()
+    images = torch.zeros(2, 3, 112, 160, dtype=torch.float64)
+    images[0, :, :96, :160] = torch.randn(3, 96, 160, dtype=torch.float64)
+    images[1, :, :112, :128] = torch.randn(3, 112, 128, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(boxes)
+    extra = torch.rand(max(0, boxes - len(ROIS)), 4, generator=generator, dtype=torch.float64) * 180 - 20
+    extra = torch.cat([torch.randint(0, 2, (len(extra), 1), generator=generator).double(),
+                       torch.minimum(extra[:, :2], extra[:, 2:]), torch.maximum(extra[:, :2], extra[:, 2:]) + 1], 1)
+    rois = torch.cat([ROIS, extra])[:boxes]
+    sizes = [(96, 160), (112, 128)]
+    by_pixels, pixel_grads = _trained_with_order(model, images, rois, "pixels", sizes)
+    by_columns, column_grads = _trained_with_order(model, images, rois, "columns", sizes)
+    for task in model.tasks:
+        torch.testing.assert_close(by_columns[task], by_pixels[task], rtol=1e-10, atol=1e-10)
+    assert column_grads.keys() == pixel_grads.keys()
+    for name, grad in pixel_grads.items():
+        torch.testing.assert_close(column_grads[name], grad, rtol=1e-9, atol=1e-12)
+
+
+def test_training_picks_the_columns_order_for_wide_taps_with_small_crops() -> None:
+    """MobileNetV2's stride-16 tap (96 channels, 14 x 14 cut) in the columns order; the
+    stride-4 and stride-8 taps (24 and 32 channels, 56 and 28 px cuts) per pixel."""
+    from hcviewer.modeling.heads import per_pixel_order
+
+    model = build_hypercolumn(tiny_person_config(grid_size=5, output_size=50))
+    heads = list(model.heads.values())
+    orders = {tap: per_pixel_order(heads, tap, model.backbone.tap_specs[tap].roi_size) for tap in ("s4", "s8", "s16")}
+    assert orders == {"s4": "pixels", "s8": "pixels", "s16": "columns"}
+    heads[0].order = "pixels"  # a head's own order overrides the cost
+    assert per_pixel_order(heads, "s16", 14) == "pixels"
+
+
 def test_trunk_on_each_image_equals_the_model_on_that_image_alone() -> None:
     model = _frozen_model()
     images = torch.zeros(2, 3, 112, 160, dtype=torch.float64)

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 import torch
 
 from hcviewer.modeling.backbones import Backbone, TrunkFeatures
-from hcviewer.modeling.box_sampling import resize_axis_weights
+from hcviewer.modeling.box_sampling import ColumnGroup, resize_axis_weights
 
 
 class BoxTapFeatures(Mapping[str, torch.Tensor]):
@@ -18,7 +18,9 @@ class BoxTapFeatures(Mapping[str, torch.Tensor]):
     - ``self[tap]``: [N, C, R, R], roi_align's cut at the tap's size (the box-level tap:
       [N, D, 1, 1]);
     - ``pixels(tap)``: [S*S, N, C], bilinearly resized to the S x S output and laid out
-      pixel-major, as the heads' ``pixels`` evaluation order consumes them.
+      pixel-major, as the heads' ``pixels`` evaluation order consumes them;
+    - ``columns(tap)`` (``sampled`` only): resampled along x only, as the heads' ``columns``
+      order consumes them (``box_sampling.sample_columns``).
 
     ``sampled=True`` (training) computes ``pixels`` and the box-level vector straight from the
     feature maps with separable sampling matrices (``Backbone.sample_tap``) instead of cutting at
@@ -80,6 +82,15 @@ class BoxTapFeatures(Mapping[str, torch.Tensor]):
         """Whether ``pixels(tap)`` costs a head nothing more: computed already by another head,
         or the natural product of sampled mode."""
         return tap in self._pixels or (self.sampled and not self.is_box_level(tap))
+
+    def has_columns(self, tap: str) -> bool:
+        """Whether ``columns(tap)`` can be made (sampled mode, a conv tap)."""
+        return self.sampled and not self.is_box_level(tap)
+
+    def columns(self, tap: str) -> list[ColumnGroup]:
+        if not self.has_columns(tap):
+            raise ValueError(f"no column features for tap {tap!r} (sampled conv taps only)")
+        return self._backbone.sample_tap_columns(self._features, self._rois, tap, self.output_size)
 
     def pixels(self, tap: str) -> torch.Tensor:
         if tap not in self._pixels:

@@ -17,6 +17,9 @@ gradients are matrix products as well. Same results up to float rounding (tested
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import NamedTuple
+
 import torch
 
 # Boxes are cut in groups of similar support; each group's crops are padded to its largest.
@@ -102,6 +105,46 @@ def sample_boxes(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y:
     s, s2, c = weights_y.shape[1], weights_x.shape[1], maps[0].shape[0]
     if n == 0:
         return maps[0].new_zeros(s * s2, 0, c) if pixel_major else maps[0].new_zeros(0, s, s2, c)
+    groups = []
+    for along_x, my in _sampled_along_x(maps, batch_index, weights_y, weights_x):
+        g, span_y = my.shape[0], my.shape[2]
+        along_x = along_x.view(g, s2, span_y, c).transpose(1, 2).reshape(g, span_y, s2 * c)  # [G, span_y, S' * C]
+        groups.append(torch.bmm(my, along_x).view(g, s, s2, c))  # [G, S, S', C]
+    if pixel_major:  # one copy: each group is written transposed into its columns
+        return torch.cat([g.view(g.shape[0], s * s2, c).transpose(0, 1) for g in groups], dim=1)
+    return torch.cat(groups) if len(groups) > 1 else groups[0]
+
+
+def sample_columns(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
+                   weights_x: torch.Tensor) -> list[ColumnGroup]:
+    """``sample_boxes`` stopped half-way: each group's boxes resampled along x only, output
+    column major, with the y weights still to apply (the heads' ``columns`` order classifies in
+    between, so that the [S*S', N, C] features of all output pixels are never made)."""
+    if batch_index.shape[0] == 0:
+        c = maps[0].shape[0]
+        return [ColumnGroup(maps[0].new_zeros(weights_x.shape[1], 0, c), weights_y.new_zeros(0, weights_y.shape[1], 1))]
+    groups = []
+    for along_x, my in _sampled_along_x(maps, batch_index, weights_y, weights_x):
+        g, span_y, s2 = my.shape[0], my.shape[2], along_x.shape[1]
+        columns = along_x.view(g, s2, span_y, -1).transpose(0, 1).reshape(s2, g * span_y, -1)
+        groups.append(ColumnGroup(columns, my))
+    return groups
+
+
+class ColumnGroup(NamedTuple):
+    """Boxes resampled along x (``sample_columns``): ``features`` [S', G * span_y, C] (output
+    column x, then box g and the feature row of its crop) and ``weights_y`` [G, S, span_y], the
+    y sampling weights of each box over its crop's rows."""
+
+    features: torch.Tensor
+    weights_y: torch.Tensor
+
+
+def _sampled_along_x(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
+                     weights_x: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per group of ``GROUP_SIZE`` consecutive boxes: their crops resampled along x,
+    [G, S', span_y * C], and the y weights over the crops' rows, [G, S, span_y]."""
+    c = maps[0].shape[0]
     # All images' pixels as one [sum of H_i * W_i, C] table (a no-op copy for channels-last maps).
     table = torch.cat([m.permute(1, 2, 0).reshape(-1, c) for m in maps])
     heights = torch.tensor([m.shape[1] for m in maps])
@@ -110,17 +153,12 @@ def sample_boxes(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y:
     batch_index = batch_index.to("cpu").long()
     start_y, span_y = _supports(weights_y)
     start_x, span_x = _supports(weights_x)
-    groups = []
-    for lo in range(0, n, GROUP_SIZE):
+    for lo in range(0, batch_index.shape[0], GROUP_SIZE):
         part = slice(lo, lo + GROUP_SIZE)
         image = batch_index[part]
         pixel_of = _CropIndex(offsets[image], heights[image], widths[image], table.shape[0])
-        groups.append(_sample_group(table, pixel_of, weights_y[part], weights_x[part],
-                                    start_y[part], int(span_y[part].max()),
-                                    start_x[part], int(span_x[part].max())))
-    if pixel_major:  # one copy: each group is written transposed into its columns
-        return torch.cat([g.view(g.shape[0], s * s2, c).transpose(0, 1) for g in groups], dim=1)
-    return torch.cat(groups) if len(groups) > 1 else groups[0]
+        yield _group_along_x(table, pixel_of, weights_y[part], weights_x[part], start_y[part],
+                             int(span_y[part].max()), start_x[part], int(span_x[part].max()))
 
 
 def size_order(rois: torch.Tensor) -> torch.Tensor:
@@ -153,7 +191,7 @@ class _CropIndex:
         return index.clamp(max=self.pixels - 1)
 
 
-def _sample_group(table, pixel_of, weights_y, weights_x, start_y, span_y, start_x, span_x):
+def _group_along_x(table, pixel_of, weights_y, weights_x, start_y, span_y, start_x, span_x):
     g = weights_y.shape[0]
     # Crop windows of the group's common size, moved inside each box's map where its support is
     # narrower.
@@ -170,6 +208,4 @@ def _sample_group(table, pixel_of, weights_y, weights_x, start_y, span_y, start_
     # [G, span_x, span_y, C] (each index copies C contiguous values): x-major, so that the x
     # contraction is one batched matmul.
     crops = table.index_select(0, pixel_of(rows, cols).reshape(-1).to(device))
-    along_x = torch.bmm(mx, crops.view(g, span_x, span_y * c))  # [G, S', span_y * C]
-    along_x = along_x.view(g, -1, span_y, c).transpose(1, 2).reshape(g, span_y, -1)  # [G, span_y, S' * C]
-    return torch.bmm(my, along_x).view(g, my.shape[1], mx.shape[1], c)  # [G, S, S', C]
+    return torch.bmm(mx, crops.view(g, span_x, span_y * c)), my  # [G, S', span_y * C], [G, S, span_y]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hcviewer.modeling.box_sampling import resize_axis_weights
+from hcviewer.modeling.box_sampling import ColumnGroup, resize_axis_weights
 from hcviewer.modeling.grid import grid_axis_weights, grid_interpolation_weights
 
 if TYPE_CHECKING:
@@ -42,6 +42,12 @@ class HypercolumnHead(nn.Module):
       ``w(y, x) = sum_k W_k(y, x) w_k`` (cached in eval mode, it does not depend on the box),
       upsample the tap's features and take one dot product per pixel. Cheap when the tap has
       few channels (MobileNet's stride-4 tap: 24 channels against 25 * 17 keypoint scores).
+    - ``columns`` (training, where box features are resampled from the maps): the ``pixels``
+      order's contribution computed between the two axes of the resampling. Features resampled
+      along x are classified by one classifier per output column, ``u_i(x) = sum_j a_j(x) w_ij``,
+      and the y resampling then also mixes the grid rows. Cheaper than ``pixels`` for a tap with
+      many channels and a small support (MobileNetV2's s16: 96 channels), whose features at
+      every output pixel were the largest tensors of a training step.
     """
 
     def __init__(
@@ -72,7 +78,7 @@ class HypercolumnHead(nn.Module):
             "grid_weights", grid_interpolation_weights(grid_size, output_size), persistent=False
         )
         self.register_buffer("axis_weights", grid_axis_weights(grid_size, output_size), persistent=False)
-        self.order = "auto"  # "auto", "scores" or "pixels"; see the class docstring
+        self.order = "auto"  # "auto", "scores", "pixels" or "columns"; see the class docstring
         self._pixel_cache: dict[str, tuple[tuple, torch.Tensor]] = {}
         # Several heads' per-pixel classifiers side by side (``merged_pixel_classifiers``), kept
         # by the first of them with the per-head tensors they were made from.
@@ -98,7 +104,7 @@ class HypercolumnHead(nn.Module):
         keypoint head's matmul took 21.0 ms per 4-box call against 19.1 ms joining it).
         """
         if self.order != "auto":
-            return self.order
+            return "pixels" if self.order == "columns" else self.order
         if self.num_sets > 1:
             return "scores"  # per-pixel classifiers for every class set would not fit in memory
         cin = self.classifiers[tap].in_channels
@@ -158,6 +164,13 @@ class HypercolumnHead(nn.Module):
             self._pixel_cache[tap] = (key, classifiers)
         return classifiers
 
+    def column_classifiers(self, tap: str) -> torch.Tensor:
+        """The grid classifiers interpolated along x to every output column, [S, Cin, K, C]
+        (one set): ``u_i(x) = sum_j a_j(x) w_ij`` for every grid row i."""
+        k, c = self.grid_size, self.task_channels
+        w = self.classifiers[tap].weight.view(k, k, self.num_sets, c, -1)[:, :, 0]  # [K, K, C, Cin]
+        return torch.einsum("ijcd,jx->xdic", w, self.axis_weights.to(w.dtype))
+
     def bias_map(self, n: int, set_index: torch.Tensor | None) -> torch.Tensor:
         """The shared bias as [N, C, 1, 1]."""
         bias = self.bias[set_index] if set_index is not None else self.bias[0].expand(n, -1)
@@ -205,8 +218,11 @@ def forward_heads(
             else:
                 contributions[task][tap] = heads[task].contribution_by_scores(tap, tap_features[tap], set_index)
         if by_pixels:
-            per_pixel = tap_features.pixels(tap)
-            merged = contributions_by_pixels([heads[task] for task in by_pixels], tap, per_pixel)
+            grouped = [heads[task] for task in by_pixels]
+            if tap_features.has_columns(tap) and per_pixel_order(grouped, tap, tap_features.roi_size(tap)) == "columns":
+                merged = contributions_by_columns(grouped, tap, tap_features.columns(tap))
+            else:
+                merged = contributions_by_pixels(grouped, tap, tap_features.pixels(tap))
             contributions.update({task: {**contributions[task], tap: c} for task, c in zip(by_pixels, merged)})
     results = {}
     for task in heads:
@@ -214,6 +230,51 @@ def forward_heads(
             logits[task] = logits[task] + contributions[task][tap]
         results[task] = (logits[task], contributions[task] if return_contributions else {})
     return results
+
+
+def per_pixel_order(heads: list[HypercolumnHead], tap: str, roi_size: int) -> str:
+    """``pixels`` or ``columns`` for heads that classify a tap's resampled features together,
+    where both can be had (training). A head's own ``order`` decides when set; else the cost in
+    multiply-adds per box, beyond the x resampling both share, taking the crop's span as the
+    tap's roi size: ``pixels`` resamples the Cin channels along y to all S x S pixels and runs
+    the per-pixel matmuls (with ``BMM_OVERHEAD``); ``columns`` classifies S x span positions
+    into K * C scores and resamples those along y."""
+    forced = {h.order for h in heads} & {"pixels", "columns"}
+    if forced:
+        return "columns" if "columns" in forced else "pixels"
+    head = heads[0]
+    cin, k, s = head.classifiers[tap].in_channels, head.grid_size, head.output_size
+    c = sum(h.task_channels for h in heads)
+    pixels_cost = s * s * roi_size * cin + s * s * cin * (c + BMM_OVERHEAD)
+    columns_cost = s * roi_size * cin * k * c + s * s * k * roi_size * c
+    return "columns" if columns_cost < pixels_cost else "pixels"
+
+
+def contributions_by_columns(heads: list[HypercolumnHead], tap: str, groups: list[ColumnGroup]) -> list[torch.Tensor]:
+    """The ``columns`` order for several heads at once: the box features resampled along x
+    (``box_sampling.sample_columns``) -> each head's contribution [N, C, S, S].
+
+    Per group of G boxes with crops of span rows: one batched matmul classifies every output
+    column's [G * span, Cin] features by that column's classifiers of all heads,
+    [S, Cin, K * sum of C] (``column_classifiers``); one more per box applies the y weights
+    times the grid rows' weights, [S, K * span] @ [K * span, S * sum of C].
+    """
+    head = heads[0]
+    k, s = head.grid_size, head.output_size
+    channels = [h.task_channels for h in heads]
+    c = sum(channels)
+    classifiers = torch.cat([h.column_classifiers(tap) for h in heads], dim=3)  # [S, Cin, K, sum of C]
+    out = []
+    for columns, weights_y in groups:
+        g, _, span = weights_y.shape
+        classifiers = classifiers.to(columns.dtype)
+        scores = torch.bmm(columns, classifiers.view(s, -1, k * c))  # [S(x), G * span, K * C]
+        scores = scores.view(s, g, span, k, c).permute(1, 3, 2, 0, 4).reshape(g, k * span, s * c)
+        grid_rows = head.axis_weights.t().to(columns.dtype)  # [S(y), K]
+        mixing = (grid_rows[None, :, :, None] * weights_y.to(columns.dtype)[:, :, None, :]).reshape(g, s, k * span)
+        out.append(torch.bmm(mixing, scores).view(g, s, s, c))  # [G, S(y), S(x), C]
+    merged = torch.cat(out) if len(out) > 1 else out[0]
+    return [part.permute(0, 3, 1, 2) for part in merged.split(channels, dim=3)]
 
 
 def contributions_by_pixels(heads: list[HypercolumnHead], tap: str, per_pixel: torch.Tensor) -> list[torch.Tensor]:
