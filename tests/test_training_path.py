@@ -157,6 +157,24 @@ def test_columns_order_trains_as_the_pixels_order(boxes: int) -> None:
         torch.testing.assert_close(column_grads[name], grad, rtol=1e-9, atol=1e-12)
 
 
+def test_columns_order_in_inference_equals_the_pixels_order() -> None:
+    """The predictor's path (boxes cut at the tap's size, then upsampled): the columns order
+    upsamples along x, classifies per column, then upsamples along y with the grid rows."""
+    model = _frozen_model().eval()
+    with torch.no_grad():
+        features = model.forward_trunk(torch.randn(2, 3, 112, 160, dtype=torch.float64))
+        outputs = {}
+        for order in ("pixels", "columns"):
+            for head in model.heads.values():
+                head.order = order
+            outputs[order] = model.forward_boxes(features, ROIS, return_contributions=True)
+    for task in model.tasks:
+        torch.testing.assert_close(outputs["columns"].logits[task], outputs["pixels"].logits[task], rtol=1e-10, atol=1e-10)
+        for tap in ("s4", "s8", "s16"):
+            torch.testing.assert_close(outputs["columns"].contributions[task][tap],
+                                       outputs["pixels"].contributions[task][tap], rtol=1e-10, atol=1e-10)
+
+
 def test_training_picks_the_columns_order_for_wide_taps_with_small_crops() -> None:
     """MobileNetV2's stride-16 tap (96 channels, 14 x 14 cut) in the columns order; the
     stride-4 and stride-8 taps (24 and 32 channels, 56 and 28 px cuts) per pixel."""

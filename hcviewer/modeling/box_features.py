@@ -19,8 +19,8 @@ class BoxTapFeatures(Mapping[str, torch.Tensor]):
       [N, D, 1, 1]);
     - ``pixels(tap)``: [S*S, N, C], bilinearly resized to the S x S output and laid out
       pixel-major, as the heads' ``pixels`` evaluation order consumes them;
-    - ``columns(tap)`` (``sampled`` only): resampled along x only, as the heads' ``columns``
-      order consumes them (``box_sampling.sample_columns``).
+    - ``columns(tap)``: resampled along x only, as the heads' ``columns`` order consumes them
+      (``box_sampling.ColumnGroup``).
 
     ``sampled=True`` (training) computes ``pixels`` and the box-level vector straight from the
     feature maps with separable sampling matrices (``Backbone.sample_tap``) instead of cutting at
@@ -84,13 +84,15 @@ class BoxTapFeatures(Mapping[str, torch.Tensor]):
         return tap in self._pixels or (self.sampled and not self.is_box_level(tap))
 
     def has_columns(self, tap: str) -> bool:
-        """Whether ``columns(tap)`` can be made (sampled mode, a conv tap)."""
-        return self.sampled and not self.is_box_level(tap)
+        """Whether ``columns(tap)`` can be made (a conv tap)."""
+        return not self.is_box_level(tap)
 
     def columns(self, tap: str) -> list[ColumnGroup]:
-        if not self.has_columns(tap):
-            raise ValueError(f"no column features for tap {tap!r} (sampled conv taps only)")
-        return self._backbone.sample_tap_columns(self._features, self._rois, tap, self.output_size)
+        if self.is_box_level(tap):
+            raise ValueError(f"no column features for the box-level tap {tap!r}")
+        if self.sampled:
+            return self._backbone.sample_tap_columns(self._features, self._rois, tap, self.output_size)
+        return [column_major_features(self[tap], self.output_size)]
 
     def pixels(self, tap: str) -> torch.Tensor:
         if tap not in self._pixels:
@@ -118,6 +120,16 @@ def pixel_major_features(features: torch.Tensor, output_size: int) -> torch.Tens
     rows = features.permute(2, 3, 0, 1).reshape(r, r * n * cin)  # [R(y), R(x) * N * Cin]
     along_y = torch.mm(upsample, rows).view(s, r, n * cin)  # [S(y), R(x), N * Cin]
     return torch.matmul(upsample, along_y).view(s * s, n, cin)  # [S(y), S(x), N * Cin]
+
+
+def column_major_features(features: torch.Tensor, output_size: int) -> ColumnGroup:
+    """Box features [N, Cin, R, R] (any memory layout) bilinearly upsampled along x to S
+    columns, [S, N * R, Cin], with the upsampling matrix along y as every box's y weights: the
+    ``columns`` order's input (``box_sampling.ColumnGroup``)."""
+    n, cin, r, _ = features.shape
+    upsample = _upsampling_matrix(r, output_size, features.dtype, features.device)  # [S, R]
+    along_x = torch.mm(upsample, features.permute(3, 0, 2, 1).reshape(r, n * r * cin))  # [S(x), N * R(y) * Cin]
+    return ColumnGroup(along_x.view(output_size, n * r, cin), upsample.expand(n, -1, -1))
 
 
 @functools.lru_cache(maxsize=32)

@@ -42,12 +42,13 @@ class HypercolumnHead(nn.Module):
       ``w(y, x) = sum_k W_k(y, x) w_k`` (cached in eval mode, it does not depend on the box),
       upsample the tap's features and take one dot product per pixel. Cheap when the tap has
       few channels (MobileNet's stride-4 tap: 24 channels against 25 * 17 keypoint scores).
-    - ``columns`` (training, where box features are resampled from the maps): the ``pixels``
-      order's contribution computed between the two axes of the resampling. Features resampled
-      along x are classified by one classifier per output column, ``u_i(x) = sum_j a_j(x) w_ij``,
-      and the y resampling then also mixes the grid rows. Cheaper than ``pixels`` for a tap with
-      many channels and a small support (MobileNetV2's s16: 96 channels), whose features at
-      every output pixel were the largest tensors of a training step.
+    - ``columns``: the ``pixels`` order's contribution computed between the two axes of the
+      resampling (training: from the maps; inference: upsampling the R x R cut). Features
+      resampled along x are classified by one classifier per output column,
+      ``u_i(x) = sum_j a_j(x) w_ij``, and the y resampling then also mixes the grid rows.
+      Cheaper than ``pixels`` for a tap with many channels and a small cut (MobileNetV2's s16:
+      96 channels, 14 x 14), whose features at every output pixel were the largest tensors of a
+      training step (and whose per-pixel classifiers, 25 MB, were read on every ``predict``).
     """
 
     def __init__(
@@ -79,8 +80,9 @@ class HypercolumnHead(nn.Module):
         )
         self.register_buffer("axis_weights", grid_axis_weights(grid_size, output_size), persistent=False)
         self.order = "auto"  # "auto", "scores", "pixels" or "columns"; see the class docstring
-        self._pixel_cache: dict[str, tuple[tuple, torch.Tensor]] = {}
-        # Several heads' per-pixel classifiers side by side (``merged_pixel_classifiers``), kept
+        # Per-pixel and per-column classifiers by (order, tap), with the weights they were made from.
+        self._classifier_cache: dict[tuple[str, str], tuple[tuple, torch.Tensor]] = {}
+        # Several heads' per-pixel or per-column classifiers side by side (``merged_classifiers``), kept
         # by the first of them with the per-head tensors they were made from.
         self._merged_cache: dict[tuple, tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
 
@@ -148,28 +150,34 @@ class HypercolumnHead(nn.Module):
     def pixel_classifiers(self, tap: str) -> torch.Tensor:
         """The grid classifiers interpolated to every output pixel, [S*S, Cin, C] (one set):
         ``w(y, x) = sum_ij a_i(y) a_j(x) w_ij``."""
+        def interpolate(w: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+            per_column = torch.einsum("ijcd,jx->icdx", w, axis)
+            return torch.einsum("icdx,iy->yxdc", per_column, axis).reshape(axis.shape[1] ** 2, -1, w.shape[2])
+
+        return self._interpolated_classifiers("pixels", tap, interpolate)
+
+    def column_classifiers(self, tap: str) -> torch.Tensor:
+        """The grid classifiers interpolated along x to every output column, [S, Cin, K, C]
+        (one set): ``u_i(x) = sum_j a_j(x) w_ij`` for every grid row i."""
+        return self._interpolated_classifiers("columns", tap, lambda w, axis: torch.einsum("ijcd,jx->xdic", w, axis))
+
+    def _interpolated_classifiers(self, kind: str, tap: str, interpolate) -> torch.Tensor:
+        """``interpolate(w [K, K, C, Cin], axis weights [K, S])`` of the first classifier set,
+        contiguous; cached while the weights stay the same and need no gradient (inference)."""
         weight = self.classifiers[tap].weight
         cacheable = not torch.is_grad_enabled() or not weight.requires_grad
         # Inference tensors keep no version counter (and cannot be trained): storage is enough.
         version = None if weight.is_inference() else weight._version
         key = (version, weight.data_ptr(), weight.device, weight.dtype)
-        if cacheable and tap in self._pixel_cache and self._pixel_cache[tap][0] == key:
-            return self._pixel_cache[tap][1]
-        k, c, s = self.grid_size, self.task_channels, self.output_size
-        w = weight.view(k, k, self.num_sets, c, -1)[:, :, 0]  # [K, K, C, Cin]
-        axis = self.axis_weights.to(w.dtype)  # [K, S]
-        per_column = torch.einsum("ijcd,jx->icdx", w, axis)
-        classifiers = torch.einsum("icdx,iy->yxdc", per_column, axis).reshape(s * s, -1, c).contiguous()
-        if cacheable:
-            self._pixel_cache[tap] = (key, classifiers)
-        return classifiers
-
-    def column_classifiers(self, tap: str) -> torch.Tensor:
-        """The grid classifiers interpolated along x to every output column, [S, Cin, K, C]
-        (one set): ``u_i(x) = sum_j a_j(x) w_ij`` for every grid row i."""
+        cached = self._classifier_cache.get((kind, tap))
+        if cacheable and cached is not None and cached[0] == key:
+            return cached[1]
         k, c = self.grid_size, self.task_channels
-        w = self.classifiers[tap].weight.view(k, k, self.num_sets, c, -1)[:, :, 0]  # [K, K, C, Cin]
-        return torch.einsum("ijcd,jx->xdic", w, self.axis_weights.to(w.dtype))
+        w = weight.view(k, k, self.num_sets, c, -1)[:, :, 0]  # [K, K, C, Cin]
+        classifiers = interpolate(w, self.axis_weights.to(w.dtype)).contiguous()
+        if cacheable:
+            self._classifier_cache[(kind, tap)] = (key, classifiers)
+        return classifiers
 
     def bias_map(self, n: int, set_index: torch.Tensor | None) -> torch.Tensor:
         """The shared bias as [N, C, 1, 1]."""
@@ -233,12 +241,12 @@ def forward_heads(
 
 
 def per_pixel_order(heads: list[HypercolumnHead], tap: str, roi_size: int) -> str:
-    """``pixels`` or ``columns`` for heads that classify a tap's resampled features together,
-    where both can be had (training). A head's own ``order`` decides when set; else the cost in
-    multiply-adds per box, beyond the x resampling both share, taking the crop's span as the
-    tap's roi size: ``pixels`` resamples the Cin channels along y to all S x S pixels and runs
-    the per-pixel matmuls (with ``BMM_OVERHEAD``); ``columns`` classifies S x span positions
-    into K * C scores and resamples those along y."""
+    """``pixels`` or ``columns`` for heads that classify a conv tap's resampled features
+    together. A head's own ``order`` decides when set; else the cost in multiply-adds per box,
+    beyond the x resampling both share, taking the crop's span (training) as the tap's roi size
+    R (inference): ``pixels`` resamples the Cin channels along y to all S x S pixels and runs the
+    per-pixel matmuls (with ``BMM_OVERHEAD``); ``columns`` classifies S x R positions into
+    K * C scores and resamples those along y."""
     forced = {h.order for h in heads} & {"pixels", "columns"}
     if forced:
         return "columns" if "columns" in forced else "pixels"
@@ -263,7 +271,7 @@ def contributions_by_columns(heads: list[HypercolumnHead], tap: str, groups: lis
     k, s = head.grid_size, head.output_size
     channels = [h.task_channels for h in heads]
     c = sum(channels)
-    classifiers = torch.cat([h.column_classifiers(tap) for h in heads], dim=3)  # [S, Cin, K, sum of C]
+    classifiers = merged_classifiers(heads, tap, "columns")  # [S, Cin, K, sum of C]
     out = []
     for columns, weights_y in groups:
         g, _, span = weights_y.shape
@@ -287,7 +295,7 @@ def contributions_by_pixels(heads: list[HypercolumnHead], tap: str, per_pixel: t
     """
     p, n, _ = per_pixel.shape
     s = heads[0].output_size
-    classifiers = merged_pixel_classifiers(heads, tap).to(per_pixel.dtype)
+    classifiers = merged_classifiers(heads, tap).to(per_pixel.dtype)
     scores = _contiguous_gradient(torch.bmm(per_pixel, classifiers))  # [S*S, N, sum of C]
     split = scores.split([h.task_channels for h in heads], dim=2)
     return [part.permute(1, 2, 0).reshape(n, part.shape[2], s, s) for part in split]
@@ -305,18 +313,23 @@ def _scores_mixing_matrix(grid_size: int, roi_size: int, output_size: int, dtype
         return mixing.reshape(output_size, grid_size * roi_size).to(device, dtype)
 
 
-def merged_pixel_classifiers(heads: list[HypercolumnHead], tap: str) -> torch.Tensor:
-    """The heads' per-pixel classifiers side by side, [S*S, Cin, sum of C]. Cached while every
-    head's own cached classifiers stay the same tensors: the concatenation (25 MB for
-    MobileNetV2's s16 tap and three heads) took half of a 4-box ``predict``."""
-    parts = tuple(h.pixel_classifiers(tap) for h in heads)
+def merged_classifiers(heads: list[HypercolumnHead], tap: str, order: str = "pixels") -> torch.Tensor:
+    """The heads' per-pixel classifiers side by side, [S*S, Cin, sum of C], or with ``order``
+    "columns" their per-column classifiers, [S, Cin, K, sum of C]. Cached while every head's own
+    cached classifiers stay the same tensors: the concatenation (25 MB for MobileNetV2's s16 tap
+    and three heads, per pixel) took half of a 4-box ``predict``."""
+    if order == "pixels":
+        parts = tuple(h.pixel_classifiers(tap) for h in heads)
+    else:
+        parts = tuple(h.column_classifiers(tap) for h in heads)
+    dim = parts[0].dim() - 1
     if torch.is_grad_enabled() and any(part.requires_grad for part in parts):
-        return torch.cat(parts, dim=2)
-    key = (tap, tuple(id(h) for h in heads))
+        return torch.cat(parts, dim=dim)
+    key = (order, tap, tuple(id(h) for h in heads))
     cached = heads[0]._merged_cache.get(key)
     if cached is not None and len(cached[0]) == len(parts) and all(a is b for a, b in zip(cached[0], parts)):
         return cached[1]
-    merged = torch.cat(parts, dim=2)
+    merged = torch.cat(parts, dim=dim)
     heads[0]._merged_cache[key] = (parts, merged)
     return merged
 
