@@ -69,7 +69,7 @@ def explicit_logits(head: HypercolumnHead, hypercolumn: torch.Tensor, taps, set_
     return mixed + head.bias[sets][:, :, None, None]
 
 
-@pytest.mark.parametrize("order", ["auto", "scores", "pixels"])
+@pytest.mark.parametrize("order", ["auto", "scores", "pixels", "columns"])
 @pytest.mark.parametrize("task", ["figure_ground", "parts", "keypoints"])
 def test_per_tap_form_equals_the_explicit_hypercolumn(model_and_features, task: str, order: str) -> None:
     model, features = model_and_features
