@@ -1,9 +1,12 @@
-"""Time both exact evaluation orders of every head and tap, next to the cost model's choice.
+"""Time the exact evaluation orders of every head and tap, next to the cost model's choice.
 
 ``HypercolumnHead.evaluation_order`` picks ``scores`` or ``pixels`` from a cost model in
 multiply-adds; this script measures what each order really costs for the bundled model's
 layout (all three tasks, 5x5 grid, 50x50 output) and flags where the model picks the slower
 one. Use it to re-fit ``UPSAMPLE_COST`` and ``BMM_OVERHEAD`` in hcviewer/modeling/heads.py.
+The heads that evaluate a tap per pixel do so together, in the ``pixels`` or the ``columns``
+order (``heads.per_pixel_order``): the last columns time both for those heads (features from
+the cut at the tap's size, as the predictor has them) and name the one picked.
 
     .venv/bin/python benchmarks/calibrate_heads.py [--boxes 4] [--backbones mobilenet_v2 vgg16]
 """
@@ -20,8 +23,8 @@ from typing import Callable
 import torch
 
 from hcviewer.modeling import BACKBONES, build_person_model
-from hcviewer.modeling.box_features import pixel_major_features
-from hcviewer.modeling.heads import contributions_by_pixels
+from hcviewer.modeling.box_features import column_major_features, pixel_major_features
+from hcviewer.modeling.heads import contributions_by_columns, contributions_by_pixels, per_pixel_order
 
 
 def median_ms(run: Callable[[], object], repeats: int) -> float:
@@ -52,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     print("| backbone | tap | R | Cin | upsampling features (ms) | scores / pixels per task (ms) "
-          "| plan picked | its ms | fastest plan | its ms |")
-    print("| --- | --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: |")
+          "| plan picked | its ms | fastest plan | its ms | per-pixel heads: pixels / columns (ms) | picked |")
+    print("| --- | --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: | --- | --- |")
     for backbone in args.backbones:
         model = build_person_model(backbone, grid_size=5, parts=("head", "torso", "legs")).eval()
         rois = random_rois(args.boxes, 480, 640)
@@ -92,8 +95,16 @@ def calibration_row(model, backbone: str, tap: str, features: torch.Tensor, repe
     def describe(plan: dict[str, str]) -> str:
         return ", ".join(f"{t} {plan[t]}" for t in times)
 
+    grouped = [model.heads[task] for task in times if picked[task] == "pixels"]
+    if grouped and features.shape[-1] > 1:
+        by_pixels = median_ms(lambda: contributions_by_pixels(grouped, tap, pixel_major_features(features, s)), repeats)
+        by_columns = median_ms(lambda: contributions_by_columns(grouped, tap, [column_major_features(features, s)]),
+                               repeats)
+        family = f"{by_pixels:.2f} / {by_columns:.2f} | {per_pixel_order(grouped, tap, features.shape[-1])}"
+    else:
+        family = "- | -"
     return (f"| {backbone} | {tap} | {features.shape[-1]} | {features.shape[1]} | {upsample_ms:.2f} | {per_task} | "
-            f"{describe(picked)} | {plan_ms(picked):.2f} | {describe(fastest)} | {plan_ms(fastest):.2f} |")
+            f"{describe(picked)} | {plan_ms(picked):.2f} | {describe(fastest)} | {plan_ms(fastest):.2f} | {family} |")
 
 
 if __name__ == "__main__":

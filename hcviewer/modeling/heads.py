@@ -209,7 +209,8 @@ def forward_heads(
     Per tap, the heads are considered widest first: the first to evaluate a tap in the
     ``pixels`` order pays for its upsampled features and its batched matmul, which the narrower
     heads then join for the cost of their own channels (``evaluation_order``); all heads in the
-    ``pixels`` order share that one batched matmul.
+    ``pixels`` order share that one batched matmul, or the ``columns`` order's where that is
+    cheaper for the tap (``per_pixel_order``).
     """
     if not tap_features:
         raise ValueError("at least one tap is needed")
@@ -242,11 +243,11 @@ def forward_heads(
 
 def per_pixel_order(heads: list[HypercolumnHead], tap: str, roi_size: int) -> str:
     """``pixels`` or ``columns`` for heads that classify a conv tap's resampled features
-    together. A head's own ``order`` decides when set; else the cost in multiply-adds per box,
-    beyond the x resampling both share, taking the crop's span (training) as the tap's roi size
-    R (inference): ``pixels`` resamples the Cin channels along y to all S x S pixels and runs the
-    per-pixel matmuls (with ``BMM_OVERHEAD``); ``columns`` classifies S x R positions into
-    K * C scores and resamples those along y."""
+    together. A head's own ``order`` decides when set; else the cost in multiply-adds per box
+    beyond the x resampling both share, with R the tap's roi size (the rows of an inference cut;
+    about the span of a training crop for a typical box): ``pixels`` resamples the Cin channels
+    along y to all S x S pixels and runs the per-pixel matmuls (with ``BMM_OVERHEAD``);
+    ``columns`` classifies S x R positions into K * C scores and resamples those along y."""
     forced = {h.order for h in heads} & {"pixels", "columns"}
     if forced:
         return "columns" if "columns" in forced else "pixels"
@@ -271,15 +272,15 @@ def contributions_by_columns(heads: list[HypercolumnHead], tap: str, groups: lis
     k, s = head.grid_size, head.output_size
     channels = [h.task_channels for h in heads]
     c = sum(channels)
-    classifiers = merged_classifiers(heads, tap, "columns")  # [S, Cin, K, sum of C]
+    dtype = groups[0].features.dtype
+    classifiers = merged_classifiers(heads, tap, "columns").to(dtype).view(s, -1, k * c)  # [S, Cin, K * sum of C]
+    grid_rows = head.axis_weights.t().to(dtype)  # [S(y), K]
     out = []
     for columns, weights_y in groups:
         g, _, span = weights_y.shape
-        classifiers = classifiers.to(columns.dtype)
-        scores = torch.bmm(columns, classifiers.view(s, -1, k * c))  # [S(x), G * span, K * C]
+        scores = torch.bmm(columns, classifiers)  # [S(x), G * span, K * C]
         scores = scores.view(s, g, span, k, c).permute(1, 3, 2, 0, 4).reshape(g, k * span, s * c)
-        grid_rows = head.axis_weights.t().to(columns.dtype)  # [S(y), K]
-        mixing = (grid_rows[None, :, :, None] * weights_y.to(columns.dtype)[:, :, None, :]).reshape(g, s, k * span)
+        mixing = (grid_rows[None, :, :, None] * weights_y.to(dtype)[:, :, None, :]).reshape(g, s, k * span)
         out.append(torch.bmm(mixing, scores).view(g, s, s, c))  # [G, S(y), S(x), C]
     merged = torch.cat(out) if len(out) > 1 else out[0]
     return [part.permute(0, 3, 1, 2) for part in merged.split(channels, dim=3)]
