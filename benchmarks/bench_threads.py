@@ -50,7 +50,8 @@ def policies(cores: int) -> list[Policy]:
         Policy("torch default", None, {}),
         Policy("1 thread", 1, {}),
         Policy(f"{cores} threads, OMP_WAIT_POLICY=PASSIVE", cores, {"OMP_WAIT_POLICY": "PASSIVE"}),
-        Policy(f"{cores} threads, GOMP_SPINCOUNT=1000", cores, {"GOMP_SPINCOUNT": "1000"}),
+        *(Policy(f"{cores} threads, GOMP_SPINCOUNT={spins}", cores, {"GOMP_SPINCOUNT": str(spins)})
+          for spins in (1000, 10000, 100000)),
         Policy("hcviewer policy", None, {}, use_hcviewer=True),
     ]
 

@@ -128,7 +128,14 @@ def run_worker(args: argparse.Namespace) -> None:
 class Worker:
     def __init__(self, name: str, tree: Path, args: argparse.Namespace, batches_file: Path) -> None:
         self.name = name
-        env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads),
+        # hcviewer-train's way of waiting (this tree's hcviewer/threads.py) for every tree alike,
+        # unless set in the environment.
+        from hcviewer.threads import SPIN_COUNT, WAIT_POLICY
+
+        openmp_wait = {"OMP_WAIT_POLICY": WAIT_POLICY, "GOMP_SPINCOUNT": SPIN_COUNT}
+        if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+            openmp_wait = {}
+        env = {**os.environ, **openmp_wait, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads),
                "MKL_NUM_THREADS": str(args.threads)}
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree),
                    "--images", str(args.images), "--synthetic", str(args.synthetic), "--threads", str(args.threads),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,11 +58,27 @@ def test_applied_before_torch_loads_it_reaches_torch_and_openmp():
     code = ("import os, sys\nfrom hcviewer.threads import apply_thread_policy\napply_thread_policy(1)\n"
             "assert 'torch' not in sys.modules\nimport torch, threading\n"
             "seen = []\nt = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))\nt.start(); t.join()\n"
-            "print(torch.get_num_threads(), seen[0], os.environ['OMP_NUM_THREADS'], os.environ['OMP_WAIT_POLICY'])")
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+            "print(torch.get_num_threads(), seen[0], os.environ['OMP_NUM_THREADS'], os.environ['OMP_WAIT_POLICY'],"
+            " os.environ['GOMP_SPINCOUNT'])")
+    openmp = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in openmp}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1", "1", "1", "PASSIVE"]  # worker threads too (the app computes in one)
+    assert done.stdout.split() == ["1", "1", "1", "PASSIVE", "1000"]  # worker threads too (the app computes in one)
+
+
+def test_a_users_wait_policy_is_kept(monkeypatch):
+    """A user who chose how OpenMP waits keeps it: no spin count that would override it."""
+    for name in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)  # (restored afterwards, whatever the policy sets)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.delitem(sys.modules, "torch")  # as before torch loads: only the environment is set
+    apply_thread_policy(1)
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "5")
+    apply_thread_policy(1)
+    assert os.environ["GOMP_SPINCOUNT"] == "5"
 
 
 # ------------------------------------------------------------------------------ entry points
