@@ -9,6 +9,8 @@ once, by this tree's data pipeline, and every worker trains on those very tensor
 whose augmentation made larger images (before session 10 the scale jitter did) would otherwise
 be timed on other work. Wall-clock and CPU time (``time.process_time``: what the step itself
 used of the CPU, less sensitive to other processes on a shared machine) are both reported.
+Every worker waits as ``hcviewer-train`` does (this tree's ``hcviewer/threads.py``: passive
+waiting after a short spin) unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set.
 
     .venv/bin/python benchmarks/bench_training.py --baseline 5a368b4
     .venv/bin/python benchmarks/bench_training.py --synthetic 16 --quick
