@@ -14,7 +14,8 @@ user sets it), then :func:`default_threads`.
 Call :func:`apply_thread_policy` before the first tensor operation and before any worker thread
 runs torch: torch gives each new thread the count set here when that thread first computes.
 This module does not import torch: called before torch is loaded it sets ``OMP_NUM_THREADS``,
-``OMP_WAIT_POLICY`` and ``GOMP_SPINCOUNT``, which OpenMP reads once, when torch loads it.
+``OMP_WAIT_POLICY`` and, for the trainer, ``GOMP_SPINCOUNT``, which OpenMP reads once, when
+torch loads it.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 ENV_VAR = "HCVIEWER_THREADS"
-# OpenMP threads that finished their share sleep instead of spinning for a core: at once in any
-# OpenMP runtime (OMP_WAIT_POLICY), after a short spin of about 10 microseconds in libgomp, the
-# runtime of torch's Linux wheels (GOMP_SPINCOUNT overrides the wait policy's spin count there).
-# The short spin catches the next of many small operations without a wake-up: a training step
-# 1.14x faster than passive waiting on an idle machine and no slower with two busy neighbours
-# (docs/performance.md, Thread policy).
+# OpenMP threads that finished their share sleep at once instead of spinning for a core.
 WAIT_POLICY = "PASSIVE"
+# The trainer's threads spin about 10 microseconds first (libgomp, the runtime of torch's Linux
+# wheels: GOMP_SPINCOUNT overrides the wait policy's spin count there), which catches the next
+# of a training step's many small operations without a wake-up: 1.14-1.20x faster steps on an
+# idle machine, no slower with two busy neighbours. The app and ``hcviewer predict`` sleep at
+# once: with the spin the predictor got faster idle but not busy, and its latency with two busy
+# neighbours rose from 1.7-1.8x to 1.9-2.0x its idle latency (docs/performance.md, Thread policy).
 SPIN_COUNT = "1000"
 
 
@@ -87,12 +89,14 @@ def decide_threads(requested: int | None = None, environ: Mapping[str, str] | No
     return ThreadPolicy(default_threads(cores), "default")
 
 
-def apply_thread_policy(requested: int | None = None) -> ThreadPolicy:
+def apply_thread_policy(requested: int | None = None, short_spin: bool = False) -> ThreadPolicy:
     """Decide the thread count and give it to torch. Raises ThreadsError for a bad count.
 
     Before torch is loaded this only sets the environment that torch and OpenMP read when they
-    load (in whichever thread imports torch first: the app loads it in its worker); afterwards
-    it calls ``torch.set_num_threads``."""
+    load (in whichever thread imports torch first: the app loads it in its worker): the thread
+    count and passive waiting, after a short spin with ``short_spin`` (the trainer, see
+    ``SPIN_COUNT``); a wait policy or spin count the user set is kept. Afterwards it calls
+    ``torch.set_num_threads``."""
     policy = decide_threads(requested)
     if "torch" in sys.modules:
         import torch
@@ -100,7 +104,7 @@ def apply_thread_policy(requested: int | None = None) -> ThreadPolicy:
         torch.set_num_threads(policy.threads)
     else:
         os.environ["OMP_NUM_THREADS"] = str(policy.threads)
-        if "OMP_WAIT_POLICY" not in os.environ:  # a user's own wait policy (or spin count) is kept
+        if short_spin and "OMP_WAIT_POLICY" not in os.environ:
             os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
         os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
     return policy

@@ -59,25 +59,30 @@ def test_applied_before_torch_loads_it_reaches_torch_and_openmp():
             "assert 'torch' not in sys.modules\nimport torch, threading\n"
             "seen = []\nt = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))\nt.start(); t.join()\n"
             "print(torch.get_num_threads(), seen[0], os.environ['OMP_NUM_THREADS'], os.environ['OMP_WAIT_POLICY'],"
-            " os.environ['GOMP_SPINCOUNT'])")
+            " os.environ.get('GOMP_SPINCOUNT', '-'))")
     openmp = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
     env = {k: v for k, v in __import__("os").environ.items() if k not in openmp}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1", "1", "1", "PASSIVE", "1000"]  # worker threads too (the app computes in one)
+    assert done.stdout.split() == ["1", "1", "1", "PASSIVE", "-"]  # worker threads too (the app computes in one)
+    trainer = subprocess.run([sys.executable, "-c", code.replace("apply_thread_policy(1)", "apply_thread_policy(1, True)")],
+                             capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert trainer.returncode == 0, trainer.stderr
+    assert trainer.stdout.split() == ["1", "1", "1", "PASSIVE", "1000"]  # the trainer's threads spin briefly first
 
 
 def test_a_users_wait_policy_is_kept(monkeypatch):
-    """A user who chose how OpenMP waits keeps it: no spin count that would override it."""
+    """A user who chose how OpenMP waits keeps it: the trainer sets no spin count that would
+    override it."""
     for name in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT"):
         monkeypatch.delenv(name, raising=False)  # (restored afterwards, whatever the policy sets)
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.delitem(sys.modules, "torch")  # as before torch loads: only the environment is set
-    apply_thread_policy(1)
+    apply_thread_policy(1, short_spin=True)
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in os.environ
     monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.setenv("GOMP_SPINCOUNT", "5")
-    apply_thread_policy(1)
+    apply_thread_policy(1, short_spin=True)
     assert os.environ["GOMP_SPINCOUNT"] == "5"
 
 
@@ -134,6 +139,17 @@ def test_every_hcviewer_train_command_applies_the_flag_before_it_runs(argv, monk
     monkeypatch.setenv("HCVIEWER_THREADS", "2")
     assert cli.main(argv) == 0
     assert seen == [ODD, 2]
+
+
+def test_hcviewer_train_lets_its_threads_spin_briefly_before_torch_loads():
+    code = ("import os, sys\nfrom hcviewer.train import cli\n"
+            "cli.COMMANDS['eval'] = lambda args: print(os.environ.get('GOMP_SPINCOUNT')) or 0\n"
+            "sys.exit(cli.main(['eval', '--synthetic', '2']))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr
+    # (set in the environment only while torch was not loaded yet: afterwards the policy leaves it)
+    assert done.stdout.split()[-1:] == ["1000"]
 
 
 def test_hcviewer_train_refuses_a_bad_thread_count(monkeypatch, capsys):

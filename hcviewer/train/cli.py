@@ -454,7 +454,7 @@ COMMANDS = {"train": command_train, "resume": command_resume, "eval": command_ev
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        apply_thread_policy(args.threads)  # before torch loads: OpenMP reads its settings then
+        apply_thread_policy(args.threads, short_spin=True)  # before torch loads: OpenMP reads its settings then
     except ThreadsError as exc:
         print(f"hcviewer-train: error: {exc}", file=sys.stderr)
         return 2
