@@ -131,13 +131,12 @@ class Worker:
     def __init__(self, name: str, tree: Path, args: argparse.Namespace, batches_file: Path) -> None:
         self.name = name
         # hcviewer-train's way of waiting (this tree's hcviewer/threads.py) for every tree alike,
-        # unless set in the environment.
-        from hcviewer.threads import SPIN_COUNT, WAIT_POLICY
+        # unless the environment sets a way of waiting (bench_wait_policy.py compares them).
+        from hcviewer.threads import openmp_waiting
 
-        openmp_wait = {"OMP_WAIT_POLICY": WAIT_POLICY, "GOMP_SPINCOUNT": SPIN_COUNT}
-        if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
-            openmp_wait = {}
-        env = {**os.environ, **openmp_wait, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads),
+        chosen = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+        waiting = {} if chosen else openmp_waiting({}, short_spin=True)
+        env = {**os.environ, **waiting, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads),
                "MKL_NUM_THREADS": str(args.threads)}
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree),
                    "--images", str(args.images), "--synthetic", str(args.synthetic), "--threads", str(args.threads),

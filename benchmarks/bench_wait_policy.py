@@ -22,10 +22,12 @@ from pathlib import Path
 
 from bench_training import REPO, Worker
 
+from hcviewer.threads import SPIN_COUNT, WAIT_POLICY, openmp_waiting
+
 SETTINGS = {
-    "passive (OMP_WAIT_POLICY=PASSIVE)": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "short spin (GOMP_SPINCOUNT=1000)": {"GOMP_SPINCOUNT": "1000"},
-    "hcviewer-train's policy (both)": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"},
+    f"passive (OMP_WAIT_POLICY={WAIT_POLICY})": {"OMP_WAIT_POLICY": WAIT_POLICY},
+    f"short spin (GOMP_SPINCOUNT={SPIN_COUNT})": {"GOMP_SPINCOUNT": SPIN_COUNT},
+    "hcviewer-train's policy (both)": openmp_waiting({}, short_spin=True),
 }
 
 

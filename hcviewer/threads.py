@@ -104,10 +104,20 @@ def apply_thread_policy(requested: int | None = None, short_spin: bool = False) 
         torch.set_num_threads(policy.threads)
     else:
         os.environ["OMP_NUM_THREADS"] = str(policy.threads)
-        if short_spin and "OMP_WAIT_POLICY" not in os.environ:
-            os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
-        os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+        os.environ.update(openmp_waiting(os.environ, short_spin))
     return policy
+
+
+def openmp_waiting(environ: Mapping[str, str], short_spin: bool = False) -> dict[str, str]:
+    """The OpenMP variables of the policy's waiting that ``environ`` lacks: passive waiting,
+    after a short spin with ``short_spin`` (``SPIN_COUNT``); none that would override a wait
+    policy or spin count set in ``environ``."""
+    waiting = {}
+    if short_spin and "OMP_WAIT_POLICY" not in environ and "GOMP_SPINCOUNT" not in environ:
+        waiting["GOMP_SPINCOUNT"] = SPIN_COUNT
+    if "OMP_WAIT_POLICY" not in environ:
+        waiting["OMP_WAIT_POLICY"] = WAIT_POLICY
+    return waiting
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:

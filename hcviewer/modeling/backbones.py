@@ -323,8 +323,7 @@ class Backbone(nn.Module):
         costs the app 1.9 s of its start-up.
         """
         t = self.tap_specs[tap]
-        maps = features[t.node]
-        maps = list(maps.unbind(0)) if isinstance(maps, torch.Tensor) else maps
+        maps = _per_image_maps(features[t.node])
         pooled = self._sample(maps, rois, t, t.roi_size).permute(0, 3, 1, 2)
         if not t.box_level:
             return pooled
@@ -340,8 +339,7 @@ class Backbone(nn.Module):
         [S*S, K, C]. The box-level tap: [K, D, 1, 1].
         """
         t = self.tap_specs[tap]
-        maps = features[t.node]
-        maps = list(maps.unbind(0)) if isinstance(maps, torch.Tensor) else maps
+        maps = _per_image_maps(features[t.node])
         if not t.box_level:
             return self._sample(maps, rois, t, output_size, pixel_major=True)
         if isinstance(self.box_top, AveragePoolTop) and self.box_top.is_affine_before_activation():
@@ -354,19 +352,15 @@ class Backbone(nn.Module):
         """A conv tap's box features resampled along x only, for the heads' ``columns`` order
         (``box_sampling.sample_columns``); fastest with rois sorted by ``size_order``."""
         t = self.tap_specs[tap]
-        maps = features[t.node]
-        maps = list(maps.unbind(0)) if isinstance(maps, torch.Tensor) else maps
-        weights_y, weights_x = box_axis_weights(rois, [m.shape[1:] for m in maps], 1.0 / t.stride, t.roi_size,
-                                                output_size)
-        return sample_columns(maps, rois[:, 0], weights_y, weights_x)
+        maps = _per_image_maps(features[t.node])
+        return sample_columns(maps, rois[:, 0], *_box_axis_weights(maps, rois, t, output_size))
 
     @staticmethod
     def _sample(maps: list[torch.Tensor], rois: torch.Tensor, t: TapSpec, size: int,
                 pixel_major: bool = False) -> torch.Tensor:
         """Each box cut from its image's map [C, H_i, W_i] at ``t.roi_size`` (roi_align), resized
         to ``size``: [K, S, S, C], or [S*S, K, C] with ``pixel_major``."""
-        weights_y, weights_x = box_axis_weights(rois, [m.shape[1:] for m in maps], 1.0 / t.stride, t.roi_size, size)
-        return sample_boxes(maps, rois[:, 0], weights_y, weights_x, pixel_major)
+        return sample_boxes(maps, rois[:, 0], *_box_axis_weights(maps, rois, t, size), pixel_major)
 
     def forward_each(self, images: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
         """Each image [3, H_i, W_i] on its own (no padding to a common size): {node: per image
@@ -374,6 +368,19 @@ class Backbone(nn.Module):
         padded batch of images of different shapes."""
         per_image = [self(image[None]) for image in images]
         return {node: [f[node][0] for f in per_image] for node in per_image[0]}
+
+def _per_image_maps(maps: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+    """A node's features as each image's own map [C, H_i, W_i] (a batched [B, C, H, W] map is
+    split into views)."""
+    return list(maps.unbind(0)) if isinstance(maps, torch.Tensor) else maps
+
+
+def _box_axis_weights(maps: list[torch.Tensor], rois: torch.Tensor, t: TapSpec,
+                      size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-axis sampling weights of roi_align at the tap's size resized to ``size``, over
+    each box's own map (``box_sampling.box_axis_weights``)."""
+    return box_axis_weights(rois, [m.shape[1:] for m in maps], 1.0 / t.stride, t.roi_size, size)
+
 
 class ConvBatchNorm(nn.Module):
     """A convolution and the batch norm after it (running statistics) as one convolution with
