@@ -13,7 +13,7 @@ from torchvision.ops import roi_align
 from conftest import tiny_person_config
 from hcviewer.modeling import build_hypercolumn
 from hcviewer.modeling.backbones import AveragePoolTop, fold_batch_norm
-from hcviewer.modeling.box_sampling import box_axis_weights, sample_boxes
+from hcviewer.modeling.box_sampling import box_axis_weights, sample_boxes, sample_boxes_each
 from hcviewer.modeling.heads import HypercolumnHead
 
 ROIS = torch.tensor(
@@ -54,8 +54,9 @@ def _weighted_sum(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum() for o in outputs.values())
 
 
+@pytest.mark.parametrize("sample", [sample_boxes, sample_boxes_each])
 @pytest.mark.parametrize(("roi_size", "output_size"), [(14, 50), (56, 50), (7, 7), (5, 12)])
-def test_sampling_matrices_equal_roi_align_then_bilinear_resize(roi_size: int, output_size: int) -> None:
+def test_sampling_matrices_equal_roi_align_then_bilinear_resize(roi_size: int, output_size: int, sample) -> None:
     torch.manual_seed(0)
     features = torch.randn(2, 5, 30, 23, dtype=torch.float64, requires_grad=True)
     n = 40
@@ -66,10 +67,10 @@ def test_sampling_matrices_equal_roi_align_then_bilinear_resize(roi_size: int, o
     if output_size != roi_size:
         expected = F.interpolate(expected, size=(output_size, output_size), mode="bilinear", align_corners=False)
     weights_y, weights_x = box_axis_weights(rois, [(30, 23), (30, 23)], 0.25, roi_size, output_size)
-    maps = list(features.unbind(0))
-    sampled = sample_boxes(maps, rois[:, 0].long(), weights_y, weights_x).permute(0, 3, 1, 2)
+    maps = list(features.contiguous(memory_format=torch.channels_last).unbind(0))  # as the trunk returns them
+    sampled = sample(maps, rois[:, 0].long(), weights_y, weights_x).permute(0, 3, 1, 2)
     torch.testing.assert_close(sampled, expected, rtol=1e-12, atol=1e-12)
-    pixel_major = sample_boxes(maps, rois[:, 0].long(), weights_y, weights_x, pixel_major=True)
+    pixel_major = sample(maps, rois[:, 0].long(), weights_y, weights_x, pixel_major=True)
     torch.testing.assert_close(pixel_major, expected.flatten(2).permute(2, 0, 1), rtol=1e-12, atol=1e-12)
     grad = torch.randn_like(expected)
     (expected_grad,) = torch.autograd.grad(expected, features, grad)
@@ -105,14 +106,15 @@ def test_training_forward_and_gradients_equal_the_inference_formulation() -> Non
         torch.testing.assert_close(training_grads[name], grad, rtol=1e-5, atol=1e-8 * scale)
 
 
-def test_images_of_different_sizes_are_cut_from_their_own_maps() -> None:
+@pytest.mark.parametrize("sample", [sample_boxes, sample_boxes_each])
+def test_images_of_different_sizes_are_cut_from_their_own_maps(sample) -> None:
     """Each image's own map (no padding): the same as roi_align on that image alone."""
     torch.manual_seed(0)
     maps = [torch.randn(4, 13, 9, dtype=torch.float64), torch.randn(4, 6, 17, dtype=torch.float64)]
     rois = torch.tensor([[1, -3.0, 2.0, 70.0, 30.0], [0, 5.0, 1.0, 30.0, 50.0], [1, 40.0, 10.0, 60.0, 20.0],
                          [0, 0.0, 0.0, 36.0, 52.0]], dtype=torch.float64)
     weights_y, weights_x = box_axis_weights(rois, [m.shape[1:] for m in maps], 0.25, 7, 11)
-    sampled = sample_boxes(maps, rois[:, 0].long(), weights_y, weights_x).permute(0, 3, 1, 2)
+    sampled = sample(maps, rois[:, 0].long(), weights_y, weights_x).permute(0, 3, 1, 2)
     for n, roi in enumerate(rois):
         alone = roi_align(maps[int(roi[0])][None], torch.cat([torch.zeros(1), roi[1:]])[None].double(), 7, 0.25, 2, True)
         expected = F.interpolate(alone, size=(11, 11), mode="bilinear", align_corners=False)[0]

@@ -21,7 +21,13 @@ from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 import torch.nn.functional as F
 from torch import nn
 
-from hcviewer.modeling.box_sampling import ColumnGroup, box_axis_weights, sample_boxes, sample_columns
+from hcviewer.modeling.box_sampling import (
+    ColumnGroup,
+    box_axis_weights,
+    sample_boxes,
+    sample_boxes_each,
+    sample_columns,
+)
 from hcviewer.modeling.mobilenet_v2 import MobileNetV2
 
 # torch.fx tracing (folding batch norm into a trunk's convolutions) patches nn.Module.__call__
@@ -359,8 +365,11 @@ class Backbone(nn.Module):
     def _sample(maps: list[torch.Tensor], rois: torch.Tensor, t: TapSpec, size: int,
                 pixel_major: bool = False) -> torch.Tensor:
         """Each box cut from its image's map [C, H_i, W_i] at ``t.roi_size`` (roi_align), resized
-        to ``size``: [K, S, S, C], or [S*S, K, C] with ``pixel_major``."""
-        return sample_boxes(maps, rois[:, 0], *_box_axis_weights(maps, rois, t, size), pixel_major)
+        to ``size``: [K, S, S, C], or [S*S, K, C] with ``pixel_major``. Batched products where
+        the maps need gradients (training), else one box at a time (``sample_boxes_each``)."""
+        needs_grad = torch.is_grad_enabled() and any(m.requires_grad for m in maps)
+        sample = sample_boxes if needs_grad else sample_boxes_each
+        return sample(maps, rois[:, 0], *_box_axis_weights(maps, rois, t, size), pixel_major)
 
     def forward_each(self, images: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
         """Each image [3, H_i, W_i] on its own (no padding to a common size): {node: per image

@@ -17,9 +17,11 @@ gradients are matrix products as well. Same results up to float rounding (tested
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 # Boxes are cut in groups of similar support; each group's crops are padded to its largest.
@@ -27,45 +29,56 @@ GROUP_SIZE = 32
 
 
 def roi_align_axis_weights(
-    start: torch.Tensor, extent: torch.Tensor, bins: int, length: torch.Tensor, sampling_ratio: int
-) -> torch.Tensor:
+    start: np.ndarray, extent: np.ndarray, bins: int, length: np.ndarray, sampling_ratio: int
+) -> np.ndarray:
     """One axis of torchvision's roi_align (CPU kernel's ``bilinear_interpolate``).
 
     start, extent [N] in feature pixels (``aligned=True``: start already shifted by -0.5);
     length [N] the feature map's size along this axis (boxes of different images may differ).
     Returns [N, bins, max(length)] float64: each bin's average of its samples' interpolation
-    weights (zero past a box's own map).
+    weights (zero past a box's own map). In numpy: the same steps as torch ops cost 0.3-0.5 ms
+    per tap of a 4-box ``predict`` in per-op overhead alone.
     """
-    bin_size = extent / bins
-    offsets = torch.arange(bins, dtype=torch.float64)[:, None] + (
-        torch.arange(sampling_ratio, dtype=torch.float64)[None, :] + 0.5) / sampling_ratio
-    position = start[:, None, None] + bin_size[:, None, None] * offsets[None]  # [N, bins, samples]
-    size = length.to(torch.float64)[:, None, None]
-    inside = ((position >= -1.0) & (position <= size)).to(torch.float64)
-    position = position.clamp(min=0.0)
-    low = position.floor()
+    n = start.shape[0]
+    width = int(length.max()) if n else 1
+    offsets = np.arange(bins)[:, None] + (np.arange(sampling_ratio) + 0.5) / sampling_ratio  # [bins, samples]
+    position = start[:, None, None] + (extent / bins)[:, None, None] * offsets[None]  # [N, bins, samples]
+    size = length.astype(np.float64)[:, None, None]
+    share = ((position >= -1.0) & (position <= size)) / sampling_ratio
+    position = np.maximum(position, 0.0)
+    low = np.floor(position)
     at_end = low >= size - 1
-    low = torch.where(at_end, size - 1, low)
-    frac = torch.where(at_end, torch.zeros_like(position), position - low)
-    high = torch.where(at_end, low, low + 1)
-    share = inside / sampling_ratio
-    weights = torch.zeros(start.shape[0], bins, int(length.max()) if len(length) else 1, dtype=torch.float64)
-    weights.scatter_add_(2, low.long(), (1.0 - frac) * share)
-    weights.scatter_add_(2, high.long(), frac * share)
-    return weights
+    low = np.where(at_end, size - 1, low)
+    frac = np.where(at_end, 0.0, position - low)
+    high = np.where(at_end, low, low + 1)
+    row = (np.arange(n)[:, None, None] * bins + np.arange(bins)[None, :, None]) * width  # [N, bins, 1]
+    index = np.concatenate([(row + low).ravel(), (row + high).ravel()]).astype(np.int64)
+    values = np.concatenate([((1.0 - frac) * share).ravel(), (frac * share).ravel()])
+    return np.bincount(index, values, minlength=n * bins * width).reshape(n, bins, width)
 
 
 def resize_axis_weights(in_size: int, out_size: int) -> torch.Tensor:
-    """One axis of ``F.interpolate(mode="bilinear", align_corners=False)``: [out_size, in_size]."""
-    source = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5).clamp(min=0.0)
-    low = source.floor().long()
-    high = torch.where(low < in_size - 1, low + 1, low)
+    """One axis of ``F.interpolate(mode="bilinear", align_corners=False)``: [out_size, in_size]
+    float64."""
+    low, high, frac = _resize_taps(in_size, out_size)
+    weights = np.zeros((out_size, in_size))
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, low), 1.0 - frac)
+    np.add.at(weights, (rows, high), frac)
+    return torch.from_numpy(weights)
+
+
+@functools.lru_cache(maxsize=64)
+def _resize_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear resizing from in_size to out_size along one axis: each output's two inputs and
+    the second one's weight ([out_size] each; cached, read only)."""
+    source = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    low = np.floor(source).astype(np.int64)
+    high = np.where(low < in_size - 1, low + 1, low)
     frac = source - low
-    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
-    rows = torch.arange(out_size)
-    weights.index_put_((rows, low), 1.0 - frac, accumulate=True)
-    weights.index_put_((rows, high), frac, accumulate=True)
-    return weights
+    for array in (low, high, frac):
+        array.flags.writeable = False
+    return low, high, frac
 
 
 def box_axis_weights(
@@ -79,15 +92,16 @@ def box_axis_weights(
     """rois [N, 5] (batch index, x0, y0, x1, y1) in input pixels, ``feature_sizes`` the (H, W)
     of each image's feature map -> (M_y [N, S, max H], M_x [N, S, max W]) in float64: roi_align
     at ``roi_size`` (aligned=True), then bilinear resizing to ``output_size``."""
-    rois = rois.detach().to("cpu", torch.float64)
-    sizes = torch.tensor([tuple(size) for size in feature_sizes], dtype=torch.long).view(-1, 2)[rois[:, 0].long()]
+    rois = rois.detach().to("cpu", torch.float64).numpy()
+    sizes = np.array([tuple(size) for size in feature_sizes], dtype=np.int64).reshape(-1, 2)[rois[:, 0].astype(np.int64)]
     boxes = rois[:, 1:] * spatial_scale - 0.5
     axes = []
     for lo, hi, length in ((boxes[:, 1], boxes[:, 3], sizes[:, 0]), (boxes[:, 0], boxes[:, 2], sizes[:, 1])):
         weights = roi_align_axis_weights(lo, hi - lo, roi_size, length, sampling_ratio)
-        if output_size != roi_size:
-            weights = resize_axis_weights(roi_size, output_size) @ weights
-        axes.append(weights)
+        if output_size != roi_size:  # resize the bins: each output mixes two (no dense product)
+            low, high, frac = _resize_taps(roi_size, output_size)
+            weights = weights[:, low] * (1.0 - frac)[:, None] + weights[:, high] * frac[:, None]
+        axes.append(torch.from_numpy(weights))
     return axes[0], axes[1]
 
 
@@ -113,6 +127,37 @@ def sample_boxes(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y:
     if pixel_major:  # one copy: each group is written transposed into its columns
         return torch.cat([g.view(g.shape[0], s * s2, c).transpose(0, 1) for g in groups], dim=1)
     return torch.cat(groups) if len(groups) > 1 else groups[0]
+
+
+def sample_boxes_each(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
+                      weights_x: torch.Tensor, pixel_major: bool = False) -> torch.Tensor:
+    """``sample_boxes`` one box at a time, for inference (the same arguments and result).
+
+    Each box is two matrix products over its own support only, ``M_y[n] @ F @ M_x[n]^T``,
+    reading the support straight from its channels-last map as a strided view: no crop copy and
+    no padding to the largest box of a group. For the few boxes of a ``predict`` that is about
+    half the time of ``sample_boxes`` (four COCO person boxes of MobileNetV2's stride-4 tap,
+    0.9 against 1.9 ms); ``sample_boxes`` stays the training path, whose 100-200 boxes and
+    backward want its batched products.
+    """
+    n = batch_index.shape[0]
+    s, s2, c = weights_y.shape[1], weights_x.shape[1], maps[0].shape[0]
+    if n == 0:
+        return maps[0].new_zeros(s * s2, 0, c) if pixel_major else maps[0].new_zeros(0, s, s2, c)
+    start_y, span_y = (v.tolist() for v in _supports(weights_y))
+    start_x, span_x = (v.tolist() for v in _supports(weights_x))
+    dtype, device = maps[0].dtype, maps[0].device
+    weights_y, weights_x = weights_y.to(device, dtype), weights_x.to(device, dtype)
+    boxes = []
+    for box, image in enumerate(batch_index.tolist()):
+        y0, y1 = start_y[box], start_y[box] + span_y[box]
+        x0, x1 = start_x[box], start_x[box] + span_x[box]
+        support = maps[int(image)].permute(1, 2, 0)[y0:y1, x0:x1]  # [span_y, span_x, C], a view when channels-last
+        along_y = torch.mm(weights_y[box, :, y0:y1], support.reshape(y1 - y0, -1))  # [S, span_x * C]
+        boxes.append(torch.matmul(weights_x[box, :, x0:x1], along_y.view(s, x1 - x0, c)))  # [S, S', C]
+    if pixel_major:
+        return torch.stack([b.view(s * s2, c) for b in boxes], dim=1)
+    return torch.stack(boxes)
 
 
 def sample_columns(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
@@ -169,12 +214,12 @@ def size_order(rois: torch.Tensor) -> torch.Tensor:
 def _supports(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """weights [N, S, L] -> first column with a non-zero weight and the span of those columns
     ([N] each; a box with no weight inside the map gets span 1)."""
-    used = (weights != 0).any(1)  # [N, L]
-    length = used.shape[1]
-    first = torch.where(used.any(1), used.float().argmax(1), torch.zeros(used.shape[0], dtype=torch.long))
-    last = length - 1 - used.flip(1).float().argmax(1)
-    span = torch.where(used.any(1), last - first + 1, torch.ones_like(first))
-    return first, span
+    used = (weights.detach().cpu().numpy() != 0).any(1)  # [N, L]
+    found = used.any(1)
+    first = np.where(found, used.argmax(1), 0)
+    last = used.shape[1] - 1 - used[:, ::-1].argmax(1)
+    span = np.where(found, last - first + 1, 1)
+    return torch.from_numpy(first), torch.from_numpy(span)
 
 
 class _CropIndex:
