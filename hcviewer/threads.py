@@ -120,6 +120,16 @@ def openmp_waiting(environ: Mapping[str, str], short_spin: bool = False) -> dict
     return waiting
 
 
+def waits_passively(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether OpenMP threads sleep as soon as they wait (passive policy, no spin count), as the
+    app and ``hcviewer predict`` have them: every operation that runs on more than one thread
+    then first wakes the others, which costs small operations more than the second core gives
+    them (the predictor's heads run on one thread then: ``HypercolumnPredictor``)."""
+    environ = os.environ if environ is None else environ
+    return (environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+            and environ.get("GOMP_SPINCOUNT", "").strip() in ("", "0"))
+
+
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                         help=f"CPU threads for the network (default: ${ENV_VAR}, else $OMP_NUM_THREADS, "

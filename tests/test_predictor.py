@@ -262,3 +262,31 @@ def test_model_built_under_inference_mode(rgb_image) -> None:
         inside = predictor.predict(BOXES).figure_ground
     predictor.set_image(rgb_image)
     np.testing.assert_array_equal(predictor.predict(BOXES).figure_ground, inside)
+
+
+@pytest.mark.parametrize(("environ", "heads_threads"), [
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, 1),  # the app's policy: no waking of a sleeping thread per operation
+    ({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}, 2),  # the trainer's: all threads
+])
+def test_heads_run_on_one_thread_where_threads_wait_passively(predictor, rgb_image, monkeypatch, environ,
+                                                               heads_threads) -> None:
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        predictor.set_image(rgb_image)
+        seen = []
+        forward_boxes = predictor.model.forward_boxes
+        monkeypatch.setattr(predictor.model, "forward_boxes",
+                            lambda *args, **kwargs: seen.append(torch.get_num_threads()) or forward_boxes(*args, **kwargs))
+        expected = predictor.predict(np.array([[10, 10, 60, 50]]))
+        assert seen == [heads_threads]
+        assert torch.get_num_threads() == 2  # restored
+        monkeypatch.setattr(predictor.model, "forward_boxes", forward_boxes)
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+        np.testing.assert_allclose(predictor.predict(np.array([[10, 10, 60, 50]])).figure_ground,
+                                   expected.figure_ground, rtol=1e-5, atol=1e-6)
+    finally:
+        torch.set_num_threads(threads)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hcviewer.threads import ThreadsError, apply_thread_policy, decide_threads
+from hcviewer.threads import ThreadsError, apply_thread_policy, decide_threads, waits_passively
 
 REPO = Path(__file__).resolve().parents[1]
 # A count no test run uses by itself (tests run with OMP_NUM_THREADS=1 or the core count).
@@ -161,3 +161,14 @@ def test_hcviewer_train_refuses_a_bad_thread_count(monkeypatch, capsys):
     monkeypatch.setenv("HCVIEWER_THREADS", "0")
     assert cli.main(["eval", "--synthetic", "2"]) == 2
     assert capsys.readouterr().err.startswith("hcviewer-train: error: HCVIEWER_THREADS must be a whole number")
+
+
+@pytest.mark.parametrize(("environ", "passive"), [
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, True),
+    ({"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "0"}, True),
+    ({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}, False),  # the trainer's short spin
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, False),
+    ({}, False),  # OpenMP's default spins
+])
+def test_passive_waiting_is_told_from_the_openmp_environment(environ, passive):
+    assert waits_passively(environ) is passive

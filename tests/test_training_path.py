@@ -227,10 +227,30 @@ def test_box_level_vector_is_computed_after_the_conv_on_the_whole_map() -> None:
     feature_map = torch.randn(2, 320, 4, 5, dtype=torch.float64)
     weights_y, weights_x = box_axis_weights(ROIS, [(4, 5), (4, 5)], 1 / spec.stride, spec.roi_size, spec.roi_size)
     sampled = top.forward_sampled(list(feature_map), lambda m: sample_boxes(m, ROIS[:, 0].long(), weights_y, weights_x))
-    expected = top(roi_align(feature_map, ROIS, spec.roi_size, 1 / spec.stride, 2, True))
+    expected = top.head(roi_align(feature_map, ROIS, spec.roi_size, 1 / spec.stride, 2, True)).mean(dim=(2, 3))
     torch.testing.assert_close(sampled, expected, rtol=1e-10, atol=1e-10)
     top.head[1].train()  # batch statistics: no longer an affine map, the box path is kept
     assert not top.is_affine_before_activation()
+
+
+def test_box_level_top_as_one_matrix_product_equals_its_layers_and_follows_their_updates() -> None:
+    model = _frozen_model()
+    top: AveragePoolTop = model.backbone.box_top
+    pooled = torch.randn(3, 320, 7, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    pooled.requires_grad_(True)
+    expected = top.head(pooled).mean(dim=(2, 3))  # conv, batch norm (running statistics), ReLU6
+    got = top(pooled)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, [pooled, top.head[0].weight, top.head[1].weight], grad)
+    got_grads = torch.autograd.grad(got, [pooled, top.head[0].weight, top.head[1].weight], grad)
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        top(pooled)  # the folded weights are cached now
+        top.head[0].weight.mul_(2.0)
+        top.head[1].running_mean.add_(0.5)
+        torch.testing.assert_close(top(pooled), top.head(pooled).mean(dim=(2, 3)), rtol=1e-10, atol=1e-10)
 
 
 def test_folded_trunk_shares_the_parameters_and_follows_their_updates() -> None:

@@ -13,7 +13,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +32,15 @@ from hcviewer.modeling import (
     paste_heatmap,
     paste_masks_in_image,
 )
+from hcviewer.threads import waits_passively
 
+
+# CPU threads of the heads where OpenMP waits passively (``hcviewer.threads.waits_passively``,
+# the app's and ``hcviewer predict``'s policy): the heads are many small operations, and each that
+# runs on two threads first wakes the sleeping one. On 2 cores one thread was faster for every
+# box count: 4 boxes 9.3 against 11.3 ms, 16 boxes 30.0 against 32.8 ms (docs/performance.md).
+# With spinning threads (the trainer's evaluation) two stay faster: 6.9 against 9.0 ms.
+PASSIVE_HEADS_THREADS = 1
 
 # Boxes per heads pass: the heads' per-pixel working set grows with the chunk and leaves the
 # caches; 256 boxes on one CPU thread took 15-17 ms per box in chunks of 8-32 and 22 ms in
@@ -248,12 +256,13 @@ class HypercolumnPredictor:
         boxes_np = check_boxes(boxes, self._image_size)
         class_sets = self._check_class_index(class_index, len(boxes_np))
         start = time.perf_counter()
-        chunks = []
-        for lo in range(0, len(boxes_np), batch_size):
-            chunks.append(self._predict_chunk(boxes_np[lo:lo + batch_size],
-                                              None if class_sets is None else class_sets[lo:lo + batch_size],
-                                              tasks, taps, return_contributions))
-        result = _concatenate(chunks, boxes_np, taps, tasks, self.model, return_contributions)
+        with FX_TRACE_LOCK, self._heads_threads():  # the thread count is the process's: no model call meanwhile
+            chunks = []
+            for lo in range(0, len(boxes_np), batch_size):
+                chunks.append(self._predict_chunk(boxes_np[lo:lo + batch_size],
+                                                  None if class_sets is None else class_sets[lo:lo + batch_size],
+                                                  tasks, taps, return_contributions))
+            result = _concatenate(chunks, boxes_np, taps, tasks, self.model, return_contributions)
         self._answer_categories(result, labels)
         if refine and result.figure_ground is not None:
             method = DEFAULT_REFINE if refine is True else refine
@@ -288,6 +297,20 @@ class HypercolumnPredictor:
         if len(labels) != n or labels.min(initial=0) < 0 or labels.max(initial=0) >= len(self.config.class_names):
             raise InputError(f"class_index must hold {n} values in [0, {len(self.config.class_names)})")
         return torch.from_numpy(labels).to(self.device)
+
+    @contextlib.contextmanager
+    def _heads_threads(self) -> Iterator[None]:
+        """``PASSIVE_HEADS_THREADS`` for the heads on a CPU whose threads wait passively; the
+        thread count is restored after."""
+        threads = torch.get_num_threads()
+        if self.device.type != "cpu" or not waits_passively() or threads <= PASSIVE_HEADS_THREADS:
+            yield
+            return
+        torch.set_num_threads(PASSIVE_HEADS_THREADS)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     def _predict_chunk(self, boxes: np.ndarray, labels, tasks, taps, return_contributions):
         rois = torch.zeros(len(boxes), 5, device=self.device)

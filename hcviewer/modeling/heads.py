@@ -84,7 +84,7 @@ class HypercolumnHead(nn.Module):
         self._classifier_cache: dict[tuple[str, str], tuple[tuple, torch.Tensor]] = {}
         # Several heads' per-pixel or per-column classifiers side by side (``merged_classifiers``), kept
         # by the first of them with the per-head tensors they were made from.
-        self._merged_cache: dict[tuple, tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
+        self._merged_cache: dict[tuple, tuple[tuple, torch.Tensor]] = {}
 
     @property
     def taps(self) -> tuple[str, ...]:
@@ -124,28 +124,8 @@ class HypercolumnHead(nn.Module):
     def contribution_by_scores(
         self, tap: str, features: torch.Tensor, set_index: torch.Tensor | None
     ) -> torch.Tensor:
-        n, _, r, _ = features.shape
-        k2, c, s = self.grid_size**2, self.task_channels, self.output_size
-        weight = self.classifiers[tap].weight
-        if r == 1:  # a 1x1 conv on a 1x1 map as one matrix product (oneDNN's conv: 0.4 ms for 4 boxes)
-            scores = F.linear(features.flatten(1), weight.flatten(1)).view(n, k2, self.num_sets, c, 1, 1)
-        else:
-            scores = self.classifiers[tap](features).view(n, k2, self.num_sets, c, r, r)
-        scores = _select_sets(scores, set_index)  # [N, K*K, C, R, R]
-        weights = self.grid_weights.to(scores.dtype).view(k2, s * s)
-        if r == 1:
-            # A 1x1 map upsamples to a constant: mixing the grid is one [C, K*K] @ [K*K, S*S]
-            # matmul per box (no [N, K*K, C, S, S] tensor is ever built).
-            mixed = torch.matmul(scores.view(n, k2, c).transpose(1, 2), weights)
-            return mixed.view(n, c, s, s)
-        # Upsampling and grid mixing are both separable: out[y, x] = sum over (i, p) and (j, q) of
-        # A[y, (i, p)] A[x, (j, q)] scores_ij[p, q] with A[y, (i, p)] = a_i(y) u_p(y) (grid weight
-        # times bilinear weight), two small matmuls per box and channel; no [N, K*K, C, S, S]
-        # tensor of upsampled scores is built.
-        k = self.grid_size
-        mixing = _scores_mixing_matrix(k, r, s, scores.dtype, scores.device)  # [S, K*R]
-        grid = scores.reshape(n, k, k, c, r, r).permute(0, 3, 1, 4, 2, 5).reshape(n * c, k * r, k * r)
-        return torch.matmul(torch.matmul(mixing, grid), mixing.t()).view(n, c, s, s)
+        """This head's contribution [N, C, S, S] in the ``scores`` order (``contributions_by_scores``)."""
+        return contributions_by_scores([self], tap, features, set_index)
 
     def pixel_classifiers(self, tap: str) -> torch.Tensor:
         """The grid classifiers interpolated to every output pixel, [S*S, Cin, C] (one set):
@@ -210,35 +190,114 @@ def forward_heads(
     ``pixels`` order pays for its upsampled features and its batched matmul, which the narrower
     heads then join for the cost of their own channels (``evaluation_order``); all heads in the
     ``pixels`` order share that one batched matmul, or the ``columns`` order's where that is
-    cheaper for the tap (``per_pixel_order``).
+    cheaper for the tap (``per_pixel_order``), and the heads in the ``scores`` order share one
+    classification (``contributions_by_scores``). Each tap gives one tensor with every head's
+    channels side by side, so the logits of all heads are the bias plus one sum per tap: a few
+    large operations instead of one per head and tap (each operation that runs on both cores
+    wakes the second one, tens of microseconds with passive waiting).
     """
     if not tap_features:
         raise ValueError("at least one tap is needed")
-    logits = {task: head.bias_map(tap_features.num_boxes, set_index) for task, head in heads.items()}
-    contributions: dict[str, dict[str, torch.Tensor]] = {task: {} for task in heads}
     widest_first = sorted(heads, key=lambda task: -heads[task].task_channels)
-    for tap in tap_features:
-        by_pixels = []
-        for task in widest_first:
-            free = tap_features.pixels_are_free(tap) or bool(by_pixels)
-            if heads[task].evaluation_order(tap, tap_features.roi_size(tap), upsampled=free,
-                                            shared_matmul=bool(by_pixels)) == "pixels":
-                by_pixels.append(task)
-            else:
-                contributions[task][tap] = heads[task].contribution_by_scores(tap, tap_features[tap], set_index)
-        if by_pixels:
-            grouped = [heads[task] for task in by_pixels]
-            if tap_features.has_columns(tap) and per_pixel_order(grouped, tap, tap_features.roi_size(tap)) == "columns":
-                merged = contributions_by_columns(grouped, tap, tap_features.columns(tap))
-            else:
-                merged = contributions_by_pixels(grouped, tap, tap_features.pixels(tap))
-            contributions.update({task: {**contributions[task], tap: c} for task, c in zip(by_pixels, merged)})
+    n = tap_features.num_boxes
+    bias = torch.cat([heads[task].bias_map(n, set_index) for task in widest_first], dim=1)  # [N, sum of C, 1, 1]
+    per_tap, total = {}, None
+    for tap in tap_features:  # summed in the taps' order, whichever order computed them
+        per_tap[tap] = _tap_contributions(heads, widest_first, tap, tap_features, set_index)
+        total = bias + per_tap[tap] if total is None else total.add_(per_tap[tap])
     results = {}
-    for task in heads:
-        for tap in tap_features:  # summed in the taps' order, whichever order computed them
-            logits[task] = logits[task] + contributions[task][tap]
-        results[task] = (logits[task], contributions[task] if return_contributions else {})
-    return results
+    offset = 0
+    for task in widest_first:
+        channels = slice(offset, offset + heads[task].task_channels)
+        offset = channels.stop
+        contributions = {tap: c[:, channels] for tap, c in per_tap.items()} if return_contributions else {}
+        results[task] = (total[:, channels], contributions)
+    return {task: results[task] for task in heads}
+
+
+def _tap_contributions(heads: dict[str, HypercolumnHead], widest_first: list[str], tap: str,
+                       tap_features: BoxTapFeatures, set_index: torch.Tensor | None) -> torch.Tensor:
+    """One tap's contributions of every head, [N, sum of C, S, S] with the heads' channels in
+    ``widest_first`` order (a view when one evaluation order serves them all)."""
+    by_pixels, by_scores = [], []
+    for task in widest_first:
+        free = tap_features.pixels_are_free(tap) or bool(by_pixels)
+        if heads[task].evaluation_order(tap, tap_features.roi_size(tap), upsampled=free,
+                                        shared_matmul=bool(by_pixels)) == "pixels":
+            by_pixels.append(task)
+        else:
+            by_scores.append(task)
+    groups = []  # (tasks, their contributions [N, sum of their C, S, S])
+    # Heads with one classifier set share a classification; a class-specific head goes alone.
+    shared = [task for task in by_scores if heads[task].num_sets == 1]
+    for group in [shared] * bool(shared) + [[task] for task in by_scores if task not in shared]:
+        groups.append((group, contributions_by_scores([heads[t] for t in group], tap, tap_features[tap], set_index)))
+    if by_pixels:
+        grouped = [heads[task] for task in by_pixels]
+        if tap_features.has_columns(tap) and per_pixel_order(grouped, tap, tap_features.roi_size(tap)) == "columns":
+            groups.append((by_pixels, contributions_by_columns(grouped, tap, tap_features.columns(tap))))
+        else:
+            groups.append((by_pixels, contributions_by_pixels(grouped, tap, tap_features.pixels(tap))))
+    if len(groups) == 1:
+        return groups[0][1]
+    pieces = {}
+    for tasks, contributions in groups:
+        for task, piece in zip(tasks, contributions.split([heads[t].task_channels for t in tasks], dim=1)):
+            pieces[task] = piece
+    return torch.cat([pieces[task] for task in widest_first], dim=1)
+
+
+def contributions_by_scores(heads: list[HypercolumnHead], tap: str, features: torch.Tensor,
+                            set_index: torch.Tensor | None) -> torch.Tensor:
+    """The ``scores`` order for several heads at once (each with one classifier set), or for one
+    head with any number of sets: box features [N, Cin, R, R] -> the heads' contributions side
+    by side, [N, sum of C, S, S]. One classification by all the heads' grid classifiers
+    (``merged_scores_classifiers``), then the grid mixing of every channel."""
+    n, _, r, _ = features.shape
+    head = heads[0]
+    k2, s = head.grid_size**2, head.output_size
+    sets = head.num_sets if len(heads) == 1 else 1
+    weight = merged_scores_classifiers(heads, tap)  # [K*K * sets * sum of C, Cin]
+    c = weight.shape[0] // (k2 * sets)
+    if r == 1:  # a 1x1 map: one matrix product (oneDNN's conv: 0.4 ms for 4 boxes)
+        scores = F.linear(features.flatten(1), weight).view(n, k2, sets, c, 1, 1)
+    else:
+        scores = F.conv2d(features, weight[:, :, None, None]).view(n, k2, sets, c, r, r)
+    scores = _select_sets(scores, set_index)  # [N, K*K, C, R, R]
+    weights = head.grid_weights.to(scores.dtype).view(k2, s * s)
+    if r == 1:
+        # A 1x1 map upsamples to a constant: mixing the grid is one [C, K*K] @ [K*K, S*S]
+        # matmul per box (no [N, K*K, C, S, S] tensor is ever built).
+        mixed = torch.matmul(scores.view(n, k2, c).transpose(1, 2), weights)
+        return mixed.view(n, c, s, s)
+    # Upsampling and grid mixing are both separable: out[y, x] = sum over (i, p) and (j, q) of
+    # A[y, (i, p)] A[x, (j, q)] scores_ij[p, q] with A[y, (i, p)] = a_i(y) u_p(y) (grid weight
+    # times bilinear weight), two small matmuls per box and channel; no [N, K*K, C, S, S]
+    # tensor of upsampled scores is built.
+    k = head.grid_size
+    mixing = _scores_mixing_matrix(k, r, s, scores.dtype, scores.device)  # [S, K*R]
+    grid = scores.reshape(n, k, k, c, r, r).permute(0, 3, 1, 4, 2, 5).reshape(n * c, k * r, k * r)
+    return torch.matmul(torch.matmul(mixing, grid), mixing.t()).view(n, c, s, s)
+
+
+def merged_scores_classifiers(heads: list[HypercolumnHead], tap: str) -> torch.Tensor:
+    """The heads' grid classifiers for the ``scores`` order, [K*K * G * sum of C, Cin] ordered
+    (grid cell, set, channel): one head's own (any number of sets G), or several one-set
+    heads' side by side within each grid cell. Cached as ``merged_classifiers``."""
+    weights = tuple(h.classifiers[tap].weight for h in heads)
+    if len(heads) == 1:
+        return weights[0].flatten(1)
+    k2 = heads[0].grid_size ** 2
+    if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
+        return torch.cat([w.view(k2, -1, w.shape[1]) for w in weights], dim=1).flatten(0, 1)
+    key = ("scores", tap, tuple(id(h) for h in heads))
+    versions = tuple((w.data_ptr(), None if w.is_inference() else w._version) for w in weights)
+    cached = heads[0]._merged_cache.get(key)
+    if cached is not None and cached[0] == versions:
+        return cached[1]
+    merged = torch.cat([w.view(k2, -1, w.shape[1]) for w in weights], dim=1).flatten(0, 1)
+    heads[0]._merged_cache[key] = (versions, merged)
+    return merged
 
 
 def per_pixel_order(heads: list[HypercolumnHead], tap: str, roi_size: int) -> str:
@@ -259,9 +318,10 @@ def per_pixel_order(heads: list[HypercolumnHead], tap: str, roi_size: int) -> st
     return "columns" if columns_cost < pixels_cost else "pixels"
 
 
-def contributions_by_columns(heads: list[HypercolumnHead], tap: str, groups: list[ColumnGroup]) -> list[torch.Tensor]:
+def contributions_by_columns(heads: list[HypercolumnHead], tap: str, groups: list[ColumnGroup]) -> torch.Tensor:
     """The ``columns`` order for several heads at once: the box features resampled along x
-    (``box_sampling.sample_columns``) -> each head's contribution [N, C, S, S].
+    (``box_sampling.sample_columns``) -> the heads' contributions side by side,
+    [N, sum of C, S, S].
 
     Per group of G boxes with crops of span rows: one batched matmul classifies every output
     column's [G * span, Cin] features by that column's classifiers of all heads,
@@ -270,8 +330,7 @@ def contributions_by_columns(heads: list[HypercolumnHead], tap: str, groups: lis
     """
     head = heads[0]
     k, s = head.grid_size, head.output_size
-    channels = [h.task_channels for h in heads]
-    c = sum(channels)
+    c = sum(h.task_channels for h in heads)
     dtype = groups[0].features.dtype
     classifiers = merged_classifiers(heads, tap, "columns").to(dtype).view(s, -1, k * c)  # [S, Cin, K * sum of C]
     grid_rows = head.axis_weights.t().to(dtype)  # [S(y), K]
@@ -283,12 +342,12 @@ def contributions_by_columns(heads: list[HypercolumnHead], tap: str, groups: lis
         mixing = (grid_rows[None, :, :, None] * weights_y.to(dtype)[:, :, None, :]).reshape(g, s, k * span)
         out.append(torch.bmm(mixing, scores).view(g, s, s, c))  # [G, S(y), S(x), C]
     merged = torch.cat(out) if len(out) > 1 else out[0]
-    return [part.permute(0, 3, 1, 2) for part in merged.split(channels, dim=3)]
+    return merged.permute(0, 3, 1, 2)
 
 
-def contributions_by_pixels(heads: list[HypercolumnHead], tap: str, per_pixel: torch.Tensor) -> list[torch.Tensor]:
+def contributions_by_pixels(heads: list[HypercolumnHead], tap: str, per_pixel: torch.Tensor) -> torch.Tensor:
     """The ``pixels`` order for several heads at once: per_pixel [S*S, N, Cin]
-    (``BoxTapFeatures.pixels``) -> each head's contribution [N, C, S, S].
+    (``BoxTapFeatures.pixels``) -> the heads' contributions side by side, [N, sum of C, S, S].
 
     One small matmul per output pixel, [S*S, N, Cin] @ [S*S, Cin, sum of C], with the heads'
     per-pixel classifiers side by side: bmm runs as one batched GEMM (an einsum here is ~15x
@@ -298,8 +357,7 @@ def contributions_by_pixels(heads: list[HypercolumnHead], tap: str, per_pixel: t
     s = heads[0].output_size
     classifiers = merged_classifiers(heads, tap).to(per_pixel.dtype)
     scores = _contiguous_gradient(torch.bmm(per_pixel, classifiers))  # [S*S, N, sum of C]
-    split = scores.split([h.task_channels for h in heads], dim=2)
-    return [part.permute(1, 2, 0).reshape(n, part.shape[2], s, s) for part in split]
+    return scores.permute(1, 2, 0).view(n, -1, s, s)
 
 
 @functools.lru_cache(maxsize=32)
