@@ -13,7 +13,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +32,7 @@ from hcviewer.modeling import (
     paste_heatmap,
     paste_masks_in_image,
 )
-from hcviewer.threads import waits_passively
+from hcviewer.threads import narrowed_threads, waits_passively
 
 
 # CPU threads of the heads where OpenMP waits passively (``hcviewer.threads.waits_passively``,
@@ -298,19 +298,12 @@ class HypercolumnPredictor:
             raise InputError(f"class_index must hold {n} values in [0, {len(self.config.class_names)})")
         return torch.from_numpy(labels).to(self.device)
 
-    @contextlib.contextmanager
-    def _heads_threads(self) -> Iterator[None]:
-        """``PASSIVE_HEADS_THREADS`` for the heads on a CPU whose threads wait passively; the
-        thread count is restored after."""
-        threads = torch.get_num_threads()
-        if self.device.type != "cpu" or not waits_passively() or threads <= PASSIVE_HEADS_THREADS:
-            yield
-            return
-        torch.set_num_threads(PASSIVE_HEADS_THREADS)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
+    def _heads_threads(self) -> contextlib.AbstractContextManager:
+        """``PASSIVE_HEADS_THREADS`` for the heads on a CPU whose threads wait passively (their
+        large operations widen again: ``hcviewer.threads.widened_threads``)."""
+        if self.device.type != "cpu" or not waits_passively():
+            return contextlib.nullcontext()
+        return narrowed_threads(PASSIVE_HEADS_THREADS)
 
     def _predict_chunk(self, boxes: np.ndarray, labels, tasks, taps, return_contributions):
         rois = torch.zeros(len(boxes), 5, device=self.device)

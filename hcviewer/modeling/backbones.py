@@ -29,6 +29,7 @@ from hcviewer.modeling.box_sampling import (
     sample_columns,
 )
 from hcviewer.modeling.mobilenet_v2 import MobileNetV2
+from hcviewer.threads import widened_threads
 
 # torch.fx tracing (folding batch norm into a trunk's convolutions) patches nn.Module.__call__
 # process-wide while it runs: any module another thread calls meanwhile fails ("module is not
@@ -165,7 +166,8 @@ class AveragePoolTop(nn.Module):
         # its slow path (1.9 ms for 4 boxes at 7 x 7), and the batch norm is a pass of its own.
         weight, shift = self._affine()
         k, c, r, _ = pooled.shape
-        mapped = F.linear(pooled.permute(0, 2, 3, 1).reshape(-1, c), weight, shift)  # [K * R * R, D]
+        with widened_threads():  # one large product: worth waking every thread
+            mapped = F.linear(pooled.permute(0, 2, 3, 1).reshape(-1, c), weight, shift)  # [K * R * R, D]
         return self.head[2](mapped).view(k, r * r, -1).mean(dim=1)
 
     def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
