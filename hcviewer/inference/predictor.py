@@ -353,7 +353,9 @@ def _concatenate(chunks, boxes: np.ndarray, taps, tasks, model: HypercolumnModel
     s = model.config.output_size
     result = Prediction(boxes=boxes, taps=tuple(taps))
     for task in tasks:
-        if chunks:
+        if len(chunks) == 1:  # no copy for the usual single chunk
+            logits = chunks[0].logits[task].float()
+        elif chunks:
             logits = torch.cat([c.logits[task].float() for c in chunks])
         else:
             logits = torch.zeros(0, model.config.task_channels(task), s, s)
@@ -364,8 +366,9 @@ def _concatenate(chunks, boxes: np.ndarray, taps, tasks, model: HypercolumnModel
             result.parts = _numpy(logits.softmax(1))
         elif task == "keypoints":
             n, j = logits.shape[:2]
-            result.keypoint_heatmaps = _numpy(logits.reshape(n, j, s * s).softmax(-1).reshape(n, j, s, s))
-            result.keypoints = _numpy(heatmaps_to_keypoints(logits.cpu(), torch.from_numpy(boxes)))
+            heatmaps = logits.reshape(n, j, s * s).softmax(-1).reshape(n, j, s, s)
+            result.keypoint_heatmaps = _numpy(heatmaps)
+            result.keypoints = _numpy(heatmaps_to_keypoints(logits.cpu(), torch.from_numpy(boxes), heatmaps.cpu()))
         if with_contributions:
             result.contributions[task] = {
                 tap: _numpy(torch.cat([c.contributions[task][tap].float() for c in chunks]))

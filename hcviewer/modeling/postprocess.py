@@ -46,8 +46,10 @@ def paste_heatmap_region(heatmap: torch.Tensor, box: torch.Tensor | np.ndarray, 
     cy0, cy1 = box_pixel_range(y0, y1, h)
     if cx1 <= cx0 or cy1 <= cy0:
         return None
-    xs = (torch.arange(cx0, cx1, dtype=torch.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
-    ys = (torch.arange(cy0, cy1, dtype=torch.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
+    # Box-relative positions in float64: in float32 the box corner's rounding (1e-6 px at x ~ 16)
+    # over a sub-pixel box's width moved the sampled value by more than 1e-5.
+    xs = (torch.arange(cx0, cx1, dtype=torch.float64) + 0.5 - x0) / (x1 - x0) * 2 - 1
+    ys = (torch.arange(cy0, cy1, dtype=torch.float64) + 0.5 - y0) / (y1 - y0) * 2 - 1
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None].to(heatmap)
     sampled = F.grid_sample(heatmap[None].float(), grid.float(), mode="bilinear",
                             padding_mode="border", align_corners=False)[0]
@@ -63,18 +65,20 @@ def paste_masks_in_image(
     return torch.stack([paste_heatmap(m[None], b, image_size)[0] for m, b in zip(masks, boxes)])
 
 
-def heatmaps_to_keypoints(logits: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+def heatmaps_to_keypoints(logits: torch.Tensor, boxes: torch.Tensor,
+                          probabilities: torch.Tensor | None = None) -> torch.Tensor:
     """Keypoint logits [N, J, S, S] -> [N, J, 3] (x, y, score) in image pixels.
 
     The peak is refined to sub-cell precision by a parabola through its neighbours; the score
-    is the spatial-softmax probability mass at the peak cell.
+    is the spatial-softmax probability mass at the peak cell. ``probabilities``: that softmax
+    [N, J, S, S] when the caller has it already.
     """
     n, j, s, _ = logits.shape
     if n == 0:
         return logits.new_zeros(0, j, 3)
-    flat = logits.reshape(n, j, s * s).float()
-    probs = flat.softmax(-1)
-    score, index = probs.max(-1)
+    if probabilities is None:
+        probabilities = logits.reshape(n, j, s * s).float().softmax(-1)
+    score, index = probabilities.reshape(n, j, s * s).max(-1)
     py, px = index // s, index % s
     maps = logits.float()
     dx = _parabola_offset(maps, py, px, axis="x")
