@@ -43,7 +43,7 @@ from hcviewer.threads import narrowed_threads, waits_passively
 PASSIVE_HEADS_THREADS = 1
 
 # Boxes per heads pass: the heads' per-pixel working set grows with the chunk and leaves the
-# caches; 256 boxes on one CPU thread took 15-17 ms per box in chunks of 8-32 and 22 ms in
+# caches; 256 boxes on one CPU thread took 2.3-2.5 ms per box in chunks of 8-32 and 3.0 ms in
 # chunks of 64 (benchmarks/bench_heads_chunk.py, docs/performance.md).
 HEADS_CHUNK = 16
 

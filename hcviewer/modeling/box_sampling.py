@@ -137,8 +137,8 @@ def sample_boxes_each(maps: list[torch.Tensor], batch_index: torch.Tensor, weigh
     reading the support straight from its channels-last map as a strided view: no crop copy and
     no padding to the largest box of a group. For the few boxes of a ``predict`` that is about
     half the time of ``sample_boxes`` (four COCO person boxes of MobileNetV2's stride-4 tap,
-    0.9 against 1.9 ms, the weights aside); ``sample_boxes`` stays the training path, whose 100-200 boxes and
-    backward want its batched products.
+    0.9 against 1.9 ms, the weights aside); ``sample_boxes`` stays the training path, whose
+    100-200 boxes and backward want its batched products.
     """
     n = batch_index.shape[0]
     s, s2, c = weights_y.shape[1], weights_x.shape[1], maps[0].shape[0]
