@@ -37,9 +37,10 @@ from hcviewer.threads import narrowed_threads, waits_passively
 
 # CPU threads of the heads where OpenMP waits passively (``hcviewer.threads.waits_passively``,
 # the app's and ``hcviewer predict``'s policy): the heads are many small operations, and each that
-# runs on two threads first wakes the sleeping one. On 2 cores one thread was faster for every
-# box count: 4 boxes 9.3 against 11.3 ms, 16 boxes 30.0 against 32.8 ms (docs/performance.md).
-# With spinning threads (the trainer's evaluation) two stay faster: 6.9 against 9.0 ms.
+# runs on two threads first wakes the sleeping one. On 2 cores one thread (its two largest
+# products widened back to both) was faster for every box count: 4 boxes 12.2 against 14.5 ms,
+# 16 boxes 27.5 against 35.9 ms (benchmarks/bench_heads_threads.py, docs/performance.md). With
+# spinning threads (the trainer's evaluation) two stay faster: 4 boxes 7.3 against 8.4 ms.
 PASSIVE_HEADS_THREADS = 1
 
 # Boxes per heads pass: the heads' per-pixel working set grows with the chunk and leaves the
