@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_person_config
 from hcviewer.modeling import HypercolumnModel, build_hypercolumn, build_person_model
-from hcviewer.modeling.heads import HypercolumnHead
+from hcviewer.modeling.heads import HypercolumnHead, forward_heads
 
 ROIS = torch.tensor(
     [
@@ -115,6 +115,28 @@ def test_evaluation_orders_agree(model_and_features, task: str) -> None:
     torch.testing.assert_close(results["scores"][0], results["pixels"][0], rtol=1e-9, atol=1e-9)
     for tap in model.taps:
         torch.testing.assert_close(results["scores"][1][tap], results["pixels"][1][tap], rtol=1e-9, atol=1e-9)
+
+
+def test_heads_of_one_call_in_different_orders_give_each_head_its_own_result(model_and_features) -> None:
+    """One tap's heads split between the scores and per-pixel orders are put side by side in the
+    heads' channel order; every head's logits and contributions are what it gives alone."""
+    model, features = model_and_features
+    box_features = model.box_tap_features(features, ROIS, model.taps)
+    with torch.no_grad():
+        alone = {task: head(box_features, return_contributions=True) for task, head in model.heads.items()}
+        orders = dict(zip(model.heads, ("scores", "pixels", "scores", "pixels")))
+        for task, order in orders.items():
+            model.heads[task].order = order
+        try:
+            together = forward_heads(dict(model.heads), box_features, return_contributions=True)
+        finally:
+            for head in model.heads.values():
+                head.order = "auto"
+    assert len(set(orders.values())) == 2 and len(model.heads) >= 2
+    for task, (logits, contributions) in together.items():
+        torch.testing.assert_close(logits, alone[task][0], rtol=1e-9, atol=1e-9)
+        for tap in model.taps:
+            torch.testing.assert_close(contributions[tap], alone[task][1][tap], rtol=1e-9, atol=1e-9)
 
 
 def test_auto_order_picks_pixels_for_thin_taps_and_scores_for_the_box_vector(model_and_features) -> None:

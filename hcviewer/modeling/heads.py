@@ -231,7 +231,8 @@ def _tap_contributions(heads: dict[str, HypercolumnHead], widest_first: list[str
     groups = []  # (tasks, their contributions [N, sum of their C, S, S])
     # Heads with one classifier set share a classification; a class-specific head goes alone.
     shared = [task for task in by_scores if heads[task].num_sets == 1]
-    for group in [shared] * bool(shared) + [[task] for task in by_scores if task not in shared]:
+    alone = [[task] for task in by_scores if heads[task].num_sets > 1]
+    for group in ([shared] if shared else []) + alone:
         groups.append((group, contributions_by_scores([heads[t] for t in group], tap, tap_features[tap], set_index)))
     if by_pixels:
         grouped = [heads[task] for task in by_pixels]
