@@ -309,7 +309,7 @@ class HypercolumnPredictor:
     def _predict_chunk(self, boxes: np.ndarray, labels, tasks, taps, return_contributions):
         rois = torch.zeros(len(boxes), 5, device=self.device)
         rois[:, 1:] = torch.from_numpy(boxes).to(self.device) * self._scale
-        with FX_TRACE_LOCK, torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._autocast():  # ``predict`` holds FX_TRACE_LOCK
             out = self.model.forward_boxes(self._features, rois, labels, tasks, taps, return_contributions)
         return out
 

@@ -29,6 +29,7 @@ from hcviewer.modeling.box_sampling import (
     sample_columns,
 )
 from hcviewer.modeling.mobilenet_v2 import MobileNetV2
+from hcviewer.modeling.tensor_state import records_gradient, values_key
 from hcviewer.threads import widened_threads
 
 # torch.fx tracing (folding batch norm into a trunk's convolutions) patches nn.Module.__call__
@@ -175,8 +176,8 @@ class AveragePoolTop(nn.Module):
         the parameters stay the same and need no gradient (inference)."""
         conv, norm = self.head[0], self.head[1]
         tensors = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-        cacheable = not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
-        key = tuple(None if t is None else (t.data_ptr(), None if t.is_inference() else t._version) for t in tensors)
+        cacheable = not records_gradient(tensors)
+        key = values_key(tensors)
         cached = self.__dict__.get("_affine_cache")
         if cacheable and cached is not None and cached[0] == key:
             return cached[1]
@@ -327,10 +328,7 @@ class Backbone(nn.Module):
         CPU than the trunk's own layers; same results up to float rounding), channels-last. Kept
         out of the module tree, and rebuilt whenever the trunk's weights change (or move), so a
         model that is still being trained is never answered with stale weights."""
-        # Inference tensors (a model built under torch.inference_mode) keep no version counter;
-        # they cannot be trained either, so their storage alone identifies the weights.
-        key = tuple((t.data_ptr(), None if t.is_inference() else t._version)
-                    for t in (*self.body.parameters(), *self.body.buffers()))
+        key = values_key((*self.body.parameters(), *self.body.buffers()))
         cached = self.__dict__.get("_inference")
         if cached is None or cached[0] != key:
             with FX_TRACE_LOCK:
@@ -391,8 +389,7 @@ class Backbone(nn.Module):
         """Each box cut from its image's map [C, H_i, W_i] at ``t.roi_size`` (roi_align), resized
         to ``size``: [K, S, S, C], or [S*S, K, C] with ``pixel_major``. Batched products where
         the maps need gradients (training), else one box at a time (``sample_boxes_each``)."""
-        needs_grad = torch.is_grad_enabled() and any(m.requires_grad for m in maps)
-        sample = sample_boxes if needs_grad else sample_boxes_each
+        sample = sample_boxes if records_gradient(maps) else sample_boxes_each
         return sample(maps, rois[:, 0], *_box_axis_weights(maps, rois, t, size), pixel_major)
 
     def forward_each(self, images: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:

@@ -18,6 +18,7 @@ from torch import nn
 
 from hcviewer.modeling.box_sampling import ColumnGroup, resize_axis_weights
 from hcviewer.modeling.grid import grid_axis_weights, grid_interpolation_weights
+from hcviewer.modeling.tensor_state import records_gradient, values_key
 from hcviewer.threads import widened_threads
 
 if TYPE_CHECKING:
@@ -146,10 +147,8 @@ class HypercolumnHead(nn.Module):
         """``interpolate(w [K, K, C, Cin], axis weights [K, S])`` of the first classifier set,
         contiguous; cached while the weights stay the same and need no gradient (inference)."""
         weight = self.classifiers[tap].weight
-        cacheable = not torch.is_grad_enabled() or not weight.requires_grad
-        # Inference tensors keep no version counter (and cannot be trained): storage is enough.
-        version = None if weight.is_inference() else weight._version
-        key = (version, weight.data_ptr(), weight.device, weight.dtype)
+        cacheable = not records_gradient((weight,))
+        key = (values_key((weight,)), weight.device, weight.dtype)
         cached = self._classifier_cache.get((kind, tap))
         if cacheable and cached is not None and cached[0] == key:
             return cached[1]
@@ -290,16 +289,15 @@ def merged_scores_classifiers(heads: list[HypercolumnHead], tap: str) -> torch.T
     weights = tuple(h.classifiers[tap].weight for h in heads)
     if len(heads) == 1:
         return weights[0].flatten(1)
-    k2 = heads[0].grid_size ** 2
-    if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
-        return torch.cat([w.view(k2, -1, w.shape[1]) for w in weights], dim=1).flatten(0, 1)
-    key = ("scores", tap, tuple(id(h) for h in heads))
-    versions = tuple((w.data_ptr(), None if w.is_inference() else w._version) for w in weights)
+    cacheable = not records_gradient(weights)
+    key, versions = ("scores", tap, tuple(id(h) for h in heads)), values_key(weights)
     cached = heads[0]._merged_cache.get(key)
-    if cached is not None and cached[0] == versions:
+    if cacheable and cached is not None and cached[0] == versions:
         return cached[1]
+    k2 = heads[0].grid_size ** 2
     merged = torch.cat([w.view(k2, -1, w.shape[1]) for w in weights], dim=1).flatten(0, 1)
-    heads[0]._merged_cache[key] = (versions, merged)
+    if cacheable:
+        heads[0]._merged_cache[key] = (versions, merged)
     return merged
 
 
@@ -386,7 +384,7 @@ def merged_classifiers(heads: list[HypercolumnHead], tap: str, order: str = "pix
     else:
         parts = tuple(h.column_classifiers(tap) for h in heads)
     dim = parts[0].dim() - 1
-    if torch.is_grad_enabled() and any(part.requires_grad for part in parts):
+    if records_gradient(parts):
         return torch.cat(parts, dim=dim)
     key = (order, tap, tuple(id(h) for h in heads))
     cached = heads[0]._merged_cache.get(key)
