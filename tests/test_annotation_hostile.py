@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hcviewer.app import annotation_io
-from hcviewer.app.annotation_io import (
+from hcviewer.annotation import annotation_file as annotation_io
+from hcviewer.annotation.annotation_file import (
     Annotation, AnnotationError, SavedImage, SavedObject, encode_mask, read_annotation, write_annotation,
 )
 
@@ -35,7 +35,7 @@ def _polygon_file(folder: Path, height, width) -> Path:
 def test_a_crafted_image_size_is_drawn_at_the_real_size(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 60, 3), np.uint8))
     path = _polygon_file(tmp_path, 200000, 200000)
-    code = ("import sys; from hcviewer.app.annotation_io import read_annotation, decode_mask; "
+    code = ("import sys; from hcviewer.annotation.annotation_file import read_annotation, decode_mask; "
             "(obj,) = read_annotation(sys.argv[1]).images[0].objects; "
             "print(decode_mask(obj.mask_rle).shape, int(decode_mask(obj.mask_rle).sum()))")
     # a child process: before the fix pycocotools segfaulted, which would end this test run too

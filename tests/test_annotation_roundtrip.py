@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from hcviewer.app.annotation_io import (
+from hcviewer.annotation.annotation_file import (
     Annotation, SavedImage, SavedObject, encode_mask, read_annotation, write_annotation,
 )
-from hcviewer.app.document import Project
-from hcviewer.app.head_scope import HeadScope
+from hcviewer.annotation.document import Project
+from hcviewer.annotation.head_scope import HeadScope
 
 H, W = 40, 60
 

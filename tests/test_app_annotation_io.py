@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from hcviewer.app import annotation_io
-from hcviewer.app.annotation_io import (
+from hcviewer.annotation import annotation_file as annotation_io
+from hcviewer.annotation.annotation_file import (
     Annotation, AnnotationError, SavedImage, SavedObject, decode_mask, encode_mask, read_annotation,
     write_annotation,
 )

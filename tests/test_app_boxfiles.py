@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from hcviewer.app.boxfiles import (
+from hcviewer.annotation.boxfiles import (
     DEMO_BOXES, BoxFileError, LoadedBox, decode_segmentation, demo_images, read_boxes, write_boxes_csv,
 )
 

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from hcviewer.app.annotation_io import encode_mask
-from hcviewer.app.batch import ImageResult
-from hcviewer.app.boxfiles import BoxFileError
-from hcviewer.app.document import Change, Project
+from hcviewer.annotation.annotation_file import encode_mask
+from hcviewer.annotation.batch import ImageResult
+from hcviewer.annotation.boxfiles import BoxFileError
+from hcviewer.annotation.document import Change, Project
 
 
 def _image(folder: Path, name: str, h: int = 40, w: int = 60) -> Path:
@@ -284,7 +284,7 @@ def test_reading_boxes_and_segmenting_leave_nothing_unsaved(project, tmp_path):
 
 
 def test_results_for_many_boxes_are_one_edit_and_one_notification(project):
-    from hcviewer.app.document import ModelResult
+    from hcviewer.annotation.document import ModelResult
 
     ids = [project.add_box(0, np.array([1, 2, 30, 20]) + i, "person") for i in range(3)]
     heard: list[Change] = []
@@ -296,7 +296,7 @@ def test_results_for_many_boxes_are_one_edit_and_one_notification(project):
 
 
 def test_the_oldest_undo_steps_are_dropped_beyond_the_limit(project, monkeypatch):
-    from hcviewer.app import document
+    from hcviewer.annotation import document
 
     monkeypatch.setattr(document, "MAX_UNDO", 3)
     box_id = project.add_box(0, np.array([1, 2, 30, 20]), "a")

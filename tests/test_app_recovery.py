@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from hcviewer.app import recovery
-from hcviewer.app.document import Project
-from hcviewer.app.recovery import STALE_TMP_SECONDS, RecoveryError
+from hcviewer.annotation import recovery
+from hcviewer.annotation.document import Project
+from hcviewer.annotation.recovery import STALE_TMP_SECONDS, RecoveryError
 
 DEAD_PID = 999999999  # a process id that cannot be running
 

@@ -443,7 +443,7 @@ def test_segment_all_images_reports_an_image_it_could_not_read(make_window, qtbo
 
 
 def test_opening_an_annotation_replaces_what_is_shown(window, qtbot, tmp_path):
-    from hcviewer.app.annotation_io import Annotation, SavedImage, SavedObject, write_annotation
+    from hcviewer.annotation.annotation_file import Annotation, SavedImage, SavedObject, write_annotation
 
     window.files.show_image(1)
     _wait(qtbot, lambda: window.state.image is not None and window.state.image_index == 1 and window.canvas.box_items)

@@ -180,7 +180,7 @@ def test_closing_while_a_save_is_written_waits_for_it(window, qtbot, tmp_path, m
 
 
 def test_ground_truth_is_decoded_in_the_loader_thread_before_the_photo_is_shown(window, qtbot, monkeypatch):
-    from hcviewer.app import document
+    from hcviewer.annotation import document
 
     threads = []
     decode = document.crop_from_segmentation

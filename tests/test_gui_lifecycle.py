@@ -20,9 +20,9 @@ import shiboken6
 from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
-from hcviewer.app.gui_gc import GuiThreadCollector, dispose, flush_deletions, install_gui_gc
+from hcviewer.annotation.document import Project
 from hcviewer.app import main_window
-from hcviewer.app.document import Project
+from hcviewer.app.gui_gc import GuiThreadCollector, dispose, flush_deletions, install_gui_gc
 from hcviewer.app.main_window import MainWindow
 from hcviewer.app.settings import AppSettings
 

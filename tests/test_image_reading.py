@@ -16,8 +16,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from hcviewer import imageio
-from hcviewer.app import batch
-from hcviewer.app.annotation_io import _read_size
+from hcviewer.annotation import batch
+from hcviewer.annotation.annotation_file import _read_size
 from hcviewer.data.coco import read_coco
 from hcviewer.data.folder import read_mask_folder
 from hcviewer.data.images import read_rgb

@@ -1,4 +1,4 @@
-"""Masks as bounding-box crops (hcviewer.app.mask_crops): RLE to and from crops without a
+"""Masks as bounding-box crops (hcviewer.annotation.mask_crops): RLE to and from crops without a
 full-image array, matching pycocotools and the full-image functions they replace."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from hcviewer.app.annotation_io import decode_mask, encode_mask
-from hcviewer.app.mask_crops import (
+from hcviewer.annotation.annotation_file import decode_mask, encode_mask
+from hcviewer.annotation.mask_crops import (
     box_map_crop, box_map_iou, compose_crops, counts_from_string, crop_from_rle, crop_from_segmentation,
     crop_mask, rle_area, rle_bbox, rle_from_crop,
 )
@@ -89,7 +89,7 @@ def test_box_maps_draw_the_pixels_paste_box_map_draws():
 
 
 def test_large_regions_are_compared_on_a_grid(monkeypatch):
-    from hcviewer.app import mask_crops
+    from hcviewer.annotation import mask_crops
 
     monkeypatch.setattr(mask_crops, "MAX_EXACT_PIXELS", 10_000)
     box_map = np.clip(np.linspace(-0.5, 1.5, 30)[None, :] + np.zeros((30, 1)), 0, 1).astype(np.float32)

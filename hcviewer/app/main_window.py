@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QPushButton, QScrollArea, QVBoxLayout, QWidget,
 )
 
+from hcviewer.annotation.document import ImageDocument, Project
 from hcviewer.app.controllers.annotation import AnnotationController
 from hcviewer.app.controllers.canvas import CanvasController
 from hcviewer.app.controllers.exporting import ExportController
@@ -23,7 +24,6 @@ from hcviewer.app.controllers.files import FileController
 from hcviewer.app.controllers.saving import SavingController
 from hcviewer.app.controllers.segmentation import SegmentationController
 from hcviewer.app.defaults import DEFAULT_CHECKPOINT
-from hcviewer.app.document import ImageDocument, Project
 from hcviewer.app.file_list import FileListModel
 from hcviewer.app.gui_gc import dispose, install_gui_gc
 from hcviewer.app.image_loader import ImageLoaderService, readable

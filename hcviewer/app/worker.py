@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from hcviewer.app.mask_crops import as_crop, box_map_iou
+from hcviewer.annotation.mask_crops import as_crop, box_map_iou
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class BoxRequest:
 
 @dataclass
 class BatchRequest:
-    """Segment all images: every item's boxes (``hcviewer.app.batch.predict_images``)."""
+    """Segment all images: every item's boxes (``hcviewer.annotation.batch.predict_images``)."""
 
     items: list
     refine: bool = False
@@ -95,7 +95,7 @@ class CompareResult:
 
 @dataclass
 class BatchResult:
-    results: Any  # whatever hcviewer.app.batch.predict_images returns
+    results: Any  # whatever hcviewer.annotation.batch.predict_images returns
     cancelled: bool
     seconds: float
 
@@ -219,8 +219,8 @@ class ModelWorker(QObject):
     # -- batch -----------------------------------------------------------------------------
     @Slot(object)
     def predict_all(self, request: BatchRequest) -> None:
-        """``hcviewer.app.batch.predict_images`` over many images; cancellable, with progress."""
-        from hcviewer.app.batch import predict_images
+        """``hcviewer.annotation.batch.predict_images`` over many images; cancellable, with progress."""
+        from hcviewer.annotation.batch import predict_images
 
         self.cancel_event.clear()
         start = time.perf_counter()

@@ -11,16 +11,16 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, Qt
 from PySide6.QtWidgets import QInputDialog, QMenu
 
-from hcviewer.app.annotation_io import encode_mask
-from hcviewer.app.document import Change
+from hcviewer.annotation.annotation_file import encode_mask
+from hcviewer.annotation.document import Change
+from hcviewer.annotation.mask_crops import MaskCrop, box_map_crop, crop_from_rle, crop_mask, remember_crop
+from hcviewer.annotation.wording import plural
 from hcviewer.app.image_view import Mode
-from hcviewer.app.mask_crops import MaskCrop, box_map_crop, crop_from_rle, crop_mask, remember_crop
 from hcviewer.app.mask_jobs import SYNC_PIXELS, MaskJobs
 from hcviewer.app.overlays import ACCEPTED_COLOR
-from hcviewer.app.wording import plural
 
 if TYPE_CHECKING:
-    from hcviewer.app.document import Box
+    from hcviewer.annotation.document import Box
     from hcviewer.app.main_window import MainWindow
 
 ERASE_COLOR = (255, 60, 60)

@@ -11,19 +11,19 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QRectF
 
+from hcviewer.annotation.head_scope import HeadScope
+from hcviewer.annotation.mask_crops import MaskCrop, box_map_iou, compose_crops, rle_area
 from hcviewer.app.box_items import BoxItem, stack_labels
-from hcviewer.app.head_scope import HeadScope
 from hcviewer.app.image_loader import DISPLAY_MAX_SIDE
-from hcviewer.app.mask_crops import MaskCrop, box_map_iou, compose_crops, crop_outline_xy, rle_area
 from hcviewer.app.overlays import (
-    GT_COLOR, BoxOverlay, annotation_color, brush_pen,
+    GT_COLOR, BoxOverlay, annotation_color, brush_pen, crop_outline_xy,
 )
 from hcviewer.app.probe import sample_box_map
 from hcviewer.app.result_layer import LayerEntry, ResultLayer, compose
 from hcviewer.app.viewer_state import stored_view
 
 if TYPE_CHECKING:
-    from hcviewer.app.document import Box
+    from hcviewer.annotation.document import Box
     from hcviewer.app.main_window import MainWindow
     from hcviewer.app.viewer_state import BoxView
 

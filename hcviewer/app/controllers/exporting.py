@@ -1,5 +1,5 @@
 """Exporting: File > Export writes the accepted masks as YOLO segmentation labels, Pascal VOC
-PNGs or labelme JSON into a folder the user picks (``hcviewer.app.exporters``)."""
+PNGs or labelme JSON into a folder the user picks (``hcviewer.annotation.exporters``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
-from hcviewer.app.exporters import FORMATS, export_annotation
+from hcviewer.annotation.exporters import FORMATS, export_annotation
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow

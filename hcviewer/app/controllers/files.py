@@ -12,9 +12,9 @@ import numpy as np
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
-from hcviewer.app.boxfiles import DEMO_BOXES, BoxFileError, demo_images
+from hcviewer.annotation.boxfiles import DEMO_BOXES, BoxFileError, demo_images
+from hcviewer.annotation.wording import plural
 from hcviewer.app.image_loader import is_image_file, readable
-from hcviewer.app.wording import plural
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow

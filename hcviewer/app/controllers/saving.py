@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Callable
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from hcviewer.app.annotation_io import write_annotation
-from hcviewer.app.boxfiles import BoxFileError
-from hcviewer.app.document import SaveSnapshot, write_recovery
+from hcviewer.annotation.annotation_file import write_annotation
+from hcviewer.annotation.boxfiles import BoxFileError
+from hcviewer.annotation.document import SaveSnapshot, write_recovery
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow

@@ -13,19 +13,19 @@ import numpy as np
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
+from hcviewer.annotation.document import ModelResult
+from hcviewer.annotation.head_scope import HeadScope
+from hcviewer.annotation.mask_crops import as_crop
+from hcviewer.annotation.wording import plural
 from hcviewer.app.compare_view import CompareWindow, crop_box, place_over, standard_subsets
-from hcviewer.app.document import ModelResult
 from hcviewer.app.gui_gc import freeze_long_lived, hold_collections, release_collections
-from hcviewer.app.head_scope import HeadScope
 from hcviewer.app.image_view import Mode
-from hcviewer.app.mask_crops import as_crop
 from hcviewer.app.viewer_state import BoxView
-from hcviewer.app.wording import plural
 from hcviewer.app.worker import BoxRequest, BoxResult, CompareRequest, ModelInfo
 from hcviewer.boxes import box_problem, describe_box
 
 if TYPE_CHECKING:
-    from hcviewer.app.document import Box
+    from hcviewer.annotation.document import Box
     from hcviewer.app.main_window import MainWindow
 
 MAX_LISTED = 10  # boxes named in one message

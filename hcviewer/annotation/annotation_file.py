@@ -40,8 +40,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
-from hcviewer.app.mask_crops import MaskCrop, crop_from_rle, rle_area, rle_bbox, rle_from_crop
+from hcviewer.annotation.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
+from hcviewer.annotation.mask_crops import MaskCrop, crop_from_rle, rle_area, rle_bbox, rle_from_crop
 from hcviewer.fileio import write_text_atomic
 from hcviewer.imageio import max_image_pixels
 
@@ -557,7 +557,7 @@ class _Reader:
                                 f"{list(image.size)} (height, width)")
             image.size = image.size or tuple(rle["size"])
             return rle
-        from hcviewer.app.boxfiles import decode_segmentation
+        from hcviewer.annotation.boxfiles import decode_segmentation
 
         try:
             return encode_mask(decode_segmentation(segmentation, *self._decode_size(where, image)))

@@ -9,7 +9,7 @@ While there are unsaved changes the window calls ``autosave`` every few seconds:
 to a recovery file (``~/.cache/hcviewer/recovery/<session>.json``, or ``$HCVIEWER_RECOVERY_DIR``)
 which a clean ``close`` deletes. A recovery file whose process is gone is offered back at the next
 start (``recovery_file``); the folder's rules (several processes, corrupt files) are in
-``hcviewer.app.recovery``.
+``hcviewer.annotation.recovery``.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from hcviewer.app.annotation_io import (
+from hcviewer.annotation.annotation_file import (
     Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask, read_annotation,
     write_annotation,
 )
-from hcviewer.app.boxfiles import BoxFileError, LoadedBox, read_boxes
-from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
-from hcviewer.app.mask_crops import MaskCrop, crop_from_rle, crop_from_segmentation
-from hcviewer.app.recovery import (
+from hcviewer.annotation.boxfiles import BoxFileError, LoadedBox, read_boxes
+from hcviewer.annotation.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
+from hcviewer.annotation.mask_crops import MaskCrop, crop_from_rle, crop_from_segmentation
+from hcviewer.annotation.recovery import (
     RecoverySession, default_recovery_dir, recovered_annotation_path, recovery_extra,
 )
-from hcviewer.app.wording import plural
+from hcviewer.annotation.wording import plural
 from hcviewer.boxes import box_problem
 
 MAX_UNDO = 1000  # undo steps kept (each holds its boxes' results and drawings)
@@ -394,7 +394,7 @@ class Project:
     def batch_items(self, min_score: float = 0.0) -> list:
         """``BatchItem``s for every image with boxes that are neither accepted nor rejected
         (detections under ``min_score`` are left out, as they are hidden)."""
-        from hcviewer.app.batch import BatchItem  # imports torch: only when a batch is run
+        from hcviewer.annotation.batch import BatchItem  # imports torch: only when a batch is run
 
         items = []
         self._batch_boxes.clear()

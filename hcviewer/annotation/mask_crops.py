@@ -344,18 +344,3 @@ def _reduced(crop: MaskCrop, size: tuple[int, int]) -> np.ndarray:
         cached = cv2.resize(crop.mask.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).view(bool)
         _REDUCED[crop] = cached
     return cached
-
-
-def crop_outline_xy(crop: MaskCrop, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Contours of a crop in image coordinates (NaN-separated), traced at the resolution of
-    an image reduced to ``max_side``."""
-    from hcviewer.app.overlays import outline_xy
-
-    if not crop.mask.size:
-        return np.zeros(0), np.zeros(0)
-    height, width = crop.image_size
-    scale = min(1.0, max_side / max(height, width))
-    h, w = crop.mask.shape
-    mask = crop.mask if scale == 1.0 else cv2.resize(crop.mask.astype(np.uint8), (max(1, round(w * scale)),
-                                                     max(1, round(h * scale))), interpolation=cv2.INTER_NEAREST)
-    return outline_xy(np.asarray(mask, bool), np.array(crop.xyxy, np.float64))
