@@ -235,5 +235,5 @@ def test_ctrl_c_twice_at_the_save_question_quits_keeping_the_edits(qtbot, tiny_c
     kept = list((tmp_path / "recovery").glob("*.json"))
     assert len(kept) == 1
     recovered = Project(recovery_dir=tmp_path / "other")
-    recovered.recover(kept[0])
+    recovered.file.recover(kept[0])
     assert [len(d.boxes) for d in recovered.images] == [1]

@@ -113,7 +113,7 @@ def test_accept_all_results_in_all_images_without_visiting_them_is_one_undo_step
     [b_box] = window.project.images[1].boxes
     x0, y0, x1, y1 = b_box.xyxy.astype(int)
     assert b_box.mask.any() and not b_box.mask[:, :x0].any() and not b_box.mask[y1:, :].any()
-    assert window.project.undo_name() == "accept 3 masks in 2 images"
+    assert window.project.history.undo_name() == "accept 3 masks in 2 images"
     window.annotation.undo()
     assert not any(b.accepted for d in window.project.images for b in d.boxes)
 

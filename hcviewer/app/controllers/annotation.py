@@ -296,7 +296,7 @@ class AnnotationController(QObject):
             window.file_model.refresh(index)
         if change.kind != "images":
             canvas.sync_boxes()
-        undo, redo = self.project.undo_name(), self.project.redo_name()
+        undo, redo = self.project.history.undo_name(), self.project.history.redo_name()
         window.undo_action.setEnabled(undo is not None)
         window.undo_action.setText(f"Undo {undo}" if undo else "Undo")
         window.redo_action.setEnabled(redo is not None)

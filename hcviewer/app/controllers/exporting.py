@@ -46,6 +46,6 @@ class ExportController(QObject):
     def _start_folder(self) -> str:
         """Beside the saved annotation, else beside the images."""
         project = self.window.project
-        if project.annotation_path is not None:
-            return str(Path(project.annotation_path).parent)
+        if project.file.path is not None:
+            return str(Path(project.file.path).parent)
         return str(Path(project.images[0].path).parent) if project.images else self.window.settings.last_folder()
