@@ -70,7 +70,7 @@ class MainWindow(QMainWindow):
         self.segmentation = SegmentationController(self)
         self.annotation = AnnotationController(self)
         self.display_panel.changed.connect(self.canvas.display_changed)
-        self.display_panel.scoreThresholdChanged.connect(lambda _: self.canvas.sync_boxes())
+        self.display_panel.scoreThresholdChanged.connect(lambda _: self.state.changed("score"))
         build_menus(self)
         self._restore_window()
         self.checkpoint = str(checkpoint) if checkpoint else None

@@ -117,9 +117,8 @@ class AnnotationController(QObject):
     def reject_selected(self) -> None:
         if self.window.canvas.selected_box() is None:
             return
+        self.window.canvas.drop_result(self.state.selected_id)  # before the change is drawn
         self.project.reject(self.state.image_index, self.state.selected_id)
-        self.window.canvas.drop_result(self.state.selected_id)
-        self.window.canvas.sync_boxes()
 
     # ------------------------------------------------------------------------------ brush
     def _editable_mask(self) -> MaskCrop | None:
@@ -295,7 +294,7 @@ class AnnotationController(QObject):
         for index in change.indices or ():
             window.file_model.refresh(index)
         if change.kind != "images":
-            canvas.sync_boxes()
+            self.state.changed("document")
         undo, redo = self.project.history.undo_name(), self.project.history.redo_name()
         window.undo_action.setEnabled(undo is not None)
         window.undo_action.setText(f"Undo {undo}" if undo else "Undo")

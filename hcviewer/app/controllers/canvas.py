@@ -55,6 +55,7 @@ class CanvasController(QObject):
         canvas.sigRangeChanged.connect(lambda *_: self.stack_labels())  # label sizes are in screen pixels
         window.view.hovered.connect(self.probe_at)
         window.view.left.connect(self.probe_left)
+        self.state.subscribe(self._state_changed)
 
     # ------------------------------------------------------------------------------ boxes
     def visible_boxes(self) -> dict[int, "Box"]:
@@ -68,8 +69,25 @@ class CanvasController(QObject):
     def selected_box(self) -> "Box | None":
         return self.visible_boxes().get(self.state.selected_id) if self.state.selected_id is not None else None
 
+    def _state_changed(self, what: frozenset[str]) -> None:
+        if what == {"selection"}:
+            self._selection_changed()  # the boxes, their results and the annotation are as drawn
+        else:
+            self.sync_boxes()
+
+    def _selection_changed(self) -> None:
+        boxes = self.visible_boxes()
+        for box_id, item in self.box_items.items():
+            box = boxes.get(box_id)
+            if box is not None:
+                item.set_state(box_id == self.state.selected_id, self.accepted_color(box) if box.accepted else None,
+                               box_label(box))
+        self.draw_results()
+        self.update_result_panel()
+
     def sync_boxes(self) -> None:
-        """Make the drawn boxes and overlays match the document (after any change)."""
+        """Make the drawn boxes and overlays match the document and the view state (after any
+        change but a selection)."""
         boxes = self.visible_boxes()
         viewbox = self.window.view.viewbox
         for box_id in [i for i in self.box_items if i not in boxes]:
@@ -114,8 +132,7 @@ class CanvasController(QObject):
     def select_box(self, box_id: int) -> None:
         if box_id == self.state.selected_id:
             return
-        self.state.selected_id = box_id
-        self.sync_boxes()
+        self.state.select(box_id)
         view = self.state.views.get(box_id)
         segmentation = self.window.segmentation
         if view is None or view.taps != segmentation.taps() or not view.contributions:

@@ -157,11 +157,10 @@ class FileController(QObject):
         if key != self.state.image_key:
             return
         window = self.window
-        self.state.image = rgb
         window.view.set_image(display, rgb.shape[:2])
         self.project.image_loaded(self.state.image_index, rgb.shape[:2])
         window.model.show_image(key, rgb)
-        window.canvas.sync_boxes()  # draws the results the document keeps: no network
+        self.state.show_image(rgb)  # the canvas draws the results the document keeps: no network
         window.segmentation.redraw_results()  # only those kept without box maps
 
     def _image_failed(self, key: str, message: str) -> None:
