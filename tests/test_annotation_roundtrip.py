@@ -13,8 +13,9 @@ import pytest
 from pycocotools.coco import COCO
 
 from hcviewer.annotation.annotation_file import (
-    Annotation, SavedImage, SavedObject, encode_mask, read_annotation, write_annotation,
+    Annotation, SavedImage, SavedObject, encode_mask, write_annotation,
 )
+from hcviewer.annotation.annotation_reader import read_annotation
 from hcviewer.annotation.document import Project
 from hcviewer.annotation.head_scope import HeadScope
 

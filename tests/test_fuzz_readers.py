@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
 
-from hcviewer.annotation.annotation_file import AnnotationError, read_annotation
+from hcviewer.annotation.annotation_file import AnnotationError
+from hcviewer.annotation.annotation_reader import read_annotation
 from hcviewer.annotation.boxfiles import BoxFileError, decode_segmentation, read_boxes
 from hcviewer.data.coco import read_coco
 from hcviewer.data.folder import read_mask_folder

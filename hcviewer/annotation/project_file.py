@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hcviewer.annotation.annotation_file import Annotation, read_annotation, write_annotation
+from hcviewer.annotation.annotation_file import Annotation, write_annotation
+from hcviewer.annotation.annotation_reader import read_annotation
 from hcviewer.annotation.recovery import (
     RecoverySession, default_recovery_dir, recovered_annotation_path, recovery_extra,
 )
