@@ -134,12 +134,6 @@ def crop_outline_xy(crop: MaskCrop, max_side: int) -> tuple[np.ndarray, np.ndarr
     return outline_xy(np.asarray(mask, bool), np.array(crop.xyxy, np.float64))
 
 
-def full_mask_outline_xy(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Contours of a bool [H, W] image mask in image coordinates (NaN-separated)."""
-    h, w = mask.shape
-    return outline_xy(mask, np.array([0.0, 0.0, w, h]))
-
-
 class BoxOverlay:
     """The pyqtgraph items showing one box's prediction. ``update`` redraws from a prediction;
     the per-task visibility, opacity and threshold come from the caller's display settings."""

@@ -255,33 +255,6 @@ class ModelWorker(QObject):
             self.failed.emit(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
 
 
-def paste_box_map(box_map: np.ndarray, box: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """Resample an S x S box map into an [H, W] float32 image (zero outside the box), with the
-    pixel-centre convention of ``hcviewer.modeling.postprocess``."""
-    import cv2
-
-    h, w = image_size
-    out = np.zeros((h, w), np.float32)
-    x0, y0, x1, y1 = (float(v) for v in box)
-    cx0, cx1 = _pixel_range(x0, x1, w)
-    cy0, cy1 = _pixel_range(y0, y1, h)
-    if cx1 <= cx0 or cy1 <= cy0:
-        return out
-    s_y, s_x = box_map.shape
-    # Sample points of the visible pixels in box-map cell units (cell centre at i + 0.5).
-    xs = (np.arange(cx0, cx1) + 0.5 - x0) / (x1 - x0) * s_x - 0.5
-    ys = (np.arange(cy0, cy1) + 0.5 - y0) / (y1 - y0) * s_y - 0.5
-    map_x, map_y = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
-    out[cy0:cy1, cx0:cx1] = cv2.remap(box_map.astype(np.float32), map_x, map_y,
-                                      interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out
-
-
-def _pixel_range(a: float, b: float, size: int) -> tuple[int, int]:
-    start, stop = int(np.ceil(a - 0.5)), int(np.ceil(b - 0.5))
-    return max(start, 0), min(max(stop, 0), size)
-
-
 class ModelService(QObject):
     """The GUI side: owns the worker thread; methods return at once."""
 
