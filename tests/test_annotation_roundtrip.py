@@ -15,7 +15,6 @@ from pycocotools.coco import COCO
 from hcviewer.annotation.annotation_file import (
     Annotation, SavedImage, SavedObject, encode_mask, write_annotation,
 )
-from hcviewer.annotation.annotation_reader import read_annotation
 from hcviewer.annotation.document import Project
 from hcviewer.annotation.head_scope import HeadScope
 

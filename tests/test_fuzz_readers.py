@@ -23,7 +23,8 @@ from safetensors.torch import save_file
 
 from hcviewer.annotation.annotation_file import AnnotationError
 from hcviewer.annotation.annotation_reader import read_annotation
-from hcviewer.annotation.boxfiles import BoxFileError, decode_segmentation, read_boxes
+from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
+from hcviewer.cocomask import decode_segmentation
 from hcviewer.data.coco import read_coco
 from hcviewer.data.folder import read_mask_folder
 from hcviewer.data.records import DataError
