@@ -52,7 +52,7 @@ print(f"refused in {(time.perf_counter() - start) * 1000:.1f} ms, peak RSS {peak
 RELOAD = """
 import json, sys, time
 from pathlib import Path
-from hcviewer.app.document import Project
+from hcviewer.annotation.document import Project
 folder = Path(sys.argv[1])
 project = Project(recovery_dir=folder / "recovery")
 project.add_images([folder / "a.png"])

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return project.images[0].boxes[0].accepted
 
     def painted_count() -> int:
-        return sum(1 for step in project._undo if step.name.startswith("paint"))
+        return sum(1 for step in project.history.edits() if step.name.startswith("paint"))
 
     def brush() -> None:
         annotation.set_mode(Mode.BRUSH_ADD)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["accept"] = run_step(app, beat, "accept", annotation.accept_selected, accepted)
     before = painted_count()
     timings["brush"] = run_step(app, beat, "brush", brush, lambda: painted_count() > before)
-    undo_steps.append(project.undo_name())
+    undo_steps.append(project.history.undo_name())
     timings["undo"] = run_step(app, beat, "undo", annotation.undo, lambda: painted_count() == before)
     timings["redo"] = run_step(app, beat, "redo", annotation.redo, lambda: painted_count() > before)
     saved = args.folder / "saved.json"

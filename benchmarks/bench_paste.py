@@ -35,7 +35,7 @@ def run_variant(name: str, height: int, width: int, count: int) -> None:
     import numpy as np
     from pycocotools import mask as mask_utils
 
-    from hcviewer.app.batch import _encode_masks
+    from hcviewer.annotation.batch import _encode_masks
     from hcviewer.inference import Prediction, paste_masks
 
     boxes, maps = boxes_and_maps(height, width, count)

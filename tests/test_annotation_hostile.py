@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hcviewer.app import annotation_io
-from hcviewer.app.annotation_io import (
-    Annotation, AnnotationError, SavedImage, SavedObject, encode_mask, read_annotation, write_annotation,
+from hcviewer.annotation import annotation_file as annotation_io
+from hcviewer.annotation.annotation_file import (
+    Annotation, AnnotationError, SavedImage, SavedObject, encode_mask, write_annotation,
 )
+from hcviewer.annotation.annotation_reader import read_annotation
 
 
 def _polygon_file(folder: Path, height, width) -> Path:
@@ -35,7 +36,7 @@ def _polygon_file(folder: Path, height, width) -> Path:
 def test_a_crafted_image_size_is_drawn_at_the_real_size(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 60, 3), np.uint8))
     path = _polygon_file(tmp_path, 200000, 200000)
-    code = ("import sys; from hcviewer.app.annotation_io import read_annotation, decode_mask; "
+    code = ("import sys; from hcviewer.annotation.annotation_file import decode_mask; from hcviewer.annotation.annotation_reader import read_annotation; "
             "(obj,) = read_annotation(sys.argv[1]).images[0].objects; "
             "print(decode_mask(obj.mask_rle).shape, int(decode_mask(obj.mask_rle).sum()))")
     # a child process: before the fix pycocotools segfaulted, which would end this test run too
@@ -173,6 +174,6 @@ def test_image_sizes_follow_the_exif_orientation(tmp_path):
     exif = image.getexif()
     exif[0x0112] = 6  # rotated 90 degrees: shown 40 wide, 60 tall
     image.save(tmp_path / "rotated.jpg", exif=exif)
-    assert annotation_io._read_size(tmp_path / "rotated.jpg") == (60, 40)
+    assert annotation_io.read_size_or_zero(tmp_path / "rotated.jpg") == (60, 40)
     shown = cv2.imdecode(np.fromfile(tmp_path / "rotated.jpg", np.uint8), cv2.IMREAD_COLOR)
     assert shown.shape[:2] == (60, 40)  # as OpenCV shows it

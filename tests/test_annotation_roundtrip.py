@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from hcviewer.app.annotation_io import (
-    Annotation, SavedImage, SavedObject, encode_mask, read_annotation, write_annotation,
+from hcviewer.annotation.annotation_file import (
+    Annotation, SavedImage, SavedObject, encode_mask, write_annotation,
 )
-from hcviewer.app.document import Project
-from hcviewer.app.head_scope import HeadScope
+from hcviewer.annotation.document import Project
+from hcviewer.annotation.head_scope import HeadScope
 
 H, W = 40, 60
 
@@ -53,7 +53,7 @@ def opened(tmp_path: Path) -> Project:
 
 def _reopen(path: Path, tmp_path: Path) -> Project:
     project = Project(recovery_dir=tmp_path / "recovery2")
-    project.load_annotation(path)
+    project.file.open(path)
     return project
 
 
@@ -61,18 +61,18 @@ def test_source_image_ids_are_kept_and_new_images_get_new_ones(opened, tmp_path)
     opened.add_images([_image(tmp_path / "images", "c.png")])
     opened.add_box(2, np.array([1, 1, 9, 9]), "person")
     path = tmp_path / "out.json"
-    opened.save_annotation(path)
+    opened.file.save(path)
     ids = [image["id"] for image in json.loads(path.read_text())["images"]]
     assert ids == [391895, 7, 391896]
     again = _reopen(path, tmp_path)
-    again.save_annotation(tmp_path / "again.json")
+    again.file.save(tmp_path / "again.json")
     assert [image["id"] for image in json.loads((tmp_path / "again.json").read_text())["images"]] == ids
 
 
 def test_file_names_stay_relative_when_saved_outside_the_image_folder(opened, tmp_path):
     (tmp_path / "annotations").mkdir()
     path = tmp_path / "annotations" / "mine.json"
-    opened.save_annotation(path)
+    opened.file.save(path)
     names = [image["file_name"] for image in json.loads(path.read_text())["images"]]
     assert names == ["../images/a.png", "../images/b.png"]
     again = _reopen(path, tmp_path)
@@ -85,7 +85,7 @@ def test_ground_truth_of_the_source_file_survives_save_and_reopen(opened, tmp_pa
     expected = box.gt_mask.copy()
     opened.accept(0, box.id, expected)  # one accepted, the other image's box pending
     path = tmp_path / "out.json"
-    opened.save_annotation(path)
+    opened.file.save(path)
     again = _reopen(path, tmp_path)
     again.image_loaded(0, (H, W))  # ground truth is decoded for the shown image
     assert np.array_equal(again.images[0].boxes[0].gt_mask, expected)
@@ -99,7 +99,7 @@ def test_results_not_accepted_are_saved_and_reopened(opened, tmp_path):
     box_id = opened.images[0].boxes[0].id
     opened.set_result(0, box_id, probabilities, keypoints)
     path = tmp_path / "out.json"
-    opened.save_annotation(path)
+    opened.file.save(path)
     result = _reopen(path, tmp_path).images[0].boxes[0].result
     assert result is not None and result.figure_ground.shape == (50, 50)
     assert np.abs(result.figure_ground - probabilities).max() < 1e-3
@@ -110,9 +110,9 @@ def test_the_autosave_keeps_results_and_ground_truth(opened, tmp_path):
     first, second = (d.boxes[0].id for d in opened.images)
     opened.set_result(0, first, np.full((50, 50), 0.75, np.float32))
     opened.set_label(1, second, "cyclist")  # an edit: there is something to autosave
-    crashed = opened.autosave().rename(tmp_path / "recovery" / "999999999-1.json")
+    crashed = opened.file.autosave().rename(tmp_path / "recovery" / "999999999-1.json")
     later = Project(recovery_dir=tmp_path / "recovery")
-    later.recover(crashed)
+    later.file.recover(crashed)
     assert later.images[0].boxes[0].result.figure_ground.mean() == pytest.approx(0.75, abs=1e-3)
     assert later.images[1].boxes[0].label == "cyclist"
     later.image_loaded(1, (H, W))

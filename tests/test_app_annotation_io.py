@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from hcviewer.app import annotation_io
-from hcviewer.app.annotation_io import (
-    Annotation, AnnotationError, SavedImage, SavedObject, decode_mask, encode_mask, read_annotation,
-    write_annotation,
+from hcviewer.annotation import annotation_file as annotation_io
+from hcviewer.annotation.annotation_file import (
+    Annotation, AnnotationError, SavedImage, SavedObject, decode_mask, encode_mask, write_annotation,
 )
+from hcviewer.annotation.annotation_reader import read_annotation
 
 
 def _mask(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -157,7 +157,7 @@ def test_a_failed_mask_folder_write_keeps_the_previous_folder(annotation, tmp_pa
 
 def test_without_png_masks_no_image_is_opened_and_unknown_sizes_stay_unknown(tmp_path, monkeypatch):
     opened = []
-    monkeypatch.setattr(annotation_io, "_read_size", lambda path: opened.append(path) or (40, 60))
+    monkeypatch.setattr(annotation_io, "read_size_or_zero", lambda path: opened.append(path) or (40, 60))
     images = [SavedImage(tmp_path / "never_shown.png", None, [SavedObject((1, 1, 5, 5), "person")]),
               SavedImage(tmp_path / "no_boxes.png", None, [])]
     annotation = Annotation(images, {})

@@ -14,8 +14,8 @@ from conftest import tiny_person_config
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from hcviewer.app import batch
-from hcviewer.app.batch import (
+from hcviewer.annotation import batch
+from hcviewer.annotation.batch import (
     BatchItem, OutputError, find_images, predict_images, to_coco_results, write_json_atomic,
 )
 from hcviewer.inference import HypercolumnPredictor, paste_masks
@@ -66,7 +66,7 @@ def test_predict_images_segments_readable_images_and_records_unreadable_ones(pre
 
 
 def test_refined_batch_keeps_the_maps_its_masks_were_encoded_from(predictor, items):
-    from hcviewer.app.mask_crops import box_map_crop
+    from hcviewer.annotation.mask_crops import box_map_crop
 
     [result] = predict_images(predictor, items[:1], refine=True)
     output_size = predictor.config.output_size

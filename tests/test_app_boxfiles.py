@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from hcviewer.app.boxfiles import (
-    DEMO_BOXES, BoxFileError, LoadedBox, decode_segmentation, demo_images, read_boxes, write_boxes_csv,
+from hcviewer.annotation.boxfiles import (
+    DEMO_BOXES, BoxFileError, LoadedBox, demo_images, read_boxes, write_boxes_csv,
 )
+from hcviewer.cocomask import decode_segmentation
 
 SQUARE = [10.0, 10.0, 30.0, 10.0, 30.0, 20.0, 10.0, 20.0]  # x 10..30, y 10..20
 

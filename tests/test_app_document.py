@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from hcviewer.app.annotation_io import encode_mask
-from hcviewer.app.batch import ImageResult
-from hcviewer.app.boxfiles import BoxFileError
-from hcviewer.app.document import Change, Project
+from hcviewer.annotation.annotation_file import encode_mask
+from hcviewer.annotation.batch import ImageResult
+from hcviewer.annotation.boxfiles import BoxFileError
+from hcviewer.annotation.document import Change, Project
 
 
 def _image(folder: Path, name: str, h: int = 40, w: int = 60) -> Path:
@@ -72,30 +72,30 @@ def test_every_edit_is_undone_and_redone_in_order(project):
     for expected in reversed(states[:-1]):
         project.undo()
         assert _boxes(project) == expected
-    assert not project.can_undo()
+    assert not project.history.can_undo()
     for expected in states[1:]:
         project.redo()
         assert _boxes(project) == expected
-    assert not project.can_redo()
+    assert not project.history.can_redo()
 
 
 def test_a_new_edit_clears_redo_and_edits_are_named(project):
     box_id = project.add_box(0, np.array([1, 2, 30, 20]), "person")
     project.set_label(0, box_id, "cat")
-    assert project.undo_name() == "set class"
+    assert project.history.undo_name() == "set class"
     project.undo()
-    assert project.redo_name() == "set class"
+    assert project.history.redo_name() == "set class"
     project.move_box(0, box_id, np.array([0, 0, 10, 10]))
-    assert not project.can_redo() and project.undo_name() == "move box"
+    assert not project.history.can_redo() and project.history.undo_name() == "move box"
 
 
 def test_model_results_are_on_the_same_stack_and_a_refresh_is_not_an_edit(project):
     box_id = project.add_box(0, np.array([1, 2, 30, 20]), "person")
     first, again = np.full((4, 4), 0.7), np.full((4, 4), 0.7)
     project.set_result(0, box_id, first, view="drawn")
-    assert project.undo_name() == "segment box" and project.images[0].box(box_id).result.view == "drawn"
+    assert project.history.undo_name() == "segment box" and project.images[0].box(box_id).result.view == "drawn"
     project.set_result(0, box_id, again)  # the same box segmented again (e.g. on revisiting the image)
-    assert project.undo_name() == "segment box" and project.images[0].box(box_id).result.figure_ground is again
+    assert project.history.undo_name() == "segment box" and project.images[0].box(box_id).result.figure_ground is again
     project.undo()
     assert project.images[0].box(box_id).result is None
     project.redo()
@@ -108,12 +108,12 @@ def test_a_result_arriving_after_an_undo_keeps_the_users_redo(project):
     project.accept(0, accepted, _mask(10, 30, 35, 50))
     project.undo()  # the accept, while the other box's result is on its way
     project.set_result(0, segmented, np.full((4, 4), 0.7))
-    assert project.redo_name() == "accept"
+    assert project.history.redo_name() == "accept"
     project.redo()
     assert project.images[0].box(accepted).accepted
     project.undo()
     project.undo()  # the result's step: undone like any other
-    assert project.images[0].box(segmented).result is None and project.redo_name() == "segment box"
+    assert project.images[0].box(segmented).result is None and project.history.redo_name() == "segment box"
 
 
 def test_moving_a_box_drops_its_result_but_keeps_its_accepted_mask(project):
@@ -136,7 +136,7 @@ def test_listeners_hear_which_images_changed(project):
     project.image_failed(0, "broken")
     assert [(c.kind, c.indices) for c in heard] == [("edit", (1,)), ("undo", (1,)), ("redo", (1,)), ("status", (0,))]
     project.set_label(1, box_id, "person")  # no change: no edit, nobody told
-    assert len(heard) == 4 and project.undo_name() == "add box"
+    assert len(heard) == 4 and project.history.undo_name() == "add box"
 
 
 def test_status_per_image(project):
@@ -202,7 +202,7 @@ def test_batch_items_and_results_are_one_undoable_edit(project):
     rles = [encode_mask(_mask(3, 9, 3, 9)), encode_mask(_mask(6, 20, 6, 20))]
     count = project.apply_batch_results([ImageResult(Path("a.png"), 0, items[0].boxes, rles, [0.9, 0.8],
                                                      np.zeros((2, 17, 3)))])
-    assert count == 1 and project.undo_name() == "segment 1 image"
+    assert count == 1 and project.history.undo_name() == "segment 1 image"
     results = {b.id: b.result for b in project.images[0].boxes}
     assert results[kept].mask_rle == rles[0] and results[kept].score == 0.9
     assert results[kept].keypoints.shape == (17, 3)
@@ -227,50 +227,50 @@ def test_save_and_load_continue_the_work(project, tmp_path):
     third = project.add_box(1, np.array([2, 2, 12, 12]), "person")
     project.accept(0, first, _mask(5, 15, 5, 25))
     project.reject(1, third)
-    assert project.modified
-    written = project.save_annotation(tmp_path / "out.json")
-    assert "1 objects" in written and not project.modified and project.annotation_path == tmp_path / "out.json"
+    assert project.file.modified
+    written = project.file.save(tmp_path / "out.json")
+    assert "1 objects" in written and not project.file.modified and project.file.path == tmp_path / "out.json"
 
     again = Project(recovery_dir=tmp_path / "recovery")
-    again.load_annotation(tmp_path / "out.json")
+    again.file.open(tmp_path / "out.json")
     assert [d.path for d in again.images] == [d.path for d in project.images]
     assert [(b.label, b.accepted, b.rejected) for d in again.images for b in d.boxes] == [
         ("person", True, False), ("cat", False, False), ("person", False, True)]
     assert np.array_equal(again.images[0].boxes[0].mask, _mask(5, 15, 5, 25))
-    assert not again.can_undo() and not again.modified
+    assert not again.history.can_undo() and not again.file.modified
 
 
 def test_autosave_only_with_unsaved_edits_and_a_clean_close_removes_it(project, tmp_path):
-    assert project.autosave() is None  # nothing edited
+    assert project.file.autosave() is None  # nothing edited
     project.add_box(0, np.array([1, 2, 30, 20]), "person")
-    path = project.autosave()
+    path = project.file.autosave()
     assert path.parent == tmp_path / "recovery" and path.exists()
-    assert project.autosave() is None  # nothing new since
-    assert project.recovery_file() is None  # this process is alive: not a crash
-    project.close()
+    assert project.file.autosave() is None  # nothing new since
+    assert project.file.recovery_file() is None  # this process is alive: not a crash
+    project.file.close()
     assert not path.exists()
 
 
 def test_a_crashed_session_is_recovered(project, tmp_path):
     box_id = project.add_box(0, np.array([1, 2, 30, 20]), "person")
     project.accept(0, box_id, _mask(5, 15, 5, 25))
-    path = project.autosave()
+    path = project.file.autosave()
     crashed = path.with_name("999999999-1.json")  # a process id that cannot be running
     path.rename(crashed)
 
     later = Project(recovery_dir=tmp_path / "recovery")
-    assert later.recovery_file() == crashed
-    later.recover(crashed)
-    assert not crashed.exists() and later.modified
+    assert later.file.recovery_file() == crashed
+    later.file.recover(crashed)
+    assert not crashed.exists() and later.file.modified
     assert [d.path.name for d in later.images] == ["a.png", "b.png"]
     assert np.array_equal(later.images[0].boxes[0].mask, _mask(5, 15, 5, 25))
-    assert later.recovery_file() is None
+    assert later.file.recovery_file() is None
 
 
 def test_saving_removes_the_recovery_file(project):
     project.add_box(0, np.array([1, 2, 30, 20]), "person")
-    path = project.autosave()
-    project.save_annotation(path.parent.parent / "saved.json")
+    path = project.file.autosave()
+    project.file.save(path.parent.parent / "saved.json")
     assert not path.exists()
 
 
@@ -278,30 +278,30 @@ def test_reading_boxes_and_segmenting_leave_nothing_unsaved(project, tmp_path):
     project.load_boxes(_coco(tmp_path, {"a.png": [[1, 1, 20, 20]]}))
     box_id = project.images[0].boxes[0].id
     project.set_result(0, box_id, np.ones((4, 4)))
-    assert not project.modified and project.autosave() is None and project.can_undo()
+    assert not project.file.modified and project.file.autosave() is None and project.history.can_undo()
     project.set_label(0, box_id, "cat")
-    assert project.modified
+    assert project.file.modified
 
 
 def test_results_for_many_boxes_are_one_edit_and_one_notification(project):
-    from hcviewer.app.document import ModelResult
+    from hcviewer.annotation.document import ModelResult
 
     ids = [project.add_box(0, np.array([1, 2, 30, 20]) + i, "person") for i in range(3)]
     heard: list[Change] = []
     project.add_listener(heard.append)
     project.set_results(0, {i: ModelResult(figure_ground=np.ones((4, 4))) for i in ids})
-    assert len(heard) == 1 and project.undo_name() == "segment 3 boxes"
+    assert len(heard) == 1 and project.history.undo_name() == "segment 3 boxes"
     project.undo()
     assert all(b.result is None for b in project.images[0].boxes)
 
 
 def test_the_oldest_undo_steps_are_dropped_beyond_the_limit(project, monkeypatch):
-    from hcviewer.app import document
+    from hcviewer.annotation import history
 
-    monkeypatch.setattr(document, "MAX_UNDO", 3)
+    monkeypatch.setattr(history, "MAX_UNDO", 3)
     box_id = project.add_box(0, np.array([1, 2, 30, 20]), "a")
     for label in "bcd":
         project.set_label(0, box_id, label)
-    while project.can_undo():
+    while project.history.can_undo():
         project.undo()
     assert project.images[0].box(box_id).label == "a"  # the add box step is gone; the box stays

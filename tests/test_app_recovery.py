@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from hcviewer.app import recovery
-from hcviewer.app.document import Project
-from hcviewer.app.recovery import STALE_TMP_SECONDS, RecoveryError
+from hcviewer.annotation import recovery
+from hcviewer.annotation.document import Project
+from hcviewer.annotation.recovery import STALE_TMP_SECONDS, RecoveryError
 
 DEAD_PID = 999999999  # a process id that cannot be running
 
@@ -33,7 +33,7 @@ def _crashed_session(tmp_path: Path, folder: Path, name: str = f"{DEAD_PID}-1.js
     project = Project(recovery_dir=folder)
     project.add_images([image])
     project.add_box(0, np.array([1, 2, 30, 20]), "person")
-    return project.autosave().rename(folder / name)
+    return project.file.autosave().rename(folder / name)
 
 
 def _untouched_project(tmp_path: Path, folder: Path) -> Project:
@@ -48,14 +48,14 @@ def test_a_corrupt_recovery_file_is_moved_aside_with_a_message_and_not_offered_a
     crashed = _crashed_session(tmp_path, folder)
     crashed.write_text(crashed.read_text()[:40])  # truncated by the crash
     later = _untouched_project(tmp_path, folder)
-    assert later.recovery_file() == crashed
+    assert later.file.recovery_file() == crashed
     with pytest.raises(RecoveryError) as error:
-        later.recover(crashed)
+        later.file.recover(crashed)
     aside = crashed.with_name(crashed.name + ".corrupt")
     assert str(crashed) in str(error.value) and str(aside) in str(error.value)
     assert aside.exists() and not crashed.exists()
-    assert later.recovery_file() is None
-    assert [d.path.name for d in later.images] == ["mine.png"] and not later.modified
+    assert later.file.recovery_file() is None
+    assert [d.path.name for d in later.images] == ["mine.png"] and not later.file.modified
 
 
 def test_a_recovery_record_of_the_wrong_type_is_a_recovery_error(tmp_path, folder):
@@ -65,34 +65,34 @@ def test_a_recovery_record_of_the_wrong_type_is_a_recovery_error(tmp_path, folde
     crashed.write_text(json.dumps(coco))
     later = _untouched_project(tmp_path, folder)
     with pytest.raises(RecoveryError, match="annotation_path"):
-        later.recover(crashed)
-    assert later.recovery_file() is None and not later.modified
+        later.file.recover(crashed)
+    assert later.file.recovery_file() is None and not later.file.modified
 
 
 def test_a_recovered_file_is_kept_until_the_edits_are_saved(tmp_path, folder):
     crashed = _crashed_session(tmp_path, folder)
     later = Project(recovery_dir=folder)
-    later.recover(crashed)
-    assert not crashed.exists() and later.modified
+    later.file.recover(crashed)
+    assert not crashed.exists() and later.file.modified
     assert len(list(folder.glob("*.json"))) == 1  # now this process's autosave file
-    later.save_annotation(tmp_path / "saved.json")
+    later.file.save(tmp_path / "saved.json")
     assert not list(folder.glob("*.json"))
 
 
 def test_a_file_taken_by_another_process_meanwhile_is_a_recovery_error(tmp_path, folder):
     crashed = _crashed_session(tmp_path, folder)
     later = Project(recovery_dir=folder)
-    assert later.recovery_file() == crashed
+    assert later.file.recovery_file() == crashed
     crashed.unlink()  # another hcviewer recovered it between the offer and the answer
     with pytest.raises(RecoveryError, match="another hcviewer"):
-        later.recover(crashed)
+        later.file.recover(crashed)
 
 
 def test_files_that_vanish_while_listing_are_skipped(tmp_path, folder, monkeypatch):
     crashed = _crashed_session(tmp_path, folder)
     listed = recovery._list
     monkeypatch.setattr(recovery, "_list", lambda where, pattern: listed(where, pattern) + [folder / f"{DEAD_PID}-2.json"])
-    assert Project(recovery_dir=folder).recovery_file() == crashed
+    assert Project(recovery_dir=folder).file.recovery_file() == crashed
 
 
 def test_two_processes_recovering_from_one_folder_race_without_errors(tmp_path, folder):
@@ -114,7 +114,7 @@ def test_two_processes_recovering_from_one_folder_race_without_errors(tmp_path, 
         done.set()
 
     def recover_repeatedly() -> None:
-        session = Project(recovery_dir=folder)
+        session = Project(recovery_dir=folder).file
         while True:
             try:
                 path = session.recovery_file()
@@ -150,19 +150,19 @@ def test_old_temporary_files_of_killed_writes_are_removed(tmp_path, folder):
         path.write_text("{")
     stale = time.time() - STALE_TMP_SECONDS - 60
     os.utime(old, (stale, stale))
-    assert Project(recovery_dir=folder).recovery_file() is None
+    assert Project(recovery_dir=folder).file.recovery_file() is None
     assert not old.exists() and fresh.exists()
 
 
 def test_an_interrupted_exit_keeps_the_edits_for_the_next_start(tmp_path, folder):
     project = _untouched_project(tmp_path, folder)
-    assert project.interrupt() is None  # nothing unsaved: nothing kept
+    assert project.file.interrupt() is None  # nothing unsaved: nothing kept
     project.add_box(0, np.array([1, 2, 30, 20]), "person")
-    kept = project.interrupt()
-    project.close()
+    kept = project.file.interrupt()
+    project.file.close()
     assert kept.exists()
     dead = kept.rename(kept.with_name(f"{DEAD_PID}-{kept.name.split('-', 1)[1]}"))  # as after the exit
     later = Project(recovery_dir=folder)
-    assert later.recovery_file() == dead
-    later.recover(dead)
+    assert later.file.recovery_file() == dead
+    later.file.recover(dead)
     assert [len(d.boxes) for d in later.images] == [1]

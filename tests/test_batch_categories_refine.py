@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hcviewer.app.batch import BatchItem, predict_images, to_coco_results
+from hcviewer.annotation.batch import BatchItem, predict_images, to_coco_results
 from hcviewer.app.cli import main
 from hcviewer.inference import HypercolumnPredictor, paste_masks
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from hcviewer.app.annotation_io import Annotation, SavedImage, SavedObject, encode_mask
-from hcviewer.app.exporters import (
+from hcviewer.annotation.annotation_file import Annotation, SavedImage, SavedObject, encode_mask
+from hcviewer.annotation.exporters import (
     VOC_CLASSES, ExportError, export_annotation, mask_polygons, merged_polygon, voc_palette,
 )
 

@@ -21,8 +21,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
 
-from hcviewer.app.annotation_io import AnnotationError, read_annotation
-from hcviewer.app.boxfiles import BoxFileError, decode_segmentation, read_boxes
+from hcviewer.annotation.annotation_file import AnnotationError
+from hcviewer.annotation.annotation_reader import read_annotation
+from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
+from hcviewer.cocomask import decode_segmentation
 from hcviewer.data.coco import read_coco
 from hcviewer.data.folder import read_mask_folder
 from hcviewer.data.records import DataError

@@ -31,16 +31,16 @@ def _paint(window, points: list[tuple[float, float]], radius: float = 4, add: bo
 def test_accept_on_a_brush_edited_mask_keeps_the_edit(window, qtbot):
     box_id = _segment_first_box(qtbot, window)
     QTest.keyClick(window, Qt.Key.Key_A)
-    assert _box(window, box_id).accepted and window.project.undo_name() == "accept"
+    assert _box(window, box_id).accepted and window.project.history.undo_name() == "accept"
     _paint(window, [(x, 10) for x in range(130, 150, 2)])
     edited = _box(window, box_id).mask.copy()
-    assert window.project.undo_name() == "paint mask" and window.undo_action.text() == "Undo paint mask"
+    assert window.project.history.undo_name() == "paint mask" and window.undo_action.text() == "Undo paint mask"
     assert not window.accept_button.isEnabled() and not window.accept_action.isEnabled()
     QTest.keyClick(window, Qt.Key.Key_A)  # nothing new to accept: the edit stays
     window.annotation.accept_selected()
     assert np.array_equal(_box(window, box_id).mask, edited)
     _paint(window, [(135, 10)], add=False)
-    assert window.project.undo_name() == "erase from mask"
+    assert window.project.history.undo_name() == "erase from mask"
 
 
 def _accepted_colors(window) -> dict[int, tuple[int, ...]]:

@@ -219,7 +219,7 @@ def test_no_argument_opens_the_demo_photos_with_their_boxes(make_window, qtbot):
 
 def test_undo_of_a_segmentation_removes_its_overlay_and_redo_brings_it_back(window, qtbot):
     box_id = _segment_first_box(qtbot, window)
-    assert window.project.undo_name() == "segment box"
+    assert window.project.history.undo_name() == "segment box"
     assert window.undo_action.text() == "Undo segment box"
     window.annotation.undo()
     assert box_id not in window.state.views and box_id not in window.canvas.overlays
@@ -272,7 +272,7 @@ def test_segment_all_images_fills_the_file_list_status(window, qtbot):
     _wait(qtbot, lambda: not window.progress.isVisible(), timeout_ms=60000)
     rows = [window.file_model.data(window.file_model.index(i)) for i in range(2)]
     assert rows == ["a.png  —  segmented 2/2", "b.png  —  segmented 1/1"]
-    assert window.project.undo_name() == "segment 2 images"
+    assert window.project.history.undo_name() == "segment 2 images"
 
 
 def test_a_failed_save_shows_a_message_and_keeps_the_previous_file(window, qtbot, tmp_path, monkeypatch):
@@ -287,7 +287,7 @@ def test_a_failed_save_shows_a_message_and_keeps_the_previous_file(window, qtbot
     assert not window.saving.save_to(tmp_path / "annotation.json")
     assert "annotation.json" in window.messages[-1] and "No space left on device" in window.messages[-1]
     assert (tmp_path / "annotation.json").read_bytes() == before
-    assert window.project.modified and box_id in window.canvas.box_items
+    assert window.project.file.modified and box_id in window.canvas.box_items
 
 
 def test_a_folder_of_thousands_of_images_opens_lazily(make_window, qtbot, tmp_path):
@@ -346,14 +346,14 @@ def test_a_crashed_session_is_offered_back(make_window, qtbot, tmp_path, monkeyp
     first.files.open_paths([tmp_path / "a.png"])
     _wait(qtbot, lambda: first.state.image is not None)
     first.project.add_box(0, np.array([10, 10, 50, 50]), "person")
-    recovery = first.project.autosave()
+    recovery = first.project.file.autosave()
     recovery.rename(recovery.with_name("999999999-1.json"))  # as if that process had died
 
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     second = make_window()
     second.saving.offer_recovery()
     _wait(qtbot, lambda: second.state.image is not None and len(second.canvas.box_items) == 1)
-    assert second.project.modified and not list((tmp_path / "recovery").glob("999999999-*"))
+    assert second.project.file.modified and not list((tmp_path / "recovery").glob("999999999-*"))
 
 
 def test_run_app_without_paths_opens_the_demo_and_quits_cleanly(qtbot, tiny_checkpoint, tmp_path, monkeypatch):
@@ -443,7 +443,7 @@ def test_segment_all_images_reports_an_image_it_could_not_read(make_window, qtbo
 
 
 def test_opening_an_annotation_replaces_what_is_shown(window, qtbot, tmp_path):
-    from hcviewer.app.annotation_io import Annotation, SavedImage, SavedObject, write_annotation
+    from hcviewer.annotation.annotation_file import Annotation, SavedImage, SavedObject, write_annotation
 
     window.files.show_image(1)
     _wait(qtbot, lambda: window.state.image is not None and window.state.image_index == 1 and window.canvas.box_items)
@@ -453,7 +453,7 @@ def test_opening_an_annotation_replaces_what_is_shown(window, qtbot, tmp_path):
     window.saving.open_annotation(tmp_path / "other.json")
     _wait(qtbot, lambda: window.state.image is not None and window.state.image.shape == (30, 40, 3) and window.canvas.box_items)
     assert window.state.image_index == 0 and window.file_model.rowCount() == 1 and len(window.canvas.box_items) == 1
-    assert window.project.annotation_path == tmp_path / "other.json"
+    assert window.project.file.path == tmp_path / "other.json"
 
 
 def test_a_box_file_alone_opens_the_images_beside_it(make_window, qtbot, tmp_path):

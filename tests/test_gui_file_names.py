@@ -67,7 +67,7 @@ def test_the_saved_annotation_names_the_file(window, folder, qtbot):
     window.saving.save_to(folder / "ann.json")
     saved = json.loads((folder / "ann.json").read_text())
     assert os.fsencode(saved["images"][0]["file_name"]) == NAME
-    window.project.load_annotation(folder / "ann.json")
+    window.project.file.open(folder / "ann.json")
     assert window.project.images[0].path.is_file()
 
 

@@ -77,7 +77,7 @@ def test_accept_and_brush_are_made_in_the_background_and_undone_as_usual(window,
     window.annotation.accept_selected()  # a second A while the first is being made: nothing more
     qtbot.waitUntil(lambda: _box(window).accepted, timeout=60000)
     accepted = _box(window).mask.copy()
-    assert window.project.undo_name() == "accept" and window.messages == []
+    assert window.project.history.undo_name() == "accept" and window.messages == []
     assert window.canvas.annotation_item.isVisible()
 
     window.annotation.set_mode(Mode.BRUSH_ADD)
@@ -87,7 +87,7 @@ def test_accept_and_brush_are_made_in_the_background_and_undone_as_usual(window,
             window.annotation.stroke_point(float(x), float(row))
         window.annotation.stroke_finished()
     qtbot.waitUntil(lambda: _box(window).mask[15, 100] and _box(window).mask[5, 100], timeout=60000)
-    assert window.project.undo_name() == "paint mask"
+    assert window.project.history.undo_name() == "paint mask"
     window.annotation.undo()
     window.annotation.undo()
     assert np.array_equal(_box(window).mask, accepted)
@@ -100,7 +100,7 @@ def test_a_mask_made_for_a_box_moved_meanwhile_is_dropped(window, qtbot):
     window.annotation.accept_selected()
     window.project.move_box(0, box_id, np.array([10.0, 10.0, 100.0, 100.0]))  # before the mask is ready
     qtbot.wait(1000)
-    assert not _box(window).accepted and window.project.undo_name() == "move box"
+    assert not _box(window).accepted and window.project.history.undo_name() == "move box"
 
 
 def test_the_annotation_of_a_large_photo_saves_as_usual(window, qtbot, tmp_path):
@@ -145,7 +145,7 @@ def _held_writer(monkeypatch, name: str = "write_annotation") -> threading.Event
 def test_save_from_the_menu_is_written_in_the_background_and_edits_made_meanwhile_stay_unsaved(
         window, qtbot, tmp_path, monkeypatch):
     _accept_first_box(window, qtbot)
-    window.project.annotation_path = tmp_path / "out.json"
+    window.project.file.path = tmp_path / "out.json"
     release = _held_writer(monkeypatch)
     save = next(a for a in window.menuBar().actions()[0].menu().actions() if a.text() == "Save annotation")
     save.trigger()  # returns while the writer is held: the window goes on
@@ -156,17 +156,17 @@ def test_save_from_the_menu_is_written_in_the_background_and_edits_made_meanwhil
     assert release.threads[0] is not threading.main_thread()
     saved = json.loads((tmp_path / "out.json").read_text())
     assert len(saved["annotations"]) == 1  # the snapshot: the accepted object, not the later box
-    assert window.project.modified and window.messages == []  # the box drawn meanwhile is not saved yet
+    assert window.project.file.modified and window.messages == []  # the box drawn meanwhile is not saved yet
     assert "Saved 1 objects" in window.statusBar().currentMessage()
 
 
 def test_a_background_save_that_fails_says_so_and_keeps_the_edits(window, qtbot, tmp_path):
     _accept_first_box(window, qtbot)
     (tmp_path / "blocked").write_text("a file where the folder should be")
-    window.project.annotation_path = tmp_path / "blocked" / "out.json"
+    window.project.file.path = tmp_path / "blocked" / "out.json"
     window.saving.save_annotation(wait=False)
     qtbot.waitUntil(lambda: not window.saving.saving, timeout=60000)
-    assert window.project.modified and len(window.messages) == 1 and "out.json" in window.messages[0]
+    assert window.project.file.modified and len(window.messages) == 1 and "out.json" in window.messages[0]
 
 
 def test_closing_while_a_save_is_written_waits_for_it(window, qtbot, tmp_path, monkeypatch):
@@ -176,11 +176,11 @@ def test_closing_while_a_save_is_written_waits_for_it(window, qtbot, tmp_path, m
     window.ask_to_save = True  # would ask if the save were not waited for
     threading.Timer(0.5, release.set).start()
     assert window.saving.confirm_close()  # nothing to ask: the save finished first
-    assert not window.project.modified and (tmp_path / "out.json").is_file()
+    assert not window.project.file.modified and (tmp_path / "out.json").is_file()
 
 
 def test_ground_truth_is_decoded_in_the_loader_thread_before_the_photo_is_shown(window, qtbot, monkeypatch):
-    from hcviewer.app import document
+    from hcviewer.annotation import document
 
     threads = []
     decode = document.crop_from_segmentation
@@ -201,7 +201,7 @@ def test_ground_truth_is_decoded_in_the_loader_thread_before_the_photo_is_shown(
 
 def test_the_autosave_is_written_in_the_saving_thread_and_knows_about_later_edits(window, qtbot, monkeypatch):
     _accept_first_box(window, qtbot)
-    session = window.project._session
+    session = window.project.file._session
     release = _held_writer(monkeypatch, "write_recovery")
     window.saving.autosave()  # returns while the writer is held
     window.saving.autosave()  # the timer again meanwhile: one autosave at a time

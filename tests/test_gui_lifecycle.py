@@ -20,9 +20,9 @@ import shiboken6
 from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
-from hcviewer.app.gui_gc import GuiThreadCollector, dispose, flush_deletions, install_gui_gc
+from hcviewer.annotation.document import Project
 from hcviewer.app import main_window
-from hcviewer.app.document import Project
+from hcviewer.app.gui_gc import GuiThreadCollector, dispose, flush_deletions, install_gui_gc
 from hcviewer.app.main_window import MainWindow
 from hcviewer.app.settings import AppSettings
 
@@ -235,5 +235,5 @@ def test_ctrl_c_twice_at_the_save_question_quits_keeping_the_edits(qtbot, tiny_c
     kept = list((tmp_path / "recovery").glob("*.json"))
     assert len(kept) == 1
     recovered = Project(recovery_dir=tmp_path / "other")
-    recovered.recover(kept[0])
+    recovered.file.recover(kept[0])
     assert [len(d.boxes) for d in recovered.images] == [1]

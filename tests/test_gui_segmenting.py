@@ -113,7 +113,7 @@ def test_accept_all_results_in_all_images_without_visiting_them_is_one_undo_step
     [b_box] = window.project.images[1].boxes
     x0, y0, x1, y1 = b_box.xyxy.astype(int)
     assert b_box.mask.any() and not b_box.mask[:, :x0].any() and not b_box.mask[y1:, :].any()
-    assert window.project.undo_name() == "accept 3 masks in 2 images"
+    assert window.project.history.undo_name() == "accept 3 masks in 2 images"
     window.annotation.undo()
     assert not any(b.accepted for d in window.project.images for b in d.boxes)
 
@@ -148,3 +148,17 @@ def test_refine_edges_is_a_display_toggle_that_segments_the_selected_box_again(w
     again = DisplaySettings()
     window.settings.load_display(again)
     assert again.refine_edges is False  # remembered for the next session
+
+
+def test_a_click_on_a_box_redraws_the_boxes_once(window, qtbot, monkeypatch):
+    """The selection is drawn at once without redrawing every box; the result, when it comes, is
+    drawn by one ``sync_boxes`` (the view state tells the canvas, no controller calls it)."""
+    synced = []
+    sync_boxes = window.canvas.sync_boxes
+    monkeypatch.setattr(window.canvas, "sync_boxes", lambda: synced.append(1) or sync_boxes())
+    box_id = sorted(window.canvas.box_items)[0]
+    _click_box(qtbot, window, box_id)
+    assert window.state.selected_id == box_id and window.canvas.box_items[box_id].zValue() == 30 and synced == []  # drawn selected
+    _wait(qtbot, lambda: box_id in window.state.views and box_id in window.canvas.overlays)
+    qtbot.wait(200)  # nothing else is drawn afterwards
+    assert synced == [1]

@@ -8,7 +8,7 @@ import pytest
 from hcviewer.app.compare_view import standard_subsets
 from hcviewer.app.overlays import heatmap_rgba, mask_rgba, outline_xy, parts_rgba
 from hcviewer.app.probe import sample_box_map
-from hcviewer.app.worker import BoxRequest, CompareRequest, ModelService, paste_box_map
+from hcviewer.app.worker import BoxRequest, CompareRequest, ModelService
 
 
 @pytest.fixture
@@ -76,18 +76,6 @@ def test_compare_subsets_equal_predictions_with_those_taps(qtbot, service, rgb_i
     np.testing.assert_allclose(result.masks["custom: s8+top"], direct.args[0].prediction.figure_ground[0], atol=1e-4)
     assert all(0.0 <= v <= 1.0 for v in result.iou.values())
     assert not np.allclose(result.masks["all taps"], result.masks["top alone"])
-
-
-def test_paste_box_map_matches_the_model_paste_back():
-    torch = pytest.importorskip("torch")
-    from hcviewer.modeling import paste_masks_in_image
-
-    rng = np.random.default_rng(1)
-    box_map = rng.random((7, 7)).astype(np.float32)
-    box = np.array([3.3, 5.1, 40.7, 29.9], np.float32)
-    ours = paste_box_map(box_map, box, (36, 48))
-    theirs = paste_masks_in_image(torch.from_numpy(box_map[None]), torch.from_numpy(box[None]), (36, 48))[0].numpy()
-    np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
 def test_probe_samples_cell_centres_exactly_and_nothing_outside_the_box():

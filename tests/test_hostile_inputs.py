@@ -139,7 +139,7 @@ def coco_images(tmp_path) -> Path:
     ("img1.jpg,1000.00001,0,1000.00002,100", "zero or negative size"),  # equal once rounded to float32
 ])
 def test_csv_coordinates_the_network_cannot_use_name_file_and_line(tmp_path, row, says):
-    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
 
     path = _write(tmp_path / "boxes.csv", f"image,x0,y0,x1,y1\nimg0.jpg,1,1,5,5\n{row}\n")
     with pytest.raises(BoxFileError, match=says) as error:
@@ -152,7 +152,7 @@ def test_csv_coordinates_the_network_cannot_use_name_file_and_line(tmp_path, row
     (json.dumps(_coco_document(bbox=(0, 0, 1e39, 10))), "annotations[0]"),
 ])
 def test_json_box_files_with_overflowing_coordinates_name_the_record(tmp_path, text, where):
-    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
 
     path = _write(tmp_path / "boxes.json", text)
     with pytest.raises(BoxFileError, match="within \\+-16777216") as error:
@@ -161,7 +161,7 @@ def test_json_box_files_with_overflowing_coordinates_name_the_record(tmp_path, t
 
 
 def test_voc_box_files_with_overflowing_coordinates_name_the_object(tmp_path):
-    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
 
     path = _write(tmp_path / "a.xml", "<annotation><filename>a.jpg</filename><object><name>person</name><bndbox>"
                                       "<xmin>1</xmin><ymin>1</ymin><xmax>1e39</xmax><ymax>9</ymax></bndbox></object>"
@@ -216,7 +216,7 @@ UNUSABLE_BOX_FILES = {
 
 @pytest.mark.parametrize("case", sorted(UNUSABLE_BOX_FILES))
 def test_unusable_box_files_are_box_file_errors_naming_the_record(tmp_path, case):
-    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
 
     text, says = UNUSABLE_BOX_FILES[case]
     path = _write(tmp_path / "boxes.json", text)
@@ -226,7 +226,7 @@ def test_unusable_box_files_are_box_file_errors_naming_the_record(tmp_path, case
 
 
 def test_a_csv_field_over_128_kb_is_a_box_file_error_naming_the_line(tmp_path):
-    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
 
     path = _write(tmp_path / "boxes.csv", f"image,x0,y0,x1,y1,label\na.jpg,1,1,5,5,\"{'x' * 200_000}\"\n")
     with pytest.raises(BoxFileError, match="line 2") as error:
@@ -280,7 +280,7 @@ def test_deeply_nested_training_files_are_data_errors(tmp_path, coco_images):
 
 # ------------------------------------------------------------------------- duplicate image ids
 def test_duplicate_image_ids_are_refused_by_the_app_and_the_trainer_alike(tmp_path, coco_images):
-    from hcviewer.app.boxfiles import BoxFileError, read_boxes
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
     from hcviewer.data.coco import read_coco
     from hcviewer.data.records import DataError
 
@@ -306,7 +306,7 @@ def test_merged_training_files_may_repeat_an_image_id_for_the_same_file(tmp_path
 def test_reloading_thousands_of_boxes_adds_only_the_new_ones(tmp_path):
     import cv2
 
-    from hcviewer.app.document import Project
+    from hcviewer.annotation.document import Project
 
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((400, 600, 3), np.uint8))
     corners = np.random.default_rng(0).uniform(0, 500, (3000, 2)).round(2)

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from hcviewer import imageio
-from hcviewer.app import batch
-from hcviewer.app.annotation_io import _read_size
+from hcviewer.annotation import batch
+from hcviewer.annotation.annotation_file import read_size_or_zero
 from hcviewer.data.coco import read_coco
 from hcviewer.data.folder import read_mask_folder
 from hcviewer.data.images import read_rgb
@@ -84,7 +84,7 @@ def test_every_image_path_refuses_the_bomb(tmp_path):
         batch.read_image_rgb(bomb)  # hcviewer predict and the app's worker
     with pytest.raises(DataError, match="megapixels"):
         read_rgb(bomb)  # training
-    assert _read_size(bomb) == (30000, 30000)  # saving an annotation reads its size without decoding
+    assert read_size_or_zero(bomb) == (30000, 30000)  # saving an annotation reads its size without decoding
 
 
 def test_the_pixel_limit_is_set_by_argument_or_environment(tmp_path, monkeypatch):
@@ -205,7 +205,7 @@ def test_the_voc_reader_without_size_records_the_upright_size_of_a_rotated_photo
 
 def test_an_annotation_records_the_upright_size(tmp_path):
     upright = _write_rotated_jpeg(tmp_path / "a.jpg")
-    assert _read_size(tmp_path / "a.jpg") == upright.shape[:2]
+    assert read_size_or_zero(tmp_path / "a.jpg") == upright.shape[:2]
 
 
 # ------------------------------------------------------------------------------ training data

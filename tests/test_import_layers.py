@@ -1,5 +1,6 @@
-"""The packages import one way: app -> inference -> modeling; train -> data, modeling. Read from
-the source with ast (every import, also those inside functions), nothing is imported."""
+"""The packages import one way: app -> annotation -> data, inference -> modeling; train -> data,
+modeling. The annotation document never imports Qt nor the app. Read from the source with ast
+(every import, also those inside functions), nothing is imported."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ ALLOWED = {  # package -> the hcviewer packages it may import besides itself and
     "inference": {"modeling"},
     "data": {"modeling"},
     "train": {"data", "modeling"},
-    "app": {"inference", "modeling"},
+    "annotation": {"data", "inference", "modeling"},
+    "app": {"annotation", "data", "inference", "modeling"},
 }
+QT = ("PySide6", "shiboken6", "pyqtgraph")  # what the Qt-free packages never import
 
 
 def _module_name(path: Path) -> str:
@@ -47,6 +50,17 @@ def _imports_in(source: str, package: str) -> set[str]:
     return {name for name in found if name == "hcviewer" or name.startswith("hcviewer.")}
 
 
+def _qt_imports_in(source: str) -> set[str]:
+    """The Qt modules ``source`` imports when it runs (as ``_imports_in``)."""
+    found = set()
+    for node in _runtime_nodes(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add(node.module or "")
+    return {name for name in found if name.split(".")[0] in QT}
+
+
 def _runtime_nodes(node: ast.AST):
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
@@ -64,7 +78,7 @@ def _import_graph() -> dict[str, set[str]]:
     modules = {_module_name(p): p for p in _source_files()}
     graph = {}
     for name, path in modules.items():
-        # "from hcviewer.app import batch" names a module; "from hcviewer.app.x import Y" names x
+        # "from hcviewer.annotation import batch" names a module; "from hcviewer.app.x import Y" names x
         graph[name] = {m for m in _imports(path) if m in modules and m != name}
     return graph
 
@@ -116,3 +130,16 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones_but_not_typ
     found = _imports_in(source, "hcviewer.app")
     assert {"hcviewer.app.worker", "hcviewer.train.cli"} <= found
     assert "hcviewer.app.main_window" not in found
+
+
+@pytest.mark.parametrize("package", sorted(set(ALLOWED) - {"app"}))
+def test_only_the_app_imports_qt(package):
+    wrong = [f"{path.relative_to(PACKAGE_ROOT.parent)} imports {module}"
+             for path in sorted((PACKAGE_ROOT / package).rglob("*.py"))
+             for module in sorted(_qt_imports_in(path.read_text(encoding="utf-8")))]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_qt_checker_sees_qt_imports_inside_functions():
+    found = _qt_imports_in("import numpy\ndef f():\n    from PySide6.QtCore import QObject\n    import pyqtgraph as pg\n")
+    assert found == {"PySide6.QtCore", "pyqtgraph"}

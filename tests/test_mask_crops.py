@@ -1,4 +1,4 @@
-"""Masks as bounding-box crops (hcviewer.app.mask_crops): RLE to and from crops without a
+"""Masks as bounding-box crops (hcviewer.annotation.mask_crops): RLE to and from crops without a
 full-image array, matching pycocotools and the full-image functions they replace."""
 
 from __future__ import annotations
@@ -6,15 +6,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 
-from hcviewer.app.annotation_io import decode_mask, encode_mask
-from hcviewer.app.mask_crops import (
+from hcviewer.annotation.annotation_file import decode_mask, encode_mask
+from hcviewer.annotation.mask_crops import (
     box_map_crop, box_map_iou, compose_crops, counts_from_string, crop_from_rle, crop_from_segmentation,
     crop_mask, rle_area, rle_bbox, rle_from_crop,
 )
 from hcviewer.app.overlays import annotation_rgba
-from hcviewer.app.worker import paste_box_map
+from hcviewer.modeling.postprocess import paste_heatmap
 
 
 def _random_masks(rng: np.random.Generator, count: int):
@@ -72,7 +73,12 @@ def test_segmentations_decode_to_the_same_pixels_as_over_the_whole_image():
         crop_from_segmentation([[1, 2, 3]], 64, 100)
 
 
-def test_box_maps_draw_the_pixels_paste_box_map_draws():
+def _pasted(box_map: np.ndarray, box: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """The model's paste-back of an [S, S] box map into the whole image, float [H, W]."""
+    return paste_heatmap(torch.from_numpy(box_map[None]), torch.from_numpy(box), image_size)[0].numpy()
+
+
+def test_box_maps_draw_the_pixels_the_model_paste_back_draws():
     rng = np.random.default_rng(1)
     for _ in range(300):
         side = int(rng.integers(2, 40))
@@ -80,7 +86,7 @@ def test_box_maps_draw_the_pixels_paste_box_map_draws():
         height, width = (int(v) for v in rng.integers(5, 150, 2))
         x0, y0 = rng.uniform(-20, width - 2), rng.uniform(-20, height - 2)
         box = np.array([x0, y0, x0 + rng.uniform(1, width), y0 + rng.uniform(1, height)])
-        full = paste_box_map(box_map, box, (height, width)) >= 0.5
+        full = _pasted(box_map, box, (height, width)) >= 0.5
         assert np.array_equal(box_map_crop(box_map, box, (height, width), 0.5).full(), full)
         truth = rng.random((height, width)) < 0.3
         union = (full | truth).sum()
@@ -89,13 +95,13 @@ def test_box_maps_draw_the_pixels_paste_box_map_draws():
 
 
 def test_large_regions_are_compared_on_a_grid(monkeypatch):
-    from hcviewer.app import mask_crops
+    from hcviewer.annotation import mask_crops
 
     monkeypatch.setattr(mask_crops, "MAX_EXACT_PIXELS", 10_000)
     box_map = np.clip(np.linspace(-0.5, 1.5, 30)[None, :] + np.zeros((30, 1)), 0, 1).astype(np.float32)
     box, truth = np.array([20.3, 30.7, 950.2, 780.9]), np.zeros((800, 1000), bool)
     truth[100:700, 400:900] = True
-    full = paste_box_map(box_map, box, truth.shape) >= 0.5
+    full = _pasted(box_map, box, truth.shape) >= 0.5
     exact = (full & truth).sum() / (full | truth).sum()
     assert box_map_iou(box_map, box, 0.5, crop_mask(truth)) == pytest.approx(exact, abs=0.01)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from hcviewer.app.batch import _encode_masks
+from hcviewer.annotation.batch import _encode_masks
 from hcviewer.inference import Prediction, paste_masks
 from hcviewer.modeling.postprocess import paste_heatmap, paste_heatmap_region
 

@@ -16,8 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from hcviewer.app import batch, cli
-from hcviewer.app.batch_progress import progress_path
+from hcviewer.annotation import batch
+from hcviewer.annotation.batch_progress import progress_path
+from hcviewer.app import cli
 from hcviewer.app.cli import main
 from hcviewer.inference import HypercolumnPredictor
 

@@ -1,4 +1,4 @@
-"""The desktop app (PySide6 + pyqtgraph) and its Qt-free document, box readers and batch path."""
+"""The desktop app (PySide6 + pyqtgraph): views and controllers over ``hcviewer.annotation``."""
 
 from hcviewer.app.qt_compat import protect_none_refcount
 

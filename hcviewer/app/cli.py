@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hcviewer.app.boxfiles import BoxFile, BoxFileError, read_boxes
+from hcviewer.annotation.boxfiles import BoxFile, BoxFileError, read_boxes
 from hcviewer.app.defaults import DEFAULT_CHECKPOINT
 from hcviewer.threads import ThreadsError, add_threads_argument, apply_thread_policy
 
@@ -141,7 +141,7 @@ def _predict(args: argparse.Namespace) -> int:
     except BoxFileError as exc:
         raise UsageError(str(exc)) from None
     _apply_threads(args.threads)
-    from hcviewer.app import batch  # torch is imported only here
+    from hcviewer.annotation import batch  # torch is imported only here
 
     images = batch.find_images(args.images)
     out_is_input = _check_output(out, images, args.force) or out_is_input
@@ -182,7 +182,7 @@ def _check_output(out: Path, inputs: list[Path], force: bool) -> bool:
 
 
 def _open_progress(out: Path, checkpoint: Path, args: argparse.Namespace):
-    from hcviewer.app.batch_progress import ProgressFile, ProgressMismatch, file_identity, progress_path
+    from hcviewer.annotation.batch_progress import ProgressFile, ProgressMismatch, file_identity, progress_path
     from hcviewer.fileio import OutputError
 
     inputs = {"checkpoint": file_identity(checkpoint), "boxes": file_identity(args.boxes),
@@ -196,7 +196,7 @@ def _open_progress(out: Path, checkpoint: Path, args: argparse.Namespace):
 
 def _batch_items(box_file: BoxFile, images: list[Path], min_score: float | None) -> list:
     """One item per image that has boxes; images the box file names no id for are numbered 1, 2, ..."""
-    from hcviewer.app.batch import BatchItem
+    from hcviewer.annotation.batch import BatchItem
 
     items = []
     for number, image in enumerate(images, start=1):
@@ -239,7 +239,7 @@ class PredictRun:
     as soon as it is done; the output is assembled from it at the end (or on Ctrl+C)."""
 
     def __init__(self, batch, items: list, progress, category_ids: dict[str, int], out: Path) -> None:
-        from hcviewer.app.batch_progress import image_key
+        from hcviewer.annotation.batch_progress import image_key
 
         self.batch = batch
         self.items = items
@@ -261,7 +261,7 @@ class PredictRun:
                 report.advance(len(self.failed_images))
 
     def _segment_one(self, predictor, item, threshold: float, refine: bool = False) -> None:
-        from hcviewer.app.batch_progress import DoneImage, image_key
+        from hcviewer.annotation.batch_progress import DoneImage, image_key
         from hcviewer.fileio import OutputError
 
         try:

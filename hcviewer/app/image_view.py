@@ -33,7 +33,6 @@ class CanvasViewBox(pg.ViewBox):
     def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
         self.mode = Mode.SELECT
-        self._rubber_band = QRectF()
         self._band_item = pg.QtWidgets.QGraphicsRectItem()
         self._band_item.setPen(brush_pen((255, 215, 0), width=2, dashed=True))
         self._band_item.setZValue(100)

@@ -84,7 +84,7 @@ class InterruptHandler(QObject):
         window = self._window
         window.saving.wait_for_writes()  # an autosave of older edits must not land after these
         try:
-            kept = window.project.interrupt()
+            kept = window.project.file.interrupt()
         except OSError as exc:
             print(f"hcviewer: cannot quit at once: the unsaved edits could not be kept ({exc}). "
                   "Answer the question in the window.", file=sys.stderr)

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QPushButton, QScrollArea, QVBoxLayout, QWidget,
 )
 
+from hcviewer.annotation.document import ImageDocument, Project
 from hcviewer.app.controllers.annotation import AnnotationController
 from hcviewer.app.controllers.canvas import CanvasController
 from hcviewer.app.controllers.exporting import ExportController
@@ -23,7 +24,6 @@ from hcviewer.app.controllers.files import FileController
 from hcviewer.app.controllers.saving import SavingController
 from hcviewer.app.controllers.segmentation import SegmentationController
 from hcviewer.app.defaults import DEFAULT_CHECKPOINT
-from hcviewer.app.document import ImageDocument, Project
 from hcviewer.app.file_list import FileListModel
 from hcviewer.app.gui_gc import dispose, install_gui_gc
 from hcviewer.app.image_loader import ImageLoaderService, readable
@@ -70,7 +70,7 @@ class MainWindow(QMainWindow):
         self.segmentation = SegmentationController(self)
         self.annotation = AnnotationController(self)
         self.display_panel.changed.connect(self.canvas.display_changed)
-        self.display_panel.scoreThresholdChanged.connect(lambda _: self.canvas.sync_boxes())
+        self.display_panel.scoreThresholdChanged.connect(lambda _: self.state.changed("score"))
         build_menus(self)
         self._restore_window()
         self.checkpoint = str(checkpoint) if checkpoint else None

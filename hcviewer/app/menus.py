@@ -8,7 +8,7 @@ from PySide6.QtCore import QEvent, QObject
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QCheckBox, QDockWidget, QMenu
 
-from hcviewer.app.exporters import FORMATS
+from hcviewer.annotation.exporters import FORMATS
 from hcviewer.app.image_view import Mode
 from hcviewer.app.shortcuts_dialog import COMMAND, ShortcutsDialog
 

@@ -11,7 +11,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 
-from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD
+from hcviewer.annotation.head_scope import DEFAULT_KEYPOINT_THRESHOLD
+from hcviewer.annotation.mask_crops import MaskCrop
 
 MASK_COLOR = (30, 144, 255)  # dodger blue: model result not yet accepted
 ACCEPTED_COLOR = (46, 204, 64)  # green: part of the annotation
@@ -120,10 +121,17 @@ def outline_xy(mask: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def full_mask_outline_xy(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Contours of a bool [H, W] image mask in image coordinates (NaN-separated)."""
-    h, w = mask.shape
-    return outline_xy(mask, np.array([0.0, 0.0, w, h]))
+def crop_outline_xy(crop: MaskCrop, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Contours of a crop in image coordinates (NaN-separated), traced at the resolution of
+    an image reduced to ``max_side``."""
+    if not crop.mask.size:
+        return np.zeros(0), np.zeros(0)
+    height, width = crop.image_size
+    scale = min(1.0, max_side / max(height, width))
+    h, w = crop.mask.shape
+    mask = crop.mask if scale == 1.0 else cv2.resize(crop.mask.astype(np.uint8), (max(1, round(w * scale)),
+                                                     max(1, round(h * scale))), interpolation=cv2.INTER_NEAREST)
+    return outline_xy(np.asarray(mask, bool), np.array(crop.xyxy, np.float64))
 
 
 class BoxOverlay:

@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 
-from hcviewer.app.overlays import MASK_COLOR, DisplaySettings, outline_xy, part_lut, upsample
+from hcviewer.app.overlays import MASK_COLOR, DisplaySettings, outline_xy, part_lut
 
 MAX_SIDE = 2048  # the composite's longest side in pixels (bigger images are drawn scaled)
 
@@ -46,14 +46,20 @@ def compose(entries: list[LayerEntry], image_shape: tuple[int, int], skeleton: t
     xs, ys, peaks, limbs = [], [], [], []
     for entry in entries:
         if entry.figure_ground is not None and settings.show_mask:
-            box_mask = _paste(upsample(entry.figure_ground, _box_shape(entry.box, scale)) >= settings.threshold,
-                              entry.box, scale, mask)
-            x, y = outline_xy(box_mask, entry.box)  # NaN-terminated contours
-            xs.append(x)
-            ys.append(y)
+            pasted = _paste(entry.figure_ground[None], entry.box, scale, canvas_shape)
+            if pasted is not None:
+                (values, (x0, y0)), (h, w) = pasted, pasted[0].shape[1:]
+                box_mask = values[0] >= settings.threshold
+                mask[y0:y0 + h, x0:x0 + w] |= box_mask
+                x, y = outline_xy(box_mask, np.array([x0, y0, x0 + w, y0 + h]) / scale)  # NaN-terminated contours
+                xs.append(x)
+                ys.append(y)
         if entry.parts is not None and settings.show_parts:
-            label = upsample(entry.parts, _box_shape(entry.box, scale)).argmax(0).astype(np.uint8)
-            _paste(label, entry.box, scale, parts, only_nonzero=True)
+            pasted = _paste(entry.parts, entry.box, scale, canvas_shape)
+            if pasted is not None:
+                (values, (x0, y0)), (h, w) = pasted, pasted[0].shape[1:]
+                label = values.argmax(0).astype(np.uint8)
+                np.copyto(parts[y0:y0 + h, x0:x0 + w], label, where=label > 0)
         if entry.keypoints is not None and settings.show_keypoints:
             visible = entry.keypoints[:, 2] >= settings.keypoint_min_score
             peaks.append(entry.keypoints[visible, :2])
@@ -71,30 +77,18 @@ def compose(entries: list[LayerEntry], image_shape: tuple[int, int], skeleton: t
                      np.concatenate(limbs) if limbs else np.zeros((0, 2)))
 
 
-def _box_shape(box: np.ndarray, scale: float) -> tuple[int, int]:
-    """(height, width) of the box in canvas pixels."""
-    return max(1, round(box[3] * scale) - round(box[1] * scale)), max(1, round(box[2] * scale) - round(box[0] * scale))
+def _paste(box_map: np.ndarray, box: np.ndarray, scale: float, canvas_shape: tuple[int, int]
+           ) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """A [C, S, S] box map pasted into the canvas (the image at ``scale``): its [C, h, w] values
+    over the canvas pixels whose centres lie in the box, and their top-left (x0, y0); None when
+    none do."""
+    import torch
 
+    from hcviewer.modeling.postprocess import paste_heatmap_region
 
-def _paste(box_map: np.ndarray, box: np.ndarray, scale: float, canvas: np.ndarray,
-           only_nonzero: bool = False) -> np.ndarray:
-    """Write (OR for bool) ``box_map`` (the box at canvas scale) into ``canvas`` where they
-    overlap; returns ``box_map`` for its outline."""
-    x0, y0 = round(box[0] * scale), round(box[1] * scale)
-    bh, bw = box_map.shape
-    ch, cw = canvas.shape
-    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + bw, cw), min(y0 + bh, ch)
-    if cx1 <= cx0 or cy1 <= cy0:
-        return box_map
-    piece = box_map[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-    target = canvas[cy0:cy1, cx0:cx1]
-    if canvas.dtype == bool:
-        target |= piece
-    elif only_nonzero:
-        np.copyto(target, piece, where=piece > 0)
-    else:
-        target[...] = piece
-    return box_map
+    heatmap = torch.from_numpy(np.ascontiguousarray(box_map, np.float32))
+    region = paste_heatmap_region(heatmap, np.asarray(box, np.float64) * scale, canvas_shape)
+    return None if region is None else (region[0].numpy(), region[1])
 
 
 class ResultLayer:

@@ -29,9 +29,6 @@ class AppSettings:
         self.q.setValue("recent_files", recent)
         return recent
 
-    def clear_recent(self) -> None:
-        self.q.setValue("recent_files", [])
-
     # -- simple values -----------------------------------------------------------------------
     def last_folder(self) -> str:
         return str(self.q.value("last_folder", ""))

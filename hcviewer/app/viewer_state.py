@@ -1,9 +1,16 @@
 """What the window shows now (Qt-free): the image on screen, the selected box and the model
 result drawn for each box. The window's controllers share one ``ViewerState``; the project
-document (``document.Project``) holds what is annotated and saved."""
+document (``annotation.document.Project``) holds what is annotated and saved.
+
+The state says what changed (``subscribe``): the canvas redraws once per change, so that
+controllers change the state and never call the canvas to redraw. Changes made together
+(``changes``) are told once, when the last of them is done.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -61,7 +68,52 @@ class ViewerState:
     selected_id: int | None = None
     views: dict[int, BoxView] = field(default_factory=dict)  # model results drawn, by box id
     model_info: "ModelInfo | None" = None  # None until the checkpoint has loaded
+    _listeners: list[Callable[[frozenset[str]], None]] = field(default_factory=list, repr=False)
+    _held: int = field(default=0, repr=False)
+    _pending: set[str] = field(default_factory=set, repr=False)
+
+    def subscribe(self, callback: Callable[[frozenset[str]], None]) -> None:
+        """``callback(what)`` after each change; ``what`` names them: "image", "selection",
+        "views", "document" (the project changed), "score" (the score filter moved)."""
+        self._listeners.append(callback)
+
+    def changed(self, what: str) -> None:
+        """Tell the subscribers (at the end of ``changes`` when inside it)."""
+        self._pending.add(what)
+        if not self._held:
+            self._tell()
+
+    def _tell(self) -> None:
+        pending, self._pending = frozenset(self._pending), set()
+        for callback in list(self._listeners):
+            callback(pending)
+
+    @contextmanager
+    def changes(self) -> Iterator[None]:
+        """Changes made inside are told once, together, at its end."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+        if not self._held and self._pending:
+            self._tell()
+
+    def show_image(self, image: np.ndarray) -> None:
+        self.image = image
+        self.changed("image")
+
+    def select(self, box_id: int | None) -> None:
+        if box_id != self.selected_id:
+            self.selected_id = box_id
+            self.changed("selection")
+
+    def show_views(self, views: dict[int, BoxView]) -> None:
+        """Model results to draw, by box id (replacing those drawn for the same boxes)."""
+        self.views.update(views)
+        self.changed("views")
 
     def forget_image(self) -> None:
+        """Nothing shown: the window clears what it drew itself (``CanvasController.clear_results``)."""
         self.image, self.image_index, self.image_key, self.selected_id = None, None, "", None
         self.views.clear()

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from hcviewer.app.mask_crops import as_crop, box_map_iou
+from hcviewer.annotation.mask_crops import as_crop, box_map_iou
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class BoxRequest:
 
 @dataclass
 class BatchRequest:
-    """Segment all images: every item's boxes (``hcviewer.app.batch.predict_images``)."""
+    """Segment all images: every item's boxes (``hcviewer.annotation.batch.predict_images``)."""
 
     items: list
     refine: bool = False
@@ -95,7 +95,7 @@ class CompareResult:
 
 @dataclass
 class BatchResult:
-    results: Any  # whatever hcviewer.app.batch.predict_images returns
+    results: Any  # whatever hcviewer.annotation.batch.predict_images returns
     cancelled: bool
     seconds: float
 
@@ -219,8 +219,8 @@ class ModelWorker(QObject):
     # -- batch -----------------------------------------------------------------------------
     @Slot(object)
     def predict_all(self, request: BatchRequest) -> None:
-        """``hcviewer.app.batch.predict_images`` over many images; cancellable, with progress."""
-        from hcviewer.app.batch import predict_images
+        """``hcviewer.annotation.batch.predict_images`` over many images; cancellable, with progress."""
+        from hcviewer.annotation.batch import predict_images
 
         self.cancel_event.clear()
         start = time.perf_counter()
@@ -253,33 +253,6 @@ class ModelWorker(QObject):
             traceback.print_exc()
             # Bad input (InputError is a ValueError) says what is wrong in words; others name their kind.
             self.failed.emit(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
-
-
-def paste_box_map(box_map: np.ndarray, box: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """Resample an S x S box map into an [H, W] float32 image (zero outside the box), with the
-    pixel-centre convention of ``hcviewer.modeling.postprocess``."""
-    import cv2
-
-    h, w = image_size
-    out = np.zeros((h, w), np.float32)
-    x0, y0, x1, y1 = (float(v) for v in box)
-    cx0, cx1 = _pixel_range(x0, x1, w)
-    cy0, cy1 = _pixel_range(y0, y1, h)
-    if cx1 <= cx0 or cy1 <= cy0:
-        return out
-    s_y, s_x = box_map.shape
-    # Sample points of the visible pixels in box-map cell units (cell centre at i + 0.5).
-    xs = (np.arange(cx0, cx1) + 0.5 - x0) / (x1 - x0) * s_x - 0.5
-    ys = (np.arange(cy0, cy1) + 0.5 - y0) / (y1 - y0) * s_y - 0.5
-    map_x, map_y = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
-    out[cy0:cy1, cx0:cx1] = cv2.remap(box_map.astype(np.float32), map_x, map_y,
-                                      interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out
-
-
-def _pixel_range(a: float, b: float, size: int) -> tuple[int, int]:
-    start, stop = int(np.ceil(a - 0.5)), int(np.ceil(b - 0.5))
-    return max(start, 0), min(max(stop, 0), size)
 
 
 class ModelService(QObject):

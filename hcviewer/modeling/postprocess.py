@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def box_pixel_range(x0: float, x1: float, size: int) -> tuple[int, int]:
@@ -46,14 +45,35 @@ def paste_heatmap_region(heatmap: torch.Tensor, box: torch.Tensor | np.ndarray, 
     cy0, cy1 = box_pixel_range(y0, y1, h)
     if cx1 <= cx0 or cy1 <= cy0:
         return None
-    # Box-relative positions in float64: in float32 the box corner's rounding (1e-6 px at x ~ 16)
-    # over a sub-pixel box's width moved the sampled value by more than 1e-5.
-    xs = (torch.arange(cx0, cx1, dtype=torch.float64) + 0.5 - x0) / (x1 - x0) * 2 - 1
-    ys = (torch.arange(cy0, cy1, dtype=torch.float64) + 0.5 - y0) / (y1 - y0) * 2 - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None].to(heatmap)
-    sampled = F.grid_sample(heatmap[None].float(), grid.float(), mode="bilinear",
-                            padding_mode="border", align_corners=False)[0]
-    return sampled.to(heatmap.dtype), (cx0, cy0)
+    return sample_heatmap(heatmap, box, np.arange(cx0, cx1), np.arange(cy0, cy1)), (cx0, cy0)
+
+
+def sample_heatmap(heatmap: torch.Tensor, box: torch.Tensor | np.ndarray, xs: np.ndarray, ys: np.ndarray
+                   ) -> torch.Tensor:
+    """The box heatmap [C, S, S] bilinearly sampled at the centres of image pixels ``xs`` (columns)
+    by ``ys`` (rows): [C, len(ys), len(xs)], edge cells repeated beyond the box (grid_sample's
+    "border" padding, align_corners=False). The one paste-back: every mask drawn into an image
+    (the predictor's, ``hcviewer predict``'s, the app's crops and display layer) is made here."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    rows = _interpolation_weights(ys, y0, y1, heatmap.shape[-2]).to(heatmap)  # [len(ys), S]
+    cols = _interpolation_weights(xs, x0, x1, heatmap.shape[-1]).to(heatmap)  # [len(xs), S]
+    return rows @ heatmap @ cols.T
+
+
+def _interpolation_weights(pixels: np.ndarray, start: float, stop: float, cells: int) -> torch.Tensor:
+    """[len(pixels), cells] float64: row k holds the linear-interpolation weights of the two cells
+    around pixel k's centre. Positions in float64: in float32 the box corner's rounding (1e-6 px
+    at x ~ 16) over a sub-pixel box's width moved the sampled value by more than 1e-5."""
+    position = (np.asarray(pixels, np.float64) + 0.5 - start) / (stop - start) * cells - 0.5
+    position = np.clip(position, 0, cells - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, cells - 1)
+    fraction = position - low
+    weights = np.zeros((len(position), cells))
+    index = np.arange(len(position))
+    np.add.at(weights, (index, low), 1 - fraction)
+    np.add.at(weights, (index, high), fraction)
+    return torch.from_numpy(weights)
 
 
 def paste_masks_in_image(

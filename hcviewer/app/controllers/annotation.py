@@ -11,16 +11,16 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, Qt
 from PySide6.QtWidgets import QInputDialog, QMenu
 
-from hcviewer.app.annotation_io import encode_mask
-from hcviewer.app.document import Change
+from hcviewer.annotation.annotation_file import encode_mask
+from hcviewer.annotation.document import Change
+from hcviewer.annotation.mask_crops import MaskCrop, box_map_crop, crop_from_rle, crop_mask, remember_crop
+from hcviewer.annotation.wording import plural
 from hcviewer.app.image_view import Mode
-from hcviewer.app.mask_crops import MaskCrop, box_map_crop, crop_from_rle, crop_mask, remember_crop
 from hcviewer.app.mask_jobs import SYNC_PIXELS, MaskJobs
 from hcviewer.app.overlays import ACCEPTED_COLOR
-from hcviewer.app.wording import plural
 
 if TYPE_CHECKING:
-    from hcviewer.app.document import Box
+    from hcviewer.annotation.document import Box
     from hcviewer.app.main_window import MainWindow
 
 ERASE_COLOR = (255, 60, 60)
@@ -117,9 +117,8 @@ class AnnotationController(QObject):
     def reject_selected(self) -> None:
         if self.window.canvas.selected_box() is None:
             return
+        self.window.canvas.drop_result(self.state.selected_id)  # before the change is drawn
         self.project.reject(self.state.image_index, self.state.selected_id)
-        self.window.canvas.drop_result(self.state.selected_id)
-        self.window.canvas.sync_boxes()
 
     # ------------------------------------------------------------------------------ brush
     def _editable_mask(self) -> MaskCrop | None:
@@ -295,8 +294,8 @@ class AnnotationController(QObject):
         for index in change.indices or ():
             window.file_model.refresh(index)
         if change.kind != "images":
-            canvas.sync_boxes()
-        undo, redo = self.project.undo_name(), self.project.redo_name()
+            self.state.changed("document")
+        undo, redo = self.project.history.undo_name(), self.project.history.redo_name()
         window.undo_action.setEnabled(undo is not None)
         window.undo_action.setText(f"Undo {undo}" if undo else "Undo")
         window.redo_action.setEnabled(redo is not None)

@@ -11,19 +11,19 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QRectF
 
+from hcviewer.annotation.head_scope import HeadScope
+from hcviewer.annotation.mask_crops import MaskCrop, box_map_iou, compose_crops, rle_area
 from hcviewer.app.box_items import BoxItem, stack_labels
-from hcviewer.app.head_scope import HeadScope
 from hcviewer.app.image_loader import DISPLAY_MAX_SIDE
-from hcviewer.app.mask_crops import MaskCrop, box_map_iou, compose_crops, crop_outline_xy, rle_area
 from hcviewer.app.overlays import (
-    GT_COLOR, BoxOverlay, annotation_color, brush_pen,
+    GT_COLOR, BoxOverlay, annotation_color, brush_pen, crop_outline_xy,
 )
 from hcviewer.app.probe import sample_box_map
 from hcviewer.app.result_layer import LayerEntry, ResultLayer, compose
 from hcviewer.app.viewer_state import stored_view
 
 if TYPE_CHECKING:
-    from hcviewer.app.document import Box
+    from hcviewer.annotation.document import Box
     from hcviewer.app.main_window import MainWindow
     from hcviewer.app.viewer_state import BoxView
 
@@ -55,6 +55,7 @@ class CanvasController(QObject):
         canvas.sigRangeChanged.connect(lambda *_: self.stack_labels())  # label sizes are in screen pixels
         window.view.hovered.connect(self.probe_at)
         window.view.left.connect(self.probe_left)
+        self.state.subscribe(self._state_changed)
 
     # ------------------------------------------------------------------------------ boxes
     def visible_boxes(self) -> dict[int, "Box"]:
@@ -68,8 +69,25 @@ class CanvasController(QObject):
     def selected_box(self) -> "Box | None":
         return self.visible_boxes().get(self.state.selected_id) if self.state.selected_id is not None else None
 
+    def _state_changed(self, what: frozenset[str]) -> None:
+        if what == {"selection"}:
+            self._selection_changed()  # the boxes, their results and the annotation are as drawn
+        else:
+            self.sync_boxes()
+
+    def _selection_changed(self) -> None:
+        boxes = self.visible_boxes()
+        for box_id, item in self.box_items.items():
+            box = boxes.get(box_id)
+            if box is not None:
+                item.set_state(box_id == self.state.selected_id, self.accepted_color(box) if box.accepted else None,
+                               box_label(box))
+        self.draw_results()
+        self.update_result_panel()
+
     def sync_boxes(self) -> None:
-        """Make the drawn boxes and overlays match the document (after any change)."""
+        """Make the drawn boxes and overlays match the document and the view state (after any
+        change but a selection)."""
         boxes = self.visible_boxes()
         viewbox = self.window.view.viewbox
         for box_id in [i for i in self.box_items if i not in boxes]:
@@ -114,8 +132,7 @@ class CanvasController(QObject):
     def select_box(self, box_id: int) -> None:
         if box_id == self.state.selected_id:
             return
-        self.state.selected_id = box_id
-        self.sync_boxes()
+        self.state.select(box_id)
         view = self.state.views.get(box_id)
         segmentation = self.window.segmentation
         if view is None or view.taps != segmentation.taps() or not view.contributions:

@@ -1,5 +1,5 @@
 """Exporting: File > Export writes the accepted masks as YOLO segmentation labels, Pascal VOC
-PNGs or labelme JSON into a folder the user picks (``hcviewer.app.exporters``)."""
+PNGs or labelme JSON into a folder the user picks (``hcviewer.annotation.exporters``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
-from hcviewer.app.exporters import FORMATS, export_annotation
+from hcviewer.annotation.exporters import FORMATS, export_annotation
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow
@@ -46,6 +46,6 @@ class ExportController(QObject):
     def _start_folder(self) -> str:
         """Beside the saved annotation, else beside the images."""
         project = self.window.project
-        if project.annotation_path is not None:
-            return str(Path(project.annotation_path).parent)
+        if project.file.path is not None:
+            return str(Path(project.file.path).parent)
         return str(Path(project.images[0].path).parent) if project.images else self.window.settings.last_folder()

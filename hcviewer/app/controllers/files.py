@@ -12,9 +12,9 @@ import numpy as np
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
-from hcviewer.app.boxfiles import DEMO_BOXES, BoxFileError, demo_images
+from hcviewer.annotation.boxfiles import DEMO_BOXES, BoxFileError, demo_images
+from hcviewer.annotation.wording import plural
 from hcviewer.app.image_loader import is_image_file, readable
-from hcviewer.app.wording import plural
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow
@@ -157,11 +157,10 @@ class FileController(QObject):
         if key != self.state.image_key:
             return
         window = self.window
-        self.state.image = rgb
         window.view.set_image(display, rgb.shape[:2])
         self.project.image_loaded(self.state.image_index, rgb.shape[:2])
         window.model.show_image(key, rgb)
-        window.canvas.sync_boxes()  # draws the results the document keeps: no network
+        self.state.show_image(rgb)  # the canvas draws the results the document keeps: no network
         window.segmentation.redraw_results()  # only those kept without box maps
 
     def _image_failed(self, key: str, message: str) -> None:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Callable
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from hcviewer.app.annotation_io import write_annotation
-from hcviewer.app.boxfiles import BoxFileError
-from hcviewer.app.document import SaveSnapshot, write_recovery
+from hcviewer.annotation.annotation_file import write_annotation
+from hcviewer.annotation.boxfiles import BoxFileError
+from hcviewer.annotation.project_file import SaveSnapshot, write_recovery
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow
@@ -42,7 +42,7 @@ class SavingController(QObject):
 
     # ------------------------------------------------------------------------------ annotation
     def save_annotation(self, wait: bool = False) -> bool:
-        path = self.project.annotation_path
+        path = self.project.file.path
         return self.save_to(path, wait) if path else self.save_annotation_as(wait)
 
     def save_annotation_as(self, wait: bool = False) -> bool:
@@ -53,8 +53,8 @@ class SavingController(QObject):
     def proposed_path(self) -> Path:
         """Where Save as… starts: the annotation's own file, else beside the images, named after
         their folder (a folder that cannot be written, like the demo's: the last folder used)."""
-        if self.project.annotation_path is not None:
-            return self.project.annotation_path
+        if self.project.file.path is not None:
+            return self.project.file.path
         folder = Path(self.project.images[0].path).parent if self.project.images else None
         if folder is None or not os.access(folder, os.W_OK):
             return Path(self.window.settings.last_folder() or Path.home()) / "annotation.json"
@@ -69,7 +69,7 @@ class SavingController(QObject):
         """Write the annotation as it is now to ``path``, in the saving thread; edits made
         meanwhile keep the project modified. ``wait``: until written, returning whether it was (a
         failure is a message either way); else at once, True."""
-        snapshot = self.project.save_snapshot()
+        snapshot = self.project.file.snapshot()
         future = self._write(self._finish, write_annotation, Path(path), snapshot.annotation)
         self._running[future] = (Path(path), snapshot)  # before its answer: that is queued to this thread
         if wait:
@@ -112,7 +112,7 @@ class SavingController(QObject):
             return False
         finally:
             del self._running[future]
-        message = self.project.mark_saved(path, snapshot, written)
+        message = self.project.file.mark_saved(path, snapshot, written)
         self.window.files.remember_recent(str(path))
         self.window.statusBar().showMessage(f"Saved {message}", 8000)
         return True
@@ -125,7 +125,7 @@ class SavingController(QObject):
 
     def open_annotation(self, path: str | os.PathLike) -> None:
         try:
-            self.project.load_annotation(path)
+            self.project.file.open(path)
         except (BoxFileError, OSError, ValueError) as exc:
             self.window.show_message(str(exc), "Annotation")
             return
@@ -139,7 +139,7 @@ class SavingController(QObject):
         JSON took the GUI thread up to a second every few seconds)."""
         if self._autosave_running:
             return
-        snapshot = self.project.autosave_snapshot()
+        snapshot = self.project.file.autosave_snapshot()
         if snapshot is None:
             return
         self._autosave_running = True
@@ -154,11 +154,11 @@ class SavingController(QObject):
                 self._autosave_failed = True
                 self.window.show_message(f"Autosave failed: {exc}", "Autosave")
             return
-        self.project.mark_autosaved(snapshot)
+        self.project.file.mark_autosaved(snapshot)
 
     def offer_recovery(self) -> None:
         """After a crash the autosave file is still there: offer to restore it."""
-        recovery = self.project.recovery_file()
+        recovery = self.project.file.recovery_file()
         if recovery is None:
             return
         answer = QMessageBox.question(
@@ -166,19 +166,19 @@ class SavingController(QObject):
             f"hcviewer did not close cleanly last time. Restore the unsaved annotation from {recovery}?")
         if answer == QMessageBox.StandardButton.Yes:
             try:
-                self.project.recover(recovery)
+                self.project.file.recover(recovery)
             except (OSError, ValueError) as exc:
                 self.window.show_message(str(exc), "Recover")
                 return
             if self.project.images:
                 self.window.files.show_image(0)
         else:
-            self.project.discard_recovery(recovery)
+            self.project.file.discard_recovery(recovery)
 
     def confirm_close(self) -> bool:
         """Unsaved edits: save, discard or stay (the recovery file is deleted on a clean exit)."""
         self.finish_saves()  # a save still being written may leave nothing to ask about
-        if not (self.window.ask_to_save and self.project.modified):
+        if not (self.window.ask_to_save and self.project.file.modified):
             return True
         buttons = QMessageBox.StandardButton
         answer = QMessageBox.question(self.window, "Unsaved annotation", "Save the annotation before closing?",
@@ -193,4 +193,4 @@ class SavingController(QObject):
         self.autosave_timer.stop()
         self.finish_saves()
         self._writer.shutdown()
-        self.project.close()
+        self.project.file.close()

@@ -13,19 +13,19 @@ import numpy as np
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
+from hcviewer.annotation.document import ModelResult
+from hcviewer.annotation.head_scope import HeadScope
+from hcviewer.annotation.mask_crops import as_crop
+from hcviewer.annotation.wording import plural
 from hcviewer.app.compare_view import CompareWindow, crop_box, place_over, standard_subsets
-from hcviewer.app.document import ModelResult
 from hcviewer.app.gui_gc import freeze_long_lived, hold_collections, release_collections
-from hcviewer.app.head_scope import HeadScope
 from hcviewer.app.image_view import Mode
-from hcviewer.app.mask_crops import as_crop
 from hcviewer.app.viewer_state import BoxView
-from hcviewer.app.wording import plural
 from hcviewer.app.worker import BoxRequest, BoxResult, CompareRequest, ModelInfo
 from hcviewer.boxes import box_problem, describe_box
 
 if TYPE_CHECKING:
-    from hcviewer.app.document import Box
+    from hcviewer.annotation.document import Box
     from hcviewer.app.main_window import MainWindow
 
 MAX_LISTED = 10  # boxes named in one message
@@ -165,22 +165,22 @@ class SegmentationController(QObject):
             return  # an answer for an image no longer shown
         boxes = self.window.canvas.visible_boxes()
         all_taps = state.model_info is not None and tuple(request.taps or ()) == state.model_info.taps
-        results = {}
+        results, views = {}, {}
         for i, box_id in enumerate(request.box_ids):
             box = boxes.get(box_id)
             if box is None or not np.allclose(box.xyxy, request.boxes[i]):
                 continue  # deleted or moved since the request: a newer request follows
             view = BoxView.from_prediction(result.prediction, i)
             if view.contributions or box_id not in state.views or state.views[box_id].taps != view.taps:
-                state.views[box_id] = view
+                views[box_id] = view
             if all_taps:
                 results[box_id] = ModelResult(figure_ground=view.figure_ground, keypoints=view.keypoints, view=view)
         seconds = result.prediction.seconds + result.trunk_seconds
         self.window.timing_label.setText(f"last prediction {seconds * 1000:.0f} ms ({plural(len(request.box_ids), 'box')})")
-        if results:
-            self.window.project.set_results(state.image_index, results)  # its listener redraws, once for all boxes
-        else:
-            self.window.canvas.sync_boxes()
+        with state.changes():  # drawn once, for all boxes
+            state.show_views(views)
+            if results:
+                self.window.project.set_results(state.image_index, results)
 
     def _taps_changed(self, taps: tuple[str, ...]) -> None:
         """Re-render the selected box with this tap subset from the cached features."""

@@ -104,9 +104,6 @@ class ProgressFile:
             raise _output_error(path, exc) from None
         return cls(path, inputs, {}, handle)
 
-    def is_done(self, image_path: str | os.PathLike, image_id: int) -> bool:
-        return image_key(image_path, image_id) in self.done
-
     def add(self, image: DoneImage) -> None:
         """Record a finished image; on disk (flushed) when this returns."""
         try:

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from hcviewer.app.annotation_io import Annotation, SavedImage, decode_mask, image_id_list, unique_stems
+from hcviewer.annotation.annotation_file import Annotation, SavedImage, decode_mask, image_id_list, unique_stems
 
 FORMATS = {"yolo": "YOLO segmentation labels", "voc": "Pascal VOC segmentation PNGs", "labelme": "labelme JSON"}
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hcviewer.app.mask_crops import MaskCrop, rle_from_crop
+from hcviewer.annotation.mask_crops import MaskCrop, rle_from_crop
 from hcviewer.boxes import box_problem, describe_box
 from hcviewer.fileio import OutputError, write_json_atomic  # noqa: F401 - re-exported: how results are written
 from hcviewer.imageio import IMAGE_SUFFIXES, read_image

@@ -1,15 +1,10 @@
 """The project document (Qt-free): images, their boxes, model results and accepted masks.
 
 Views subscribe with ``add_listener`` and change the document only through its commands. Every
-edit (boxes added, moved, relabelled or deleted, model results, accepted or painted masks,
-rejections, a whole batch) is one entry on ONE undo/redo stack. Boxes are immutable records; an
-edit replaces an image's tuple of boxes, and the undo entry keeps the tuples before and after.
-
-While there are unsaved changes the window calls ``autosave`` every few seconds: the project goes
-to a recovery file (``~/.cache/hcviewer/recovery/<session>.json``, or ``$HCVIEWER_RECOVERY_DIR``)
-which a clean ``close`` deletes. A recovery file whose process is gone is offered back at the next
-start (``recovery_file``); the folder's rules (several processes, corrupt files) are in
-``hcviewer.app.recovery``.
+edit is one entry on ONE undo/redo stack (``hcviewer.annotation.history``). Boxes are immutable
+records; an edit replaces an image's tuple of boxes, and the undo entry keeps the tuples before
+and after. The project's file, its autosave and crash recovery are ``project.file``
+(``hcviewer.annotation.project_file``).
 """
 
 from __future__ import annotations
@@ -22,20 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from hcviewer.app.annotation_io import (
-    Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask, read_annotation,
-    write_annotation,
+from hcviewer.annotation.annotation_file import (
+    Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask,
 )
-from hcviewer.app.boxfiles import BoxFileError, LoadedBox, read_boxes
-from hcviewer.app.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
-from hcviewer.app.mask_crops import MaskCrop, crop_from_rle, crop_from_segmentation
-from hcviewer.app.recovery import (
-    RecoverySession, default_recovery_dir, recovered_annotation_path, recovery_extra,
-)
-from hcviewer.app.wording import plural
+from hcviewer.annotation.boxfiles import BoxFileError, LoadedBox, read_boxes
+from hcviewer.annotation.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
+from hcviewer.annotation.history import Edit, History
+from hcviewer.annotation.mask_crops import MaskCrop, crop_from_rle, crop_from_segmentation
+from hcviewer.annotation.project_file import ProjectFile
+from hcviewer.annotation.wording import plural
 from hcviewer.boxes import box_problem
 
-MAX_UNDO = 1000  # undo steps kept (each holds its boxes' results and drawings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,50 +163,35 @@ class ImageDocument:
 
 
 @dataclass
-class Edit:
-    """One undo entry: each touched image's boxes before and after."""
-
-    name: str
-    before: dict[int, tuple[Box, ...]]
-    after: dict[int, tuple[Box, ...]]
-    annotates: bool = True  # False for boxes read from a file and model results: nothing to save yet
-
-
-@dataclass(frozen=True)
-class SaveSnapshot:
-    """What a save writes, and which state of the project it was taken from."""
-
-    annotation: Annotation
-    resets: int
-    edits: int
 
 
 @dataclass(frozen=True)
 class Change:
-    """What listeners are told: which images changed (None: the whole project)."""
+    """What listeners are told: which images changed (None: the whole project), and whether it
+    changes the annotation (boxes read from a file and model results alone do not)."""
 
     kind: str  # "edit", "undo", "redo", "images", "reset", "status"
     indices: tuple[int, ...] | None = None
+    annotates: bool = False
 
 
 class Project:
+    """The images and their boxes, changed through the commands below, each an undoable edit
+    that listeners hear about; ``file`` is where it is saved and autosaved."""
+
     def __init__(self, recovery_dir: str | os.PathLike | None = None) -> None:
         self.images: list[ImageDocument] = []
-        self.annotation_path: Path | None = None
         self.category_ids: dict[str, int] = {}  # label -> COCO id (from box files, kept on save)
         self.keypoint_names: tuple[str, ...] = ()  # set by the window from the checkpoint
         self.skeleton: tuple[tuple[int, int], ...] = ()
         self.heads = HeadScope()  # set by the window from the checkpoint: whom keypoints are saved for
         self.keypoint_threshold = DEFAULT_KEYPOINT_THRESHOLD  # saved keypoints below it are v=0
-        self._undo: list[Edit] = []
-        self._redo: list[Edit] = []
+        self.history = History()
         self._listeners: list[Callable[[Change], None]] = []
         self._next_id = 1
         self._loaded_index: int | None = None
         self._batch_boxes: dict[int, list[tuple[int, np.ndarray]]] = {}  # image -> (box id, box) sent
-        self._session = RecoverySession(Path(recovery_dir) if recovery_dir else default_recovery_dir())
-        self._edits = 0  # annotating edits, undos and redos so far: a save knows if it is still current
-        self._resets = 0  # annotations opened (or recovered) over the project
+        self.file = ProjectFile(self, recovery_dir)  # listens first: it knows of an edit before the views
 
     # ------------------------------------------------------------------------------ listeners
     def add_listener(self, callback: Callable[[Change], None]) -> None:
@@ -223,12 +200,6 @@ class Project:
     def _notify(self, change: Change) -> None:
         for callback in list(self._listeners):
             callback(change)
-
-    @property
-    def modified(self) -> bool:
-        """Annotation edits since the last save (or load); boxes read from a file and model
-        results alone are not (closing after only looking asks nothing)."""
-        return self._session.modified
 
     # ------------------------------------------------------------------------------ images
     def add_images(self, paths: Iterable[str | os.PathLike]) -> int:
@@ -279,7 +250,7 @@ class Project:
             new = [b for b in boxes if _box_key(b.label, b.xyxy) not in present]
             if new:
                 size = document.size if index == self._loaded_index else None  # decoded when shown
-                changes[index] = document.boxes + tuple(self._make_box(b, size) for b in new)
+                changes[index] = document.boxes + tuple(_box_from_file(b, self._new_id(), size) for b in new)
         if not matched and len(box_file):
             names = ", ".join(box_file.image_names()[:3]) or "image ids"
             raise BoxFileError(f"{box_file.path}: none of the boxes in it ({plural(len(box_file), 'box')}) belongs to the open images "
@@ -287,12 +258,6 @@ class Project:
         added = sum(len(boxes) - len(self.images[i].boxes) for i, boxes in changes.items())
         self._edit(f"load boxes from {Path(path).name}", changes, annotates=False)
         return added
-
-    def _make_box(self, loaded: LoadedBox, size: tuple[int, int] | None) -> Box:
-        gt = GroundTruth(loaded.segmentation) if loaded.segmentation is not None else None
-        if gt is not None and size is not None:
-            gt.decode(size)
-        return Box(self._new_id(), np.array(loaded.xyxy, np.float64), loaded.label, loaded.score, gt=gt)
 
     def _new_id(self) -> int:
         self._next_id += 1
@@ -394,7 +359,7 @@ class Project:
     def batch_items(self, min_score: float = 0.0) -> list:
         """``BatchItem``s for every image with boxes that are neither accepted nor rejected
         (detections under ``min_score`` are left out, as they are hidden)."""
-        from hcviewer.app.batch import BatchItem  # imports torch: only when a batch is run
+        from hcviewer.annotation.batch import BatchItem  # imports torch: only when a batch is run
 
         items = []
         self._batch_boxes.clear()
@@ -438,27 +403,18 @@ class Project:
     # ------------------------------------------------------------------------------ undo
     def _edit(self, name: str, changes: dict[int, tuple[Box, ...]], annotates: bool = True,
               clears_redo: bool = True) -> None:
-        """Apply ``changes`` as one undoable step. ``clears_redo=False`` for the model's results,
-        which may arrive after the user undid something: the user's redo steps stay (a redo then
-        drops the result again, which costs a re-run, never an annotation)."""
+        """Apply ``changes`` as one undoable step (``History.push`` says when redo steps stay)."""
         changes = {i: boxes for i, boxes in changes.items() if boxes != self.images[i].boxes}
         if not changes:
             return
         edit = Edit(name, {i: self.images[i].boxes for i in changes}, changes, annotates)
-        self._undo.append(edit)
-        del self._undo[:-MAX_UNDO]
-        if clears_redo:
-            self._redo.clear()
+        self.history.push(edit, clears_redo)
         self._apply(edit.after, "edit", annotates)
 
     def _apply(self, boxes_by_index: dict[int, tuple[Box, ...]], kind: str, annotates: bool) -> None:
         for index, boxes in boxes_by_index.items():
             self._set_boxes(index, boxes)
-        if annotates:
-            self._edits += 1
-            self._session.modified = True
-            self._session.autosaved = False
-        self._notify(Change(kind, tuple(boxes_by_index)))
+        self._notify(Change(kind, tuple(boxes_by_index), annotates))
 
     def _set_boxes(self, index: int, boxes: tuple[Box, ...]) -> None:
         document = self.images[index]
@@ -468,165 +424,35 @@ class Project:
                 if box.gt is not None:
                     box.gt.decode(document.size)
 
-    def can_undo(self) -> bool:
-        return bool(self._undo)
-
-    def can_redo(self) -> bool:
-        return bool(self._redo)
-
-    def undo_name(self) -> str | None:
-        return self._undo[-1].name if self._undo else None
-
-    def redo_name(self) -> str | None:
-        return self._redo[-1].name if self._redo else None
-
     def undo(self) -> None:
-        if self._undo:
-            edit = self._undo.pop()
-            self._redo.append(edit)
+        edit = self.history.undo()
+        if edit is not None:
             self._apply(edit.before, "undo", edit.annotates)
 
     def redo(self) -> None:
-        if self._redo:
-            edit = self._redo.pop()
-            self._undo.append(edit)
+        edit = self.history.redo()
+        if edit is not None:
             self._apply(edit.after, "redo", edit.annotates)
 
-    # ------------------------------------------------------------------------------ saving
+    # ------------------------------------------------------------------------------ files
     def to_annotation(self, extra: dict | None = None) -> Annotation:
+        """What a save writes: every image with its boxes (results too, while not accepted)."""
         images = [SavedImage(d.path, d.size, [_saved(b) for b in d.boxes], d.image_id) for d in self.images]
         return Annotation(images, dict(self.category_ids), self.keypoint_names, self.skeleton, extra or {},
                           self.heads, self.keypoint_threshold)
 
-    def save_annotation(self, path: str | os.PathLike) -> str:
-        """Write the annotation (COCO JSON + PNG mask folder) now; an OSError (naming the
-        file) leaves the previous files. Returns what was written, for the user."""
-        snapshot = self.save_snapshot()
-        return self.mark_saved(path, snapshot, write_annotation(Path(path), snapshot.annotation))
-
-    def save_snapshot(self) -> SaveSnapshot:
-        """The annotation as it is now, to be written elsewhere (a background save): the
-        document may change meanwhile, and ``mark_saved`` then tells what the file holds."""
-        return SaveSnapshot(self.to_annotation(), self._resets, self._edits)
-
-    def mark_saved(self, path: str | os.PathLike, snapshot: SaveSnapshot, written: list[Path]) -> str:
-        """``snapshot`` was written to ``path``: it becomes the annotation's file, and the project
-        is unmodified unless it was edited after the snapshot. Returns what was written, for the user."""
-        if snapshot.resets == self._resets:  # else another annotation was opened meanwhile
-            self.annotation_path = Path(path)
-            if self._is_current(snapshot):
-                self._session.modified = False
-                self._delete_own_recovery()
-        objects = sum(o.mask_rle is not None for image in snapshot.annotation.images for o in image.objects)
-        return f"{objects} objects to {written[0]} (PNG masks in {written[1].name}/)"
-
-    def _is_current(self, snapshot: SaveSnapshot) -> bool:
-        """No annotating edit and no other annotation opened since ``snapshot`` was taken."""
-        return (snapshot.resets, snapshot.edits) == (self._resets, self._edits)
-
-    def load_annotation(self, path: str | os.PathLike) -> None:
-        """Continue an annotation: its images, accepted masks and pending boxes replace the project."""
-        annotation = read_annotation(path)
-        self._reset(annotation)
-        self.annotation_path = Path(path)
-
-    def _reset(self, annotation: Annotation) -> None:
+    def reset(self, annotation: Annotation) -> None:
+        """An opened (or recovered) annotation replaces the project: its images, accepted masks
+        and pending boxes; nothing to undo."""
         self.images = [ImageDocument(Path(image.path), size=image.size, image_id=image.image_id,
-                                     boxes=tuple(self._box_from_saved(o) for o in image.objects))
+                                     boxes=tuple(_box_from_saved(o, self._new_id()) for o in image.objects))
                        for image in annotation.images]
         self.category_ids = dict(annotation.category_ids)
         self.keypoint_names = self.keypoint_names or annotation.keypoint_names
         self.skeleton = self.skeleton or annotation.skeleton
-        self._undo.clear()
-        self._redo.clear()
+        self.history.clear()
         self._loaded_index = None
-        self._resets += 1
-        self._session.modified = False
         self._notify(Change("reset"))
-
-    def _box_from_saved(self, obj: SavedObject) -> Box:
-        result = None if obj.result is None else ModelResult(
-            obj.result.figure_ground, obj.result.mask_rle, obj.result.keypoints, obj.result.score)
-        return Box(self._new_id(), np.array(obj.xyxy, np.float64), obj.label, obj.score, obj.mask_rle,
-                   obj.keypoints, obj.rejected, result, None if obj.gt is None else GroundTruth(obj.gt))
-
-    # ------------------------------------------------------------------------------ recovery
-    def autosave(self) -> Path | None:
-        """Write the recovery file now when there are unsaved edits not yet autosaved. A failure
-        (disk full) is not fatal: AnnotationWriteError says which file."""
-        snapshot = self.autosave_snapshot()
-        if snapshot is None:
-            return None
-        path = write_recovery(*snapshot)
-        self.mark_autosaved(snapshot[1])
-        return path
-
-    def autosave_snapshot(self) -> tuple[Path, SaveSnapshot] | None:
-        """What the recovery file should hold now (None: it holds the latest edits already), for
-        ``write_recovery`` elsewhere (the saving thread) and then ``mark_autosaved``."""
-        if not self._session.modified or self._session.autosaved:
-            return None
-        annotation = self.to_annotation(recovery_extra(self.annotation_path))
-        return self._session.path, SaveSnapshot(annotation, self._resets, self._edits)
-
-    def mark_autosaved(self, snapshot: SaveSnapshot) -> None:
-        """``snapshot`` reached the recovery file: it holds the latest edits unless there were
-        more since; a save that finished meanwhile left nothing to recover."""
-        if self._is_current(snapshot):
-            self._session.autosaved = True
-        if not self._session.modified and not self._session.keep_on_close:
-            self._delete_own_recovery()
-
-    def recovery_file(self) -> Path | None:
-        """The newest recovery file left by a process that is gone (a crash), else None."""
-        return self._session.left_behind()
-
-    def recover(self, path: str | os.PathLike) -> None:
-        """Load a recovery file as the project (marked modified: it was never saved). The file
-        becomes this process's autosave file until the edits are saved. RecoveryError (naming
-        the file) when another process took it first, or when it cannot be read: it is then
-        moved aside as ``.corrupt`` and the project is unchanged."""
-        path = Path(path)
-        claimed = self._session.claim(path)
-        try:
-            annotation = read_annotation(claimed)
-            saved_to = recovered_annotation_path(annotation.extra)
-            self._reset(annotation)
-        except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
-            # A damaged file (truncated by a crash, edited by hand) must not come back at every start.
-            raise self._session.set_aside(claimed, path, str(exc)) from None
-        self.annotation_path = saved_to
-        self._session.modified = True  # it was never saved ...
-        self._session.autosaved = True  # ... and the claimed file holds it
-
-    def discard_recovery(self, path: str | os.PathLike) -> None:
-        Path(path).unlink(missing_ok=True)
-
-    def interrupt(self) -> Path | None:
-        """An exit that cannot ask about unsaved edits (Ctrl+C twice): write them to the recovery
-        file now and keep it when the project closes, so that the next start offers them back.
-        Returns the file (None when nothing is unsaved); AnnotationWriteError when it cannot be written."""
-        if not self._session.modified:
-            return None
-        self._session.autosaved = False
-        path = self.autosave()
-        self._session.keep_on_close = True
-        return path
-
-    def close(self) -> None:
-        """A clean exit: the recovery file goes (unless ``interrupt`` kept it)."""
-        if not self._session.keep_on_close:
-            self._delete_own_recovery()
-
-    def _delete_own_recovery(self) -> None:
-        self._session.remove_own()
-
-
-def write_recovery(path: Path, snapshot: SaveSnapshot) -> Path:
-    """Write an autosave snapshot (JSON only, no PNGs) to the recovery file ``path``; any thread."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_annotation(path, snapshot.annotation, png_masks=False)
-    return path
 
 
 def _swap(boxes: tuple[Box, ...], new: Box) -> tuple[Box, ...]:
@@ -652,3 +478,19 @@ def _saved(box: Box) -> SavedObject:
                                                            result.keypoints, result.score)
     return SavedObject(tuple(float(v) for v in box.xyxy), box.label, box.score, box.mask_rle, box.keypoints,
                        box.rejected, None if box.gt is None else box.gt.segmentation, saved_result)
+
+
+def _box_from_file(loaded: LoadedBox, box_id: int, size: tuple[int, int] | None) -> Box:
+    """A box file's box; its ground truth is decoded when its image's ``size`` is known."""
+    gt = GroundTruth(loaded.segmentation) if loaded.segmentation is not None else None
+    if gt is not None and size is not None:
+        gt.decode(size)
+    return Box(box_id, np.array(loaded.xyxy, np.float64), loaded.label, loaded.score, gt=gt)
+
+
+def _box_from_saved(obj: SavedObject, box_id: int) -> Box:
+    """A saved box (of an opened or recovered annotation) with its result and ground truth."""
+    result = None if obj.result is None else ModelResult(
+        obj.result.figure_ground, obj.result.mask_rle, obj.result.keypoints, obj.result.score)
+    return Box(box_id, np.array(obj.xyxy, np.float64), obj.label, obj.score, obj.mask_rle,
+               obj.keypoints, obj.rejected, result, None if obj.gt is None else GroundTruth(obj.gt))

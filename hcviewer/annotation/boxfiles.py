@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hcviewer.boxes import MAX_COORDINATE, coordinates_problem
-from hcviewer.cocomask import decode_segmentation, segmentation_problem  # noqa: F401 - decode_segmentation: for the app
+from hcviewer.cocomask import segmentation_problem
 
 DEMO_BOXES = Path(__file__).resolve().parents[2] / "resources" / "demo" / "boxes.json"
 DEMO_IMAGE_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png")

@@ -245,66 +245,46 @@ def crop_from_segmentation(segmentation: Any, height: int, width: int) -> MaskCr
 
 def box_map_crop(box_map: np.ndarray, box: np.ndarray, image_size: tuple[int, int], threshold: float) -> MaskCrop:
     """An S x S box map (foreground probability) drawn into its box, thresholded, over the box's
-    pixels only: the pixels that ``worker.paste_box_map(box_map, box, image_size) >= threshold``
-    sets (same pixel-centre convention), by one affine warp instead of a full-image remap (20x
-    faster for a large box)."""
-    region = _box_pixels(box, image_size)
+    pixels only: the pixels that ``paste_heatmap(box_map, box, image_size) >= threshold`` sets."""
+    from hcviewer.modeling.postprocess import paste_heatmap_region  # torch: once a model is loaded
+
+    region = paste_heatmap_region(_tensor(box_map), box, tuple(image_size))
     if region is None:
         return MaskCrop(0, 0, np.zeros((0, 0), bool), tuple(image_size))
-    left, top, right, bottom = region
-    return crop_mask(_warp(box_map, box, region, 1) >= threshold, left, top, tuple(image_size))
+    values, (left, top) = region
+    return crop_mask(values[0].numpy() >= threshold, left, top, tuple(image_size))
 
 
 def box_map_iou(box_map: np.ndarray, box: np.ndarray, threshold: float, gt: MaskCrop) -> float:
     """IoU of a box map (as ``box_map_crop`` draws it) and a ground-truth crop; over a region of
     more than ``MAX_EXACT_PIXELS`` both are sampled on a grid of about that many pixels (a
     large photo's box: exact to about 0.001, without drawing millions of pixels)."""
-    region = _box_pixels(box, gt.image_size)
-    boxes = ([region] if region is not None else []) + ([gt.xyxy] if gt.mask.size else [])
+    from hcviewer.modeling.postprocess import box_pixel_range, sample_heatmap
+
+    height, width = gt.image_size
+    (left, right), (top, bottom) = box_pixel_range(box[0], box[2], width), box_pixel_range(box[1], box[3], height)
+    inside_box = right > left and bottom > top
+    boxes = ([(left, top, right, bottom)] if inside_box else []) + ([gt.xyxy] if gt.mask.size else [])
     if not boxes:
         return 1.0
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     step = max(1, int(np.ceil(np.sqrt((x1 - x0) * (y1 - y0) / MAX_EXACT_PIXELS))))
-    predicted = _warp(box_map, box, (x0, y0, x1, y1), step) >= threshold
-    if region is not None:  # nothing outside the box's pixels, as paste_box_map
-        outside = ~(_samples(x0, region[0], region[2], step, predicted.shape[1])[None, :]
-                    & _samples(y0, region[1], region[3], step, predicted.shape[0])[:, None])
-        predicted[outside] = False
-    else:
-        predicted[:] = False
+    xs, ys = np.arange(x0, x1, step), np.arange(y0, y1, step)
+    predicted = np.zeros((len(ys), len(xs)), bool)
+    if inside_box:  # nothing outside the box's pixels, as pasted
+        predicted = sample_heatmap(_tensor(box_map), box, xs, ys)[0].numpy() >= threshold
+        predicted &= ((ys >= top) & (ys < bottom))[:, None] & ((xs >= left) & (xs < right))[None, :]
     truth = gt.region(x0, y0, x1, y1, step)
     union = np.count_nonzero(predicted | truth)
     return float(np.count_nonzero(predicted & truth) / union) if union else 1.0
 
 
-def _box_pixels(box: np.ndarray, image_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """(left, top, right, bottom): the image pixels whose centre lies in the box; None if none."""
-    height, width = image_size
-    left, right = (min(max(int(np.ceil(float(v) - 0.5)), 0), width) for v in (box[0], box[2]))
-    top, bottom = (min(max(int(np.ceil(float(v) - 0.5)), 0), height) for v in (box[1], box[3]))
-    return (left, top, right, bottom) if right > left and bottom > top else None
+def _tensor(box_map: np.ndarray):
+    """An [S, S] box map as the [1, S, S] float32 tensor the paste-back takes."""
+    import torch
 
-
-def _samples(start: int, lo: int, hi: int, step: int, count: int) -> np.ndarray:
-    """bool [count]: whether image pixel start + k * step lies in [lo, hi)."""
-    pixels = start + step * np.arange(count)
-    return (pixels >= lo) & (pixels < hi)
-
-
-def _warp(box_map: np.ndarray, box: np.ndarray, region: tuple[int, int, int, int], step: int) -> np.ndarray:
-    """float32 [ceil(h / step), ceil(w / step)]: the box map bilinearly sampled at image pixels
-    (left + j * step, top + i * step) of ``region`` (edge cells repeated outside the box)."""
-    left, top, right, bottom = region
-    x0, y0, x1, y1 = (float(v) for v in box)
-    s_y, s_x = box_map.shape
-    ax, ay = s_x / (x1 - x0), s_y / (y1 - y0)
-    # output (j, i) samples box-map cell coordinates ((left + j * step + 0.5 - x0) * ax - 0.5, ...)
-    to_cells = np.array([[ax * step, 0.0, (left + 0.5 - x0) * ax - 0.5],
-                         [0.0, ay * step, (top + 0.5 - y0) * ay - 0.5]])
-    size = (-(-(right - left) // step), -(-(bottom - top) // step))
-    return cv2.warpAffine(box_map.astype(np.float32), to_cells, size,
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return torch.from_numpy(np.ascontiguousarray(box_map, np.float32))[None]
 
 
 # ------------------------------------------------------------------------------------ drawing
@@ -344,18 +324,3 @@ def _reduced(crop: MaskCrop, size: tuple[int, int]) -> np.ndarray:
         cached = cv2.resize(crop.mask.view(np.uint8), size, interpolation=cv2.INTER_NEAREST).view(bool)
         _REDUCED[crop] = cached
     return cached
-
-
-def crop_outline_xy(crop: MaskCrop, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Contours of a crop in image coordinates (NaN-separated), traced at the resolution of
-    an image reduced to ``max_side``."""
-    from hcviewer.app.overlays import outline_xy
-
-    if not crop.mask.size:
-        return np.zeros(0), np.zeros(0)
-    height, width = crop.image_size
-    scale = min(1.0, max_side / max(height, width))
-    h, w = crop.mask.shape
-    mask = crop.mask if scale == 1.0 else cv2.resize(crop.mask.astype(np.uint8), (max(1, round(w * scale)),
-                                                     max(1, round(h * scale))), interpolation=cv2.INTER_NEAREST)
-    return outline_xy(np.asarray(mask, bool), np.array(crop.xyxy, np.float64))
