@@ -266,9 +266,10 @@ class PredictRun:
 
         try:
             [result] = self.batch.predict_images(predictor, [item], threshold=threshold, refine=refine)
-        except (RuntimeError, MemoryError) as exc:  # one image the network could not take: not the run
+        except self.batch.BOX_FAILURES as exc:  # one image the network could not take: not the run
             result = self.batch.ImageResult(item.image_path, item.image_id, item.boxes, [], [], None,
-                                            error=f"{item.image_path}: could not be segmented ({_first_line(exc)})")
+                                            error=f"{item.image_path}: could not be segmented "
+                                                  f"({self.batch.first_line(exc)})")
         if result.error is not None:
             self.failed_images.append(result.error)
             print(f"hcviewer: skipped {result.error}", file=sys.stderr)
@@ -352,10 +353,6 @@ class ProgressReport:
             print(f"hcviewer: {self.done}/{self.total} images ({rate:.2f} images/s"
                   + (f", {failed} skipped" if failed else "") + ")", file=sys.stderr, flush=True)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "out of memory" if isinstance(exc, MemoryError) else "no details"
 
 
 if __name__ == "__main__":
