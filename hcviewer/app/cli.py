@@ -6,6 +6,7 @@ An image file literally named ``predict`` is opened with ``hcviewer ./predict``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -130,6 +131,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--threshold must lie between 0 and 1, got {args.threshold}")
     if args.progress_every < 1:
         raise UsageError(f"--progress-every must be 1 or more, got {args.progress_every}")
+    if args.min_score is not None and not math.isfinite(args.min_score):  # NaN kept no box, silently
+        raise UsageError(f"--min-score must be a finite number, got {args.min_score}")
     _require_existing(args.images, "image or folder")
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     if not checkpoint.is_file():
@@ -168,9 +171,14 @@ def _check_output(out: Path, inputs: list[Path], force: bool) -> bool:
     work; True when --out is one of ``inputs`` (allowed by ``force``)."""
     from hcviewer.fileio import OutputError, check_writable
 
-    if out.is_dir():
+    try:
+        is_dir = out.is_dir()
+        same = next((p for p in inputs if out.exists() and p.exists() and out.samefile(p)), None)
+    except OSError as exc:  # e.g. a name over the file system's 255 bytes
+        shown = str(out) if len(str(out)) <= 80 else f"{str(out)[:60]}... ({len(str(out))} characters)"
+        raise UsageError(f"--out {shown}: {exc.strerror or exc}; choose a shorter name or another folder") from None
+    if is_dir:
         raise UsageError(f"--out {out} is a folder; give a file name, e.g. {out / 'results.json'}")
-    same = next((p for p in inputs if out.exists() and p.exists() and out.samefile(p)), None)
     if same is not None and not force:
         raise UsageError(f"--out {out} is an input file ({same}); writing it would replace it. "
                          "Choose another --out, or pass --force")
