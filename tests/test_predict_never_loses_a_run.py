@@ -303,3 +303,20 @@ def test_sigint_and_kill_of_a_real_run_then_it_continues(tmp_path, tiny_checkpoi
     records = json.loads(out.read_text())
     assert [r["image_id"] for r in records] == [i for i in range(1, 151) for _ in range(2)]
     assert not progress_path(out).exists()
+
+
+@pytest.mark.slow
+def test_a_double_ctrl_c_exits_130_with_the_finished_images_written(tmp_path, tiny_checkpoint):
+    """The second Ctrl+C, while the output was written or the interpreter shut down, ended the
+    process by the signal (-2)."""
+    make_images(tmp_path / "images", 150, size=(48, 64))
+    out = tmp_path / "out.json"
+    process = _start(tmp_path, tiny_checkpoint, out)
+    _wait_for_lines(progress_path(out), process, 3)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "interrupted after" in err
+    assert len(json.loads(out.read_text())) >= 4

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,10 @@ class UsageError(ValueError):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; ``argv`` None: the program's own arguments (the process ends when this returns)."""
+    ends_the_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    sigint_handler = signal.getsignal(signal.SIGINT)
     try:
         if argv[:1] == ["predict"]:
             return _predict(_predict_parser().parse_args(argv[1:]))
@@ -36,8 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hcviewer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before or after the work (during it, predict says what it kept)
+        ignore_further_interrupts()
         print("\nhcviewer: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if not ends_the_process and signal.getsignal(signal.SIGINT) is not sigint_handler:
+            signal.signal(signal.SIGINT, sigint_handler)
+
+
+def ignore_further_interrupts() -> None:
+    """After the first Ctrl+C the output is written and the process exits 130: another Ctrl+C
+    meanwhile (or during the interpreter's shutdown, which unloads torch) ended it by the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ------------------------------------------------------------------------------------- app
@@ -159,6 +173,7 @@ def _predict(args: argparse.Namespace) -> int:
                 run.segment(_load_predictor(checkpoint, args.device), args.threshold, args.progress_every,
                             args.refine)
         except KeyboardInterrupt:
+            ignore_further_interrupts()
             # An input named as --out (--force) is replaced only by the complete results.
             return run.interrupted(write=not out_is_input)
         return run.finish()
