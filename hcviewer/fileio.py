@@ -1,14 +1,22 @@
-"""Atomic file writes shared by the model, trainer and app: the content goes to a temporary
-file beside the target, which then replaces it, so a crash, a full disk or a missing permission
-never leaves a half-written file and keeps the previous one."""
+"""Files in and out, shared by the model, trainer and app.
+
+Out: the content goes to a temporary file beside the target, which then replaces it, so a
+crash, a full disk or a missing permission never leaves a half-written file and keeps the
+previous one.
+
+In: every input file is read by ``read_input_bytes`` (or ``_text``) and JSON parsed by
+``loads_json``, so that what is not a readable regular file of a sane size, or JSON with a
+number no reader can hold, is one error that the reader reports naming the file."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -87,3 +95,82 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
     finally:
         os.close(fd)
         Path(probe).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ input
+MAX_INPUT_BYTES = 2**30  # 2.4 times COCO's largest annotation file (instances_train2017.json, 448 MB)
+
+
+class InputFileError(OSError):
+    """An input that is not a regular file of at most ``MAX_INPUT_BYTES``; ``strerror`` says what
+    it is and the fix, so that a reader's ``except OSError`` reports it naming the file."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def open_input(path: str | os.PathLike) -> BinaryIO:
+    """The file opened for reading in binary, once it is known to be a regular file (links
+    followed): a FIFO would block the reader forever, a device such as /dev/zero never ends.
+    Raises InputFileError for those, else the OSError of opening it (no such file, permission)."""
+    # Non-blocking: opening a FIFO for reading waits for a writer; a regular file ignores the flag.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise InputFileError(errno.EINVAL, f"it is {_file_kind(mode)}, not a regular file; give the file itself")
+    return os.fdopen(fd, "rb")
+
+
+def read_input_bytes(path: str | os.PathLike, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """The content of a regular input file of at most ``limit`` bytes (``open_input``'s errors;
+    InputFileError when larger: a crafted sparse file of terabytes would exhaust memory)."""
+    with open_input(path) as handle:
+        too_large = os.fstat(handle.fileno()).st_size > limit
+        data = b"" if too_large else handle.read(limit + 1)  # to the limit: the file may grow meanwhile
+    if too_large or len(data) > limit:
+        raise InputFileError(errno.EFBIG, f"it is larger than {limit / 2**30:g} GiB, more than hcviewer reads from "
+                                          "one input file; split it")
+    return data
+
+
+def read_input_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    """``read_input_bytes`` decoded (UnicodeDecodeError when it is not ``encoding``)."""
+    return read_input_bytes(path).decode(encoding)
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` refusing whole numbers beyond a float (1 followed by 400 zeros raised
+    OverflowError wherever a reader used it as a number), as a json.JSONDecodeError at the
+    number, which every reader reports as it reports a syntax error. NaN, Infinity and 1e400
+    (a float infinity) are left to the readers' checks of each field, which name the record."""
+    try:
+        return json.loads(text, parse_int=_json_int)
+    except _UnusableNumber as exc:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        literal = exc.args[0]
+        shown = literal if len(literal) <= 24 else f"{literal[:20]}... ({len(literal)} digits)"
+        raise json.JSONDecodeError(f"the whole number {shown} is beyond a 64-bit float (about 1.8e308); "
+                                   "write a number within it", text, max(text.find(literal), 0)) from None
+
+
+class _UnusableNumber(ValueError):
+    pass
+
+
+def _json_int(literal: str) -> int:
+    if len(literal.lstrip("-")) > 309:  # beyond a float (and int() refuses 4300 digits on its own terms)
+        raise _UnusableNumber(literal)
+    value = int(literal)
+    try:
+        float(value)
+    except OverflowError:
+        raise _UnusableNumber(literal) from None
+    return value
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")

@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from hcviewer.fileio import read_input_bytes
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what folders are searched for
 DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
 MAX_PIXELS_VARIABLE = "HCVIEWER_MAX_IMAGE_PIXELS"
@@ -111,7 +113,7 @@ def read_image(path: str | os.PathLike, max_side: int | None = None,
 
 def _read_file(path: str | os.PathLike) -> np.ndarray:
     try:
-        data = np.fromfile(path, dtype=np.uint8)  # with imdecode: non-ASCII paths work on Windows
+        data = np.frombuffer(read_input_bytes(path), np.uint8)  # with imdecode: non-ASCII paths work on Windows
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file; check the path") from None
     except OSError as exc:

@@ -15,6 +15,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import gc  # noqa: E402
 import signal  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -49,6 +50,39 @@ def _collect_on_the_gui_thread(request: pytest.FixtureRequest):
         collector.stop()
         collector.deleteLater()
     flush_deletions()
+
+
+FIFO_PATIENCE_S = 20
+
+
+@pytest.fixture
+def make_fifo(tmp_path):
+    """``make_fifo(name)``: a FIFO (named pipe) in tmp_path that no one writes to. Opening one to
+    read waits for a writer: a reader waiting FIFO_PATIENCE_S (or more) gets end of file (as if the
+    file were empty), so a test of a reader that does not refuse FIFOs fails, not hangs."""
+    made: list[Path] = []
+    done = threading.Event()
+
+    def release() -> None:
+        while not done.wait(FIFO_PATIENCE_S):
+            for path in made:
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:
+                    pass  # no reader waiting on this one
+
+    watchdog = threading.Thread(target=release, name="fifo-watchdog", daemon=True)
+    watchdog.start()
+
+    def make(name: str) -> Path:
+        path = tmp_path / name
+        os.mkfifo(path)
+        made.append(path)
+        return path
+
+    yield make
+    done.set()
+    watchdog.join()
 
 
 def tiny_person_config(**changes) -> HypercolumnConfig:

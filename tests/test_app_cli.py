@@ -119,6 +119,48 @@ def test_predict_bad_inputs_exit_2_with_one_line(dataset, tiny_checkpoint, tmp_p
     one_line_error(capsys, "cannot write", "out.json")
 
 
+def test_predict_hostile_inputs_exit_2_with_one_line_before_the_model_loads(dataset, tiny_checkpoint, tmp_path,
+                                                                            capsys, make_fifo, monkeypatch):
+    """Each was a traceback, a hang, or was accepted silently (issue 23)."""
+    from hcviewer.app import cli
+
+    monkeypatch.setattr(cli, "_load_predictor", lambda *args: pytest.fail("the model was loaded"))
+    assert predict(dataset, tiny_checkpoint, "--min-score", "nan", boxes="detections") == 2
+    one_line_error(capsys, "--min-score must be a finite number, got nan")
+
+    dataset["out"] = tmp_path / ("r" * 5000 + ".json")
+    assert predict(dataset, tiny_checkpoint) == 2
+    one_line_error(capsys, "--out ", f"({len(str(dataset['out']))} characters): File name too long; choose a shorter name")
+    dataset["out"] = tmp_path / "results.json"
+
+    dataset["fifo"] = make_fifo("boxes.json")
+    assert predict(dataset, tiny_checkpoint, boxes="fifo") == 2
+    one_line_error(capsys, f"{dataset['fifo']}: cannot be read (it is a FIFO (named pipe), not a regular file")
+
+    dataset["huge"] = tmp_path / "huge.json"
+    dataset["huge"].write_text('[{"image_id": 1, "bbox": [0, 0, 1' + "0" * 400 + ', 5], "score": 1, "category_id": 1}]')
+    assert predict(dataset, tiny_checkpoint, boxes="huge") == 2
+    one_line_error(capsys, "huge.json: not valid JSON", "is beyond a 64-bit float")
+
+    dataset["named"] = tmp_path / "named.json"
+    dataset["named"].write_text('[{"image_id": 1, "bbox": [0, 0, 5, 5], "score": 1, "category_id": "x"}]')
+    assert predict(dataset, tiny_checkpoint, boxes="named") == 2
+    one_line_error(capsys, "named.json: record 0: category_id must be a whole number")
+
+
+def test_predict_skips_a_fifo_named_like_an_image(dataset, tiny_checkpoint, capsys, make_fifo):
+    fifo = make_fifo("000000000003.jpg")
+    dataset["images"] = [dataset["images"], fifo]
+    dataset["boxes"] = dataset["detections"].parent / "with_fifo.json"
+    records = json.loads(dataset["detections"].read_text())
+    dataset["boxes"].write_text(json.dumps(records + [{"image_id": 3, "bbox": [1, 1, 9, 9], "score": 1, "category_id": 1}]))
+    assert main(["predict", str(dataset["images"][0]), str(fifo), "--boxes", str(dataset["boxes"]),
+                 "--out", str(dataset["out"]), "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped {fifo}: cannot be read (it is a FIFO (named pipe), not a regular file" in err
+    assert sorted({r["image_id"] for r in json.loads(dataset["out"].read_text())}) == [1, 2]
+
+
 def test_predict_with_missing_images_or_arguments(dataset, tiny_checkpoint, tmp_path, capsys):
     dataset["images"] = tmp_path / "nowhere"
     assert predict(dataset, tiny_checkpoint) == 2

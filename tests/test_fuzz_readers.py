@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
@@ -26,6 +27,7 @@ from hcviewer.annotation.annotation_reader import read_annotation
 from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
 from hcviewer.cocomask import decode_segmentation
 from hcviewer.data.coco import read_coco
+from hcviewer.data.images import read_rgb
 from hcviewer.data.folder import read_mask_folder
 from hcviewer.data.records import DataError
 from hcviewer.data.voc import read_voc
@@ -42,7 +44,8 @@ FUZZ = settings(
 H, W = 12, 16  # the size of the images the fuzzed files refer to
 
 # ------------------------------------------------------------------------------ strategies
-scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.integers(-3, 50)
+HUGE = 10**400  # a JSON whole number beyond a float
+scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.integers(-3, 50) | st.sampled_from([HUGE, -HUGE])
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=6))
 any_json = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                         | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=12)
@@ -53,7 +56,8 @@ def maybe(plausible: st.SearchStrategy) -> st.SearchStrategy:
     return st.one_of(plausible, plausible, any_json)
 
 
-numbers = st.integers(-5, 40) | st.floats(-1e40, 1e40) | st.sampled_from([0.5, 1e39, 3e38, -0.0, 16777217.5])
+numbers = st.integers(-5, 40) | st.floats(-1e40, 1e40) | st.sampled_from([0.5, 1e39, 3e38, -0.0, 16777217.5, 16777216,
+                                                                          -20000, HUGE])
 boxes4 = st.lists(numbers, min_size=4, max_size=4)
 polygons = st.lists(st.lists(numbers, max_size=9), max_size=3)
 rle_counts = st.text(alphabet=[chr(c) for c in range(40, 120)], max_size=12) | st.lists(st.integers(-2, 200), max_size=6)
@@ -83,7 +87,28 @@ coco_documents = st.fixed_dictionaries(
 detection_lists = st.lists(st.fixed_dictionaries(
     {"image_id": maybe(ids), "bbox": maybe(boxes4), "score": maybe(numbers), "category_id": maybe(ids)},
     optional={"segmentation": segmentations, "keypoints": maybe(keypoints)}), max_size=4)
+JSON_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def _one_number_huge(text: str, which: int) -> str:
+    """``text`` with one of its numbers (the ``which``-th, cycling) replaced by HUGE."""
+    found = list(JSON_NUMBER.finditer(text))
+    if not found:
+        return text
+    number = found[which % len(found)]
+    return f"{text[:number.start()]}{HUGE}{text[number.end():]}"
+
+
+VALID_JSON = [  # files every JSON reader accepts, but for one number made HUGE
+    json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": W, "height": H}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 5, 6], "score": 0.5,
+                                 "area": 30, "iscrowd": 0, "keypoints": [2, 3, 2, 4, 5, 1],
+                                 "segmentation": [[1, 2, 6, 2, 6, 8, 1, 8]]}],
+                "categories": [{"id": 1, "name": "person", "keypoints": ["nose", "eye"], "skeleton": [[1, 2]]}]}),
+    json.dumps([{"image_id": 1, "bbox": [1, 2, 5, 6], "score": 0.5, "category_id": 1, "keypoints": [2, 3, 0.9]}]),
+]
 json_texts = (st.builds(json.dumps, coco_documents) | st.builds(json.dumps, detection_lists)
+              | st.builds(_one_number_huge, st.sampled_from(VALID_JSON), st.integers(0, 60))
               | st.builds(json.dumps, any_json) | st.text(max_size=40))
 
 csv_cells = st.text(max_size=6) | st.builds(str, numbers) | file_names
@@ -240,3 +265,69 @@ def test_checkpoint_headers(folder, header):
     except CheckpointError:
         return
     assert isinstance(info.config, HypercolumnConfig)
+
+
+# ------------------------------------------------------------------ what is not a file at all
+def _not_files(folder: Path, name: str, make_fifo) -> dict[str, Path]:
+    """A FIFO, a link to /dev/zero and a folder, each called ``name``."""
+    paths = {kind: folder / kind / name for kind in ("dev-zero", "folder")}
+    for path in paths.values():
+        path.parent.mkdir()
+    paths["fifo"] = make_fifo(name)
+    paths["dev-zero"].symlink_to("/dev/zero")
+    paths["folder"].mkdir()
+    return paths
+
+
+NOT_FILE_READERS = {
+    "boxes.json": (read_boxes, BoxFileError), "boxes.csv": (read_boxes, BoxFileError),
+    "annotation.json": (read_annotation, AnnotationError),
+    "instances.json": (lambda p: read_coco(p, p.parent), DataError),
+    "image.png": (lambda p: read_rgb(p), DataError),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_FILE_READERS))
+def test_what_is_not_a_regular_file_is_refused_unread(tmp_path, make_fifo, name):
+    """A FIFO hung every reader, /dev/zero ran one out of memory; a folder named like a box file
+    is read as a folder of VOC files, every other reader refuses it."""
+    read, error_type = NOT_FILE_READERS[name]
+    for kind, path in _not_files(tmp_path, name, make_fifo).items():
+        if kind == "folder" and read is read_boxes:
+            continue
+        with pytest.raises(error_type, match="not a regular file") as error:
+            read(path)
+        assert str(path) in str(error.value)
+
+
+# ---------------------------------------------------------------- checkpoints' statistics
+statistics = st.lists(st.floats(-1e6, 1e6) | st.sampled_from([1e300, 1e-300, -1e300, 1e-6, 0.5]), min_size=3, max_size=3)
+
+
+@settings(FUZZ, max_examples=min(FUZZ.max_examples, 20), phases=[Phase.explicit, Phase.generate])  # a failure: shown as found
+@given(mean=statistics, std=statistics, variance=st.sampled_from([1.0, 0.0, -1.0, 1e-30, 1e30]))
+def test_checkpoint_statistics(tiny_checkpoint, tmp_path, mean, std, variance):
+    """A checkpoint with any normalisation and BatchNorm variances either is refused at load or
+    predicts finite probabilities (negative variances, a mean of 1e300 or a std of 1e-300 gave
+    NaN: empty masks of score 0, exit status 0)."""
+    from safetensors import safe_open
+
+    from hcviewer.inference import HypercolumnPredictor
+    from hcviewer.modeling import load_checkpoint
+
+    with safe_open(str(tiny_checkpoint), framework="pt") as f:
+        header = json.loads(f.metadata()[HEADER_KEY])
+        state = {key: f.get_tensor(key) for key in f.keys()}
+    header["config"].update(mean=mean, std=std)
+    for key in state:
+        if key.endswith("running_var"):
+            state[key] = state[key] * variance
+    path = tmp_path / "statistics.safetensors"
+    save_file(state, str(path), metadata={HEADER_KEY: json.dumps(header)})
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
+        return
+    predictor = HypercolumnPredictor.from_checkpoint(path)
+    predictor.set_image(np.random.default_rng(0).integers(0, 255, (H * 4, W * 4, 3), np.uint8))
+    assert np.isfinite(predictor.predict([[2, 2, 40, 30]]).figure_ground).all()

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +114,73 @@ def test_a_valid_checkpoint_still_loads_after_the_checks(tiny_checkpoint):
     assert np.isfinite(info.config.std).all()
 
 
+def _negative_variances(state):
+    for key in state:
+        if key.endswith("running_var"):
+            state[key].fill_(-1)
+
+
+@pytest.mark.parametrize("edit_config, edit_state, says", [
+    (None, _negative_variances, r"BatchNorm statistic .*running_var holds negative variances \(down to -1\)"),
+    (lambda config: config.update(mean=[1e300, 0.456, 0.406]), None, r"onto \[-4.37e\+300, .*its mean"),
+    (lambda config: config.update(std=[1e-300, 0.224, 0.225]), None, r"onto \[-4.85e\+299, .*its std"),
+    (lambda config: config.update(std=[1e6, 1e6, 1e6]), None, "its std"),
+])
+def test_statistics_that_empty_every_prediction_are_refused_at_load(tiny_checkpoint, tmp_path, edit_config,
+                                                                    edit_state, says):
+    """Such a checkpoint loaded, and predict wrote empty masks of score 0 with exit status 0."""
+    path = _rewrite(tiny_checkpoint, tmp_path / "degenerate.safetensors", edit_config=edit_config,
+                    edit_state=edit_state)
+    with pytest.raises(CheckpointError, match=says) as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value)
+
+
+def _as_another_user(call):
+    """``call()``'s CheckpointError message (or None), as a user other than root: root reads a
+    mode-000 file anyway, so under root it runs in a forked child that drops to nobody."""
+    if os.geteuid() != 0:
+        try:
+            call()
+        except CheckpointError as exc:
+            return str(exc)
+        return None
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child only runs Python and safetensors' reader, then leaves without cleanup
+        message = b""
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            call()
+        except CheckpointError as exc:
+            message = str(exc).encode()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            message = f"unexpected {exc!r}".encode()
+        os.write(write, message)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(child, 0)
+    return message or None
+
+
+def test_an_unreadable_checkpoint_is_said_to_be_unreadable_not_truncated(tiny_checkpoint):
+    """It was "No such file or directory ... the file may be truncated"."""
+    folder = Path(tempfile.mkdtemp(prefix="hcviewer-unreadable-"))  # not under root's 0700 pytest folder
+    try:
+        folder.chmod(0o755)
+        path = folder / "unreadable.safetensors"
+        shutil.copy(tiny_checkpoint, path)
+        path.chmod(0)
+        message = _as_another_user(lambda: load_checkpoint(path))
+    finally:
+        shutil.rmtree(folder)
+    assert message is not None and message.startswith(f"{path}: cannot be read (Permission denied)"), message
+    assert "truncated" not in message and "No such file" not in message
+
+
 # ------------------------------------------------------------------ box coordinates (float32)
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
@@ -199,7 +269,7 @@ UNUSABLE_BOX_FILES = {
     "image id a list": (json.dumps({**_coco_document(), "images": [{"id": [1], "file_name": "a.jpg"}]}),
                         "images[0]: id must be a whole number or a string"),
     "category id an object": (json.dumps({**_coco_document(), "categories": [{"id": {"a": 1}, "name": "x"}]}),
-                              "categories[0]: id must be a whole number or a string"),
+                              "categories[0]: id must be a whole number, as COCO results need"),
     "annotation image id a list": (
         json.dumps({**_coco_document(), "annotations": [{"image_id": [1], "bbox": [1, 1, 2, 2], "category_id": 1}]}),
         "annotations[0]: image_id must be"),
@@ -280,6 +350,8 @@ def test_deeply_nested_training_files_are_data_errors(tmp_path, coco_images):
 
 # ------------------------------------------------------------------------- duplicate image ids
 def test_duplicate_image_ids_are_refused_by_the_app_and_the_trainer_alike(tmp_path, coco_images):
+    from hcviewer.annotation.annotation_file import AnnotationError
+    from hcviewer.annotation.annotation_reader import read_annotation
     from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
     from hcviewer.data.coco import read_coco
     from hcviewer.data.records import DataError
@@ -291,7 +363,9 @@ def test_duplicate_image_ids_are_refused_by_the_app_and_the_trainer_alike(tmp_pa
         read_boxes(path)
     with pytest.raises(DataError, match=r"images\[1\] reuses image id 1") as trainer_error:
         read_coco(path, coco_images)
-    assert str(path) in str(app_error.value) and str(path) in str(trainer_error.value)
+    with pytest.raises(AnnotationError, match=r"images\[1\]: image id 1 is used twice \(also for a.jpg\)") as annotation_error:
+        read_annotation(path)  # the last one silently won
+    assert all(str(path) in str(error.value) for error in (app_error, trainer_error, annotation_error))
 
 
 def test_merged_training_files_may_repeat_an_image_id_for_the_same_file(tmp_path, coco_images):
@@ -324,3 +398,132 @@ def test_reloading_thousands_of_boxes_adds_only_the_new_ones(tmp_path):
     assert project.load_boxes(box_file("more.json", [[550.5, 10.25]])) == 1
     boxes = project.images[0].boxes
     assert len(boxes) == 3001 and tuple(boxes[-1].xyxy) == (550.5, 10.25, 570.5, 40.25)
+
+
+# ------------------------------------------------------- files that are not files, huge numbers
+HUGE = "1" + "0" * 400  # a JSON whole number beyond a float: OverflowError wherever it was used
+
+
+def _with_huge(document, placeholder: int = 123456789) -> str:
+    return json.dumps(document).replace(str(placeholder), HUGE)
+
+
+HUGE_NUMBER_FILES = {
+    "bbox": _with_huge(_coco_document(bbox=(1, 1, 123456789, 5))),
+    "score": _with_huge({**_coco_document(), "annotations": [{"id": 7, "image_id": 1, "category_id": 1,
+                                                              "bbox": [1, 1, 5, 5], "score": 123456789}]}),
+    "keypoints": _with_huge({**_coco_document(), "annotations": [{"id": 7, "image_id": 1, "category_id": 1,
+                                                                  "bbox": [1, 1, 5, 5], "keypoints": [123456789, 2, 2]}]}),
+    "height": _with_huge(_coco_document(height=123456789)),
+    "detection score": _with_huge([{"image_id": 1, "bbox": [0, 0, 5, 5], "score": 123456789, "category_id": 1}]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HUGE_NUMBER_FILES))
+def test_whole_numbers_beyond_a_float_are_refused_by_every_reader_naming_the_file(tmp_path, coco_images, case):
+    from hcviewer.annotation.annotation_file import AnnotationError
+    from hcviewer.annotation.annotation_reader import read_annotation
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
+    from hcviewer.data.coco import read_coco
+    from hcviewer.data.records import DataError
+
+    path = _write(tmp_path / "huge.json", HUGE_NUMBER_FILES[case])
+    readers = [(read_boxes, BoxFileError)]
+    if not case.startswith("detection"):
+        readers += [(read_annotation, AnnotationError), (lambda p: read_coco(p, coco_images), DataError)]
+    for read, error_type in readers:
+        with pytest.raises(error_type) as error:
+            read(path)
+        assert str(error.value).startswith(f"{path}: not valid JSON")
+        assert "the whole number 10000000000000000000... (401 digits) is beyond a 64-bit float" in str(error.value)
+
+
+def _read_every_way(path: Path, coco_images: Path) -> list[str]:
+    """The message of each reader given ``path``, which it must refuse."""
+    from hcviewer.annotation.annotation_file import AnnotationError
+    from hcviewer.annotation.annotation_reader import read_annotation
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
+    from hcviewer.data.coco import read_coco
+    from hcviewer.data.records import DataError
+
+    messages = []
+    for read, error_type in ((read_boxes, BoxFileError), (read_annotation, AnnotationError),
+                             (lambda p: read_coco(p, coco_images), DataError)):
+        with pytest.raises(error_type) as error:
+            read(path)
+        messages.append(str(error.value))
+    return messages
+
+
+@pytest.mark.parametrize("name", ["boxes.json", "boxes.csv", "boxes.xml"])
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path, coco_images, make_fifo, name):
+    """A FIFO given as a box file hung predict, and the app ignoring Ctrl+C."""
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
+
+    path = make_fifo(name)
+    readers = _read_every_way(path, coco_images) if name.endswith(".json") else []
+    with pytest.raises(BoxFileError) as error:
+        read_boxes(path)
+    for message in [str(error.value), *readers]:
+        assert message.startswith(f"{path}: ") and "it is a FIFO (named pipe), not a regular file" in message
+
+
+def test_a_fifo_named_like_an_image_is_refused_at_once(make_fifo):
+    from hcviewer.data.images import read_rgb
+    from hcviewer.data.records import DataError
+    from hcviewer.imageio import ImageReadError, read_image
+
+    path = make_fifo("x.jpg")
+    with pytest.raises(ImageReadError, match="it is a FIFO"):
+        read_image(path)
+    with pytest.raises(DataError, match="it is a FIFO"):
+        read_rgb(path)
+
+
+def test_a_box_file_linked_to_dev_zero_is_refused_unread(tmp_path, coco_images):
+    """It was read until memory ran out (MemoryError traceback)."""
+    path = tmp_path / "boxes.json"
+    path.symlink_to("/dev/zero")
+    for message in _read_every_way(path, coco_images):
+        assert message.startswith(f"{path}: ") and "it is a device, not a regular file" in message
+
+
+def test_an_input_file_over_the_size_limit_is_refused_unread(tmp_path, coco_images):
+    from hcviewer.fileio import MAX_INPUT_BYTES
+
+    path = tmp_path / "boxes.json"
+    with path.open("wb") as handle:
+        handle.truncate(MAX_INPUT_BYTES + 1)  # sparse: nothing is written, and nothing may be read
+    for message in _read_every_way(path, coco_images):
+        assert message.startswith(f"{path}: ") and "larger than 1 GiB" in message
+
+
+@pytest.mark.parametrize("document, where", [
+    ({**_coco_document(), "categories": [{"id": "person", "name": "person"}],
+      "annotations": [{"id": 7, "image_id": 1, "category_id": "person", "bbox": [1, 1, 5, 5]}]}, "categories[0]"),
+    ([{"image_id": 1, "bbox": [0, 0, 5, 5], "score": 0.9, "category_id": "x"}], "record 0"),
+])
+def test_string_category_ids_are_refused_when_the_box_file_is_read(tmp_path, document, where):
+    """They passed the reader; predict then stopped at the first image's results, after segmenting it."""
+    from hcviewer.annotation.annotation_file import AnnotationError
+    from hcviewer.annotation.annotation_reader import read_annotation
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
+
+    path = _write(tmp_path / "boxes.json", json.dumps(document))
+    with pytest.raises(BoxFileError) as error:
+        read_boxes(path)
+    assert str(error.value).startswith(f"{path}: {where}: ") and "must be a whole number" in str(error.value)
+    if isinstance(document, dict):
+        with pytest.raises(AnnotationError, match=r"categories\[0\]: the id must be a whole number"):
+            read_annotation(path)
+
+
+def test_duplicate_csv_header_columns_are_refused(tmp_path):
+    """The last x0 silently won."""
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
+
+    path = _write(tmp_path / "boxes.csv", "image,x0,y0,x1,y1,label,X0\nimg0.jpg,1,1,5,5,person,3\n")
+    with pytest.raises(BoxFileError) as error:
+        read_boxes(path)
+    assert str(error.value) == (f"{path}: line 1: the header names the column x0 more than once; "
+                                "keep one of each")

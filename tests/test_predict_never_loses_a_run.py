@@ -219,6 +219,42 @@ def test_an_image_the_network_fails_on_is_skipped_not_the_run(run, monkeypatch, 
     assert [r["image_id"] for r in json.loads(run.out.read_text())] == [1, 1, 3, 3]
 
 
+def test_boxes_far_larger_than_the_photo_are_segmented_within_it(tmp_path, tiny_checkpoint, capsys):
+    """Work that depends on a box's size is bounded by the image: edge refinement once asked
+    OpenCV for 200 TB for the first box (a traceback, nothing written) and 6.9 GB for the second."""
+    make_images(tmp_path / "images", 1, size=(480, 640))
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("image,x0,y0,x1,y1,label\nimg000.png,0,0,16777216,1,person\n"
+                     "img000.png,-20000,-20000,20000,20000,person\n")
+    out = tmp_path / "out.json"
+    assert main(["predict", str(tmp_path / "images"), "--boxes", str(boxes), "--out", str(out),
+                 "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    assert "Wrote 2 masks for 1 images" in capsys.readouterr().err
+    records = json.loads(out.read_text())
+    assert [r["segmentation"]["size"] for r in records] == [[480, 640], [480, 640]]
+
+
+def test_a_box_that_fails_alone_is_named_and_skipped_and_the_others_written(run, monkeypatch, capsys):
+    """An error of one box (here OpenCV's in edge refinement) skips that box, not its image or the run."""
+    with run.boxes.open("a") as f:
+        f.write("img001.png,0,0,5000,40,person\n")
+    original = HypercolumnPredictor.predict
+
+    def failing_on_wide_boxes(self, boxes, *args, **kwargs):
+        if (np.asarray(boxes)[:, 2] - np.asarray(boxes)[:, 0] > 1000).any():
+            raise cv2.error("OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate\nmore")
+        return original(self, boxes, *args, **kwargs)
+
+    monkeypatch.setattr(HypercolumnPredictor, "predict", failing_on_wide_boxes)
+    assert run() == 1
+    err = capsys.readouterr().err
+    assert (f"skipped {run.folder / 'img001.png'}: box 3 of 3, the person box at (0, 0)–(5000, 40) could not be "
+            "segmented (OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate)") in err
+    assert "1 boxes skipped" in err and "more" not in err
+    no_class_names(err)
+    assert [r["image_id"] for r in json.loads(run.out.read_text())] == [1, 1, 2, 2, 3, 3]
+
+
 def test_progress_lines_when_stderr_is_not_a_terminal(run, capsys):
     assert run("--progress-every", "2") == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if " images (" in line]
@@ -268,3 +304,20 @@ def test_sigint_and_kill_of_a_real_run_then_it_continues(tmp_path, tiny_checkpoi
     records = json.loads(out.read_text())
     assert [r["image_id"] for r in records] == [i for i in range(1, 151) for _ in range(2)]
     assert not progress_path(out).exists()
+
+
+@pytest.mark.slow
+def test_a_double_ctrl_c_exits_130_with_the_finished_images_written(tmp_path, tiny_checkpoint):
+    """The second Ctrl+C, while the output was written or the interpreter shut down, ended the
+    process by the signal (-2)."""
+    make_images(tmp_path / "images", 150, size=(48, 64))
+    out = tmp_path / "out.json"
+    process = _start(tmp_path, tiny_checkpoint, out)
+    _wait_for_lines(progress_path(out), process, 3)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "interrupted after" in err
+    assert len(json.loads(out.read_text())) >= 4

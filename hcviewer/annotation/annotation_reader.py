@@ -19,7 +19,9 @@ from hcviewer.annotation.annotation_file import (
     read_size_or_zero,
 )
 from hcviewer.cocomask import decode_segmentation
+from hcviewer.fileio import loads_json, read_input_text
 from hcviewer.imageio import max_image_pixels
+from hcviewer.input_checks import category_id_problem
 
 
 def read_annotation(path: str | os.PathLike) -> Annotation:
@@ -44,12 +46,15 @@ class _Reader:
         categories = {}
         for i, record in enumerate(self._list(coco, "categories")):
             self._need(f"categories[{i}]", record, ("id",))
-            categories[self._key(f"categories[{i}]", record["id"])] = record
+            categories[self._category_id(f"categories[{i}]", record["id"])] = record
         names = {cid: str(c.get("name", cid)) for cid, c in categories.items()}
         images: dict[Any, SavedImage] = {}
         for i, record in enumerate(self._list(coco, "images")):
             self._need(f"images[{i}]", record, ("id", "file_name"))
             image_id = self._key(f"images[{i}]", record["id"])
+            if image_id in images:
+                raise self.fail(f"images[{i}]: image id {image_id!r} is used twice (also for {images[image_id].path.name}); "
+                                "give each image its own id")
             image_path = self.path.parent / str(record["file_name"])
             images[image_id] = SavedImage(image_path, self._claimed_size(f"images[{i}]", record, image_path),
                                           image_id=image_id)
@@ -77,7 +82,7 @@ class _Reader:
     # -- the file --------------------------------------------------------------------------
     def _load_json(self) -> dict:
         try:
-            coco = json.loads(self.path.read_text(encoding="utf-8"))
+            coco = loads_json(read_input_text(self.path))
         except FileNotFoundError:
             raise self.fail("no such file; check the path") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -109,6 +114,12 @@ class _Reader:
     def _key(self, where: str, value: Any) -> int | str:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise self.fail(f"{where}: an id is a number or a string, not {value!r}")
+        return value
+
+    def _category_id(self, where: str, value: Any) -> int:
+        problem = category_id_problem(value)
+        if problem is not None:
+            raise self.fail(f"{where}: the id {problem}; fix the record")
         return value
 
     def _image_of(self, where: str, images: dict[Any, SavedImage], image_id: Any) -> SavedImage:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -18,6 +19,11 @@ from hcviewer.fileio import OutputError, write_json_atomic  # noqa: F401 - re-ex
 from hcviewer.imageio import IMAGE_SUFFIXES, read_image
 from hcviewer.inference import HypercolumnPredictor, InputError, Prediction
 from hcviewer.modeling.postprocess import paste_heatmap_region
+
+
+# What segmenting a box may raise when it (or the image) is more than the machine can take:
+# torch's allocator (RuntimeError), numpy's (MemoryError), OpenCV's in edge refinement (cv2.error).
+BOX_FAILURES = (RuntimeError, MemoryError, cv2.error)
 
 
 @dataclass
@@ -105,20 +111,57 @@ def _predict_item(predictor: HypercolumnPredictor, item: BatchItem, tasks: tuple
     except ValueError as exc:
         return replace(empty, error=str(exc))
     kept, skipped = _check_boxes(item, boxes, image.shape[:2])
-    labels = [item.labels[i] for i in kept]
-    empty = replace(empty, boxes=boxes[kept], labels=labels, box_indices=kept, skipped=skipped,
-                    image_size=image.shape[:2])
-    if not kept:
-        return empty
-    try:
-        predictor.set_image(image)
-        prediction = predictor.predict(boxes[kept], tasks=tasks, class_index=_class_index(predictor, labels),
-                                       labels=labels, refine=refine)
-    except InputError as exc:
-        return replace(empty, error=f"{path}: {exc}")
+    prediction, error = None, None
+    if kept:
+        try:
+            predictor.set_image(image)
+            prediction, kept, skipped = _segment_boxes(predictor, item, boxes, kept, skipped, tasks, refine)
+        except InputError as exc:
+            error = f"{path}: {exc}"
+    result = replace(empty, boxes=boxes[kept], labels=[item.labels[i] for i in kept], box_indices=kept,
+                     skipped=skipped, image_size=image.shape[:2], error=error)
+    if prediction is None:
+        return result
     masks_rle, scores = _encode_masks(prediction, image.shape[:2], threshold)
-    return replace(empty, boxes=prediction.boxes, masks_rle=masks_rle, scores=scores, keypoints=prediction.keypoints,
+    return replace(result, boxes=prediction.boxes, masks_rle=masks_rle, scores=scores, keypoints=prediction.keypoints,
                    figure_ground=prediction.mask_maps)
+
+
+def _segment_boxes(predictor: HypercolumnPredictor, item: BatchItem, boxes: np.ndarray, kept: list[int],
+                   skipped: list[SkippedBox], tasks: tuple[str, ...], refine: bool | str
+                   ) -> tuple[Prediction | None, list[int], list[SkippedBox]]:
+    """(the prediction of the boxes ``kept``, the boxes it is for, the boxes skipped). When the
+    boxes fail together, each is tried alone: one that fails alone is skipped and named with why,
+    the others are segmented; when none fails alone the error propagates (the image is skipped)."""
+    try:
+        return _predict_boxes(predictor, boxes, kept, item.labels, tasks, refine), kept, skipped
+    except BOX_FAILURES:
+        failed = {}
+        for i in kept:
+            try:
+                _predict_boxes(predictor, boxes, [i], item.labels, tasks, refine)
+            except BOX_FAILURES as exc:
+                failed[i] = SkippedBox(i, tuple(float(v) for v in boxes[i]), item.labels[i],
+                                       f"could not be segmented ({first_line(exc)})")
+        if not failed:
+            raise
+    kept = [i for i in kept if i not in failed]
+    skipped = sorted([*skipped, *failed.values()], key=lambda box: box.index)
+    prediction = _predict_boxes(predictor, boxes, kept, item.labels, tasks, refine) if kept else None
+    return prediction, kept, skipped
+
+
+def _predict_boxes(predictor: HypercolumnPredictor, boxes: np.ndarray, indices: list[int], labels: list[str],
+                   tasks: tuple[str, ...], refine: bool | str) -> Prediction:
+    labels = [labels[i] for i in indices]
+    return predictor.predict(boxes[indices], tasks=tasks, class_index=_class_index(predictor, labels),
+                             labels=labels, refine=refine)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line, as a skipped image or box is named with it."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "out of memory" if isinstance(exc, MemoryError) else "no details"
 
 
 def _check_boxes(item: BatchItem, boxes: np.ndarray, image_size: tuple[int, int]) -> tuple[list[int], list[SkippedBox]]:

@@ -15,6 +15,8 @@ from typing import Any
 
 from hcviewer.boxes import MAX_COORDINATE, coordinates_problem
 from hcviewer.cocomask import segmentation_problem
+from hcviewer.fileio import loads_json, read_input_text
+from hcviewer.input_checks import category_id_problem
 
 DEMO_BOXES = Path(__file__).resolve().parents[2] / "resources" / "demo" / "boxes.json"
 DEMO_IMAGE_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png")
@@ -111,7 +113,7 @@ def read_boxes(path: str | Path) -> BoxFile:
 
 def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_input_text(path, encoding="utf-8-sig")
     except FileNotFoundError:
         raise BoxFileError(f"{path}: no such file; check the path") from None
     except UnicodeDecodeError:
@@ -162,10 +164,17 @@ def _id(path: Path, where: str, value: Any, what: str) -> int | str:
     return value
 
 
+def _category_id(path: Path, where: str, value: Any, what: str) -> int:
+    problem = category_id_problem(value)
+    if problem is not None:
+        raise BoxFileError(f"{path}: {where}: {what} {problem}; fix the record")
+    return value
+
+
 # ------------------------------------------------------------------------------------ JSON
 def _read_json(path: Path, text: str) -> BoxFile:
     try:
-        data = json.loads(text)
+        data = loads_json(text)
     except json.JSONDecodeError as exc:
         raise BoxFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
                            "fix the file or re-export it") from None
@@ -207,12 +216,12 @@ def _coco_categories(path: Path, data: dict) -> dict[Any, str]:
     names = {}
     for i, category in enumerate(_records(path, data, "categories")):
         _require(path, f"categories[{i}]", category, ("id", "name"))
-        names[_id(path, f"categories[{i}]", category["id"], "id")] = str(category["name"])
+        names[_category_id(path, f"categories[{i}]", category["id"], "id")] = str(category["name"])
     return names
 
 
 def _label(path: Path, where: str, category_id: Any, names: dict[Any, str]) -> str:
-    category_id = _id(path, where, category_id, "category_id")
+    category_id = _category_id(path, where, category_id, "category_id")
     if not names:
         return f"class {category_id}"
     if category_id not in names:
@@ -373,6 +382,10 @@ def _read_csv(path: Path, text: str) -> BoxFile:
 
 def _read_csv_rows(path: Path, rows) -> BoxFile:
     header = [h.strip().lower() for h in next(rows)]
+    repeated = sorted({column for column in header if header.count(column) > 1})
+    if repeated:  # the last of them would silently win
+        raise BoxFileError(f"{path}: line 1: the header names the column {', '.join(repeated)} more than once; "
+                           "keep one of each")
     missing = [c for c in CSV_REQUIRED if c not in header]
     unknown = [c for c in header if c not in CSV_COLUMNS]
     if missing or unknown:

@@ -6,6 +6,8 @@ An image file literally named ``predict`` is opened with ``hcviewer ./predict``.
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,10 @@ class UsageError(ValueError):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; ``argv`` None: the program's own arguments (the process ends when this returns)."""
+    ends_the_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    sigint_handler = signal.getsignal(signal.SIGINT)
     try:
         if argv[:1] == ["predict"]:
             return _predict(_predict_parser().parse_args(argv[1:]))
@@ -35,8 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hcviewer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before or after the work (during it, predict says what it kept)
+        ignore_further_interrupts()
         print("\nhcviewer: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if not ends_the_process and signal.getsignal(signal.SIGINT) is not sigint_handler:
+            signal.signal(signal.SIGINT, sigint_handler)
+
+
+def ignore_further_interrupts() -> None:
+    """After the first Ctrl+C the output is written and the process exits 130: another Ctrl+C
+    meanwhile (or during the interpreter's shutdown, which unloads torch) ended it by the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ------------------------------------------------------------------------------------- app
@@ -130,6 +145,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--threshold must lie between 0 and 1, got {args.threshold}")
     if args.progress_every < 1:
         raise UsageError(f"--progress-every must be 1 or more, got {args.progress_every}")
+    if args.min_score is not None and not math.isfinite(args.min_score):  # NaN kept no box, silently
+        raise UsageError(f"--min-score must be a finite number, got {args.min_score}")
     _require_existing(args.images, "image or folder")
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     if not checkpoint.is_file():
@@ -156,6 +173,7 @@ def _predict(args: argparse.Namespace) -> int:
                 run.segment(_load_predictor(checkpoint, args.device), args.threshold, args.progress_every,
                             args.refine)
         except KeyboardInterrupt:
+            ignore_further_interrupts()
             # An input named as --out (--force) is replaced only by the complete results.
             return run.interrupted(write=not out_is_input)
         return run.finish()
@@ -168,9 +186,14 @@ def _check_output(out: Path, inputs: list[Path], force: bool) -> bool:
     work; True when --out is one of ``inputs`` (allowed by ``force``)."""
     from hcviewer.fileio import OutputError, check_writable
 
-    if out.is_dir():
+    try:
+        is_dir = out.is_dir()
+        same = next((p for p in inputs if out.exists() and p.exists() and out.samefile(p)), None)
+    except OSError as exc:  # e.g. a name over the file system's 255 bytes
+        shown = str(out) if len(str(out)) <= 80 else f"{str(out)[:60]}... ({len(str(out))} characters)"
+        raise UsageError(f"--out {shown}: {exc.strerror or exc}; choose a shorter name or another folder") from None
+    if is_dir:
         raise UsageError(f"--out {out} is a folder; give a file name, e.g. {out / 'results.json'}")
-    same = next((p for p in inputs if out.exists() and p.exists() and out.samefile(p)), None)
     if same is not None and not force:
         raise UsageError(f"--out {out} is an input file ({same}); writing it would replace it. "
                          "Choose another --out, or pass --force")
@@ -266,9 +289,10 @@ class PredictRun:
 
         try:
             [result] = self.batch.predict_images(predictor, [item], threshold=threshold, refine=refine)
-        except (RuntimeError, MemoryError) as exc:  # one image the network could not take: not the run
+        except self.batch.BOX_FAILURES as exc:  # one image the network could not take: not the run
             result = self.batch.ImageResult(item.image_path, item.image_id, item.boxes, [], [], None,
-                                            error=f"{item.image_path}: could not be segmented ({_first_line(exc)})")
+                                            error=f"{item.image_path}: could not be segmented "
+                                                  f"({self.batch.first_line(exc)})")
         if result.error is not None:
             self.failed_images.append(result.error)
             print(f"hcviewer: skipped {result.error}", file=sys.stderr)
@@ -352,10 +376,6 @@ class ProgressReport:
             print(f"hcviewer: {self.done}/{self.total} images ({rate:.2f} images/s"
                   + (f", {failed} skipped" if failed else "") + ")", file=sys.stderr, flush=True)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "out of memory" if isinstance(exc, MemoryError) else "no details"
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hcviewer.data.records import AnnotatedDataset, DataError, ImageRecord, ObjectAnnotation, PngMask
+from hcviewer.fileio import loads_json, read_input_text
 
 CATEGORY = "person"
 BACKGROUND_NAMES = ("null", "background")
@@ -104,7 +105,7 @@ def part_lookup(names: list[str], where: Path) -> np.ndarray:
 
 def _label_names(path: Path) -> list[str]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(read_input_text(path))
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror}); a CCP folder needs label_names.json") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -12,6 +12,7 @@ import numpy as np
 from hcviewer.boxes import coordinates_problem
 from hcviewer.cocomask import segmentation_problem
 from hcviewer.data.records import AnnotatedDataset, CocoSegmentation, DataError, ImageRecord, ObjectAnnotation
+from hcviewer.fileio import loads_json, read_input_text
 from hcviewer.imageio import max_image_pixels
 
 
@@ -70,8 +71,7 @@ def read_coco(annotation_files: str | Path | list[str | Path], images_dir: str |
 
 def _load_json(path: Path) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = loads_json(read_input_text(path))
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror}); check the path") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -42,6 +42,7 @@ import numpy as np
 from hcviewer.boxes import coordinates_problem
 from hcviewer.data.images import read_label_png, read_size
 from hcviewer.data.records import AnnotatedDataset, DataError, ImageRecord, ObjectAnnotation, PngMask
+from hcviewer.fileio import loads_json, read_input_text
 
 ANNOTATION_FILE = "boxes.json"
 
@@ -81,8 +82,7 @@ def read_mask_folder(root: str | Path) -> AnnotatedDataset:
 
 def _load(path: Path) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = loads_json(read_input_text(path))
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror}); the folder needs a {ANNOTATION_FILE} "
                         "(see hcviewer.data.folder for its layout)") from None

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from hcviewer.data.errors import DataError
+from hcviewer.fileio import read_input_bytes
 from hcviewer.imageio import ImageReadError, check_pixel_count, read_image, read_image_size
 
 
@@ -53,6 +54,6 @@ def read_label_png(path: str | Path) -> np.ndarray:
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_input_bytes(path)
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror}); check the path and permissions") from None

@@ -26,6 +26,7 @@ import numpy as np
 from hcviewer.boxes import coordinates_problem
 from hcviewer.data.images import read_size
 from hcviewer.data.records import AnnotatedDataset, DataError, ImageRecord, ObjectAnnotation, PngMask
+from hcviewer.fileio import read_input_bytes, read_input_text
 from hcviewer.imageio import max_image_pixels
 
 
@@ -56,7 +57,7 @@ def _image_ids(root: Path, image_set: str | None) -> list[str]:
         return ids
     list_file = root / "ImageSets" / "Segmentation" / f"{image_set}.txt"
     try:
-        lines = list_file.read_text(encoding="utf-8").splitlines()
+        lines = read_input_text(list_file).splitlines()
     except OSError as exc:
         raise DataError(f"{list_file}: cannot be read ({exc.strerror}); check the image set name "
                         "(e.g. train, val, trainval)") from None
@@ -91,7 +92,7 @@ class _DoctypeRefused(Exception):
 
 def _parse_xml(path: Path) -> ET.Element:
     try:
-        data = path.read_bytes()
+        data = read_input_bytes(path)
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror}); every listed image needs its "
                         "annotation file") from None

@@ -18,13 +18,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from hcviewer.fileio import write_atomic
+from hcviewer.fileio import open_input, write_atomic
 from hcviewer.modeling.config import HypercolumnConfig
 from hcviewer.modeling.hypercolumn import HypercolumnModel
 
 FORMAT_NAME = "hcviewer-checkpoint"
 FORMAT_VERSION = 1
 HEADER_KEY = "hcviewer"
+NORMALISED_PIXEL_LIMIT = 1000.0  # |(pixel - mean) / std| for pixels in [0, 1]; ImageNet's reaches 2.6
 
 
 class CheckpointError(ValueError):
@@ -74,8 +75,13 @@ def save_checkpoint(
 def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
     """Read and validate the header only (cheap: no weights are loaded)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        open_input(path).close()  # safetensors says "No such file" for a file it may not read
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc}); give this user read permission "
+                              "(chmod a+r) or choose another checkpoint") from None
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -146,8 +152,31 @@ def load_checkpoint(
                 raise CheckpointError(f"{info.path}: weight {key} holds NaN or infinite values; the training run "
                                       "diverged or the file is damaged: use an earlier checkpoint")
             state[key] = tensor.to(expected[key][1])
+    check_statistics(info, state)
     model.load_state_dict(state)
     return model.to(device).eval(), info
+
+
+def check_statistics(info: CheckpointInfo, state: dict[str, torch.Tensor]) -> None:
+    """Refuse the statistics under which every prediction comes out empty without an error: a
+    BatchNorm variance below 0 (its square root is NaN), or an input normalisation under which
+    the network sees no image: pixels in [0, 1] mapped beyond +-NORMALISED_PIXEL_LIMIT (a mean
+    of 1e300, a std of 1e-300) or onto a range narrower than 1 / NORMALISED_PIXEL_LIMIT."""
+    for key, tensor in state.items():
+        if key.endswith("running_var") and (tensor < 0).any():
+            raise CheckpointError(f"{info.path}: BatchNorm statistic {key} holds negative variances (down to "
+                                  f"{tensor.min().item():g}); the file is damaged: use an earlier checkpoint")
+    mean, std = (torch.tensor(getattr(info.config, name), dtype=torch.float64) for name in ("mean", "std"))
+    black, white = -mean / std, (1 - mean) / std  # where pixels 0 and 1 go, per channel
+    for name, bad in (("std", (1 / std < 1 / NORMALISED_PIXEL_LIMIT) | (1 / std > NORMALISED_PIXEL_LIMIT)),
+                      ("mean", torch.maximum(black.abs(), white.abs()) > NORMALISED_PIXEL_LIMIT)):
+        if bad.any():
+            raise CheckpointError(
+                f"{info.path}: the header's input normalisation (mean {list(info.config.mean)}, std "
+                f"{list(info.config.std)}) maps pixels in [0, 1] onto [{black.min().item():.3g}, "
+                f"{white.max().item():.3g}], where the network sees no image: its {name} is not one a network is "
+                "trained with (ImageNet's: mean 0.485, 0.456, 0.406, std 0.229, 0.224, 0.225); use another checkpoint "
+                "or re-export it with hcviewer-train")
 
 
 def _build(info: CheckpointInfo, device: torch.device) -> HypercolumnModel:
