@@ -5,14 +5,14 @@ the image, so that no accepted box can take more memory than a box the size of t
     .venv/bin/python benchmarks/bench_box_memory.py PHOTO.jpg        # e.g. a 640 x 480 COCO photo
 
 Each box runs in its own ``hcviewer predict`` process (default checkpoint, edge refinement on);
-its peak resident memory is the child's ``ru_maxrss``. A box whose run fails is reported with
-its exit status.
+its peak resident memory is that process's ``ru_maxrss`` from start to exit (``os.wait4``). A
+box whose run fails is reported with its exit status.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,20 +31,15 @@ def boxes_for(width: int, height: int) -> dict[str, tuple[float, float, float, f
 
 
 def peak_rss_of_predict(photo: Path, box: tuple[float, float, float, float], folder: Path) -> tuple[float, int]:
-    """(peak RSS in GB, exit status) of one ``hcviewer predict`` run in a child process."""
+    """(peak RSS in GB, exit status) of one ``hcviewer predict`` process, start to exit."""
     boxes = folder / "boxes.csv"
     boxes.write_text(f"image,x0,y0,x1,y1,label\n{photo.name},{','.join(str(v) for v in box)},person\n")
-    out = folder / "results.json"
-    command = [sys.executable, "-c", "import sys, resource; from hcviewer.app.cli import main; code = main(sys.argv[1:]); "
-               "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)",
-               "predict", str(photo), "--boxes", str(boxes), "--out", str(out), "--restart"]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    lines = run.stderr.strip().splitlines()
-    try:
-        peak_kib = int(lines[-1])
-    except (IndexError, ValueError):  # killed before it could say: the kernel's account of the child
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return peak_kib / 2**20, run.returncode
+    command = [sys.executable, "-m", "hcviewer.app.cli", "predict", str(photo), "--boxes", str(boxes),
+               "--out", str(folder / "results.json"), "--restart"]
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own usage (ru_maxrss in KiB on Linux)
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    return usage.ru_maxrss * 1024 / 1e9, child.returncode
 
 
 def main() -> None:

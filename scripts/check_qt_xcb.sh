@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks that Qt's xcb platform plugin (what opens a window on an X11 desktop) finds its system
 # libraries, and installs the missing ones with apt-get when run as root on Debian/Ubuntu;
-# otherwise prints the exact command. A fresh Debian lacks libxcb-cursor0, libxcb-icccm4,
-# libxcb-keysyms1 and more, and the app then aborts with
+# otherwise (or when the install fails) prints the exact command and exits 1, so that
+# scripts/setup_env.sh stops there instead of the app aborting later. A fresh Debian lacks
+# libxcb-cursor0, libxcb-icccm4, libxcb-keysyms1 and more, and the app then aborts with
 # 'could not load the Qt platform plugin "xcb"' although `import PySide6.QtGui` works.
 #
 # Usage: scripts/check_qt_xcb.sh VENV   (called by scripts/setup_env.sh)
@@ -42,3 +43,5 @@ if command -v apt-get >/dev/null; then
 else
     echo "hcviewer: install these libraries (Debian names: $packages) with your package manager" >&2
 fi
+echo "hcviewer: then run scripts/setup_env.sh again" >&2
+exit 1

@@ -462,3 +462,25 @@ def test_a_box_file_alone_opens_the_images_beside_it(make_window, qtbot, tmp_pat
     window.files.open_boxes(boxes)
     _wait(qtbot, lambda: window.state.image is not None and len(window.canvas.box_items) == 2)
     assert [d.path.name for d in window.project.images] == ["a.png", "b.png"]
+
+
+def test_hostile_box_and_annotation_files_are_messages_and_the_app_stays_up(make_window, qtbot, tmp_path, make_fifo):
+    """A whole number beyond a float escaped open_boxes (at start: exit 134), a FIFO hung the app,
+    an annotation with an image id used twice opened with the last image silently winning."""
+    window = make_window()
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 60, 3), np.uint8))
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1, "name": "person"}], '
+                    '"annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 1' + "0" * 400 + ', 5]}]}')
+    window.files.open_paths([tmp_path / "a.png"], boxes=huge)  # as `hcviewer --boxes huge.json a.png` starts
+    assert window.messages[-1].startswith(f"{huge}: not valid JSON") and "beyond a 64-bit float" in window.messages[-1]
+    fifo = make_fifo("boxes.json")
+    window.files.open_boxes(fifo)
+    assert window.messages[-1].startswith(f"{fifo}: cannot be read (it is a FIFO (named pipe)")
+    twice = tmp_path / "twice.json"
+    twice.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}],
+                                 "annotations": [], "categories": [{"id": 1, "name": "person"}]}))
+    window.saving.open_annotation(twice)
+    assert window.messages[-1] == (f"{twice}: images[1]: image id 1 is used twice (also for a.png); "
+                                   "give each image its own id")
+    assert len(window.messages) == 3 and window.isVisible()

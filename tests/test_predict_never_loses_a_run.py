@@ -321,3 +321,22 @@ def test_a_double_ctrl_c_exits_130_with_the_finished_images_written(tmp_path, ti
     assert process.returncode == 130, err
     assert "Traceback" not in err and "interrupted after" in err
     assert len(json.loads(out.read_text())) >= 4
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_out_says_which_process_holds_it(tmp_path, tiny_checkpoint, capsys):
+    """Two runs writing the same --out both recomputed every image."""
+    make_images(tmp_path / "images", 150, size=(48, 64))
+    out = tmp_path / "out.json"
+    process = _start(tmp_path, tiny_checkpoint, out)
+    try:
+        _wait_for_lines(progress_path(out), process, 3)
+        assert main(["predict", str(tmp_path / "images"), "--boxes", str(tmp_path / "boxes.csv"), "--out", str(out),
+                     "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 2
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+    err = capsys.readouterr().err
+    assert (f"{progress_path(out)} is in use by another hcviewer predict writing the same --out "
+            f"(process {process.pid}); wait for it to finish") in err
+    assert progress_path(out).read_text().count("\n") >= 3  # its progress is untouched

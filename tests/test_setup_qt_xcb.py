@@ -37,8 +37,10 @@ def machine(tmp_path: Path):
     _executable(bin_dir / "apt-get", f'echo "$@" >> {tmp_path}/apt.log\n'
                                      f'case "$1" in install) touch {tmp_path}/installed;; esac\n')
 
-    def run(uid: int) -> subprocess.CompletedProcess:
+    def run(uid: int, apt_fails: bool = False) -> subprocess.CompletedProcess:
         _executable(bin_dir / "id", f"echo {uid}\n")
+        if apt_fails:  # e.g. no network
+            _executable(bin_dir / "apt-get", f'echo "$@" >> {tmp_path}/apt.log\nexit 100\n')
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
         return subprocess.run(["bash", str(SCRIPT), str(venv)], capture_output=True, text=True, env=env, timeout=60)
 
@@ -50,11 +52,18 @@ def machine(tmp_path: Path):
 PACKAGES = "libx11-xcb1 libxcb-cursor0 libxcb-icccm4 libxkbcommon-x11-0"
 
 
-def test_a_user_is_told_the_exact_apt_command(machine):
+def test_a_user_is_told_the_exact_apt_command_and_setup_stops(machine):
+    """It exited 0, so 'setup_env.sh && hcviewer' still reached Qt's abort (exit 134)."""
     result = machine(uid=1000)
-    assert result.returncode == 0
+    assert result.returncode == 1
     assert f"sudo apt-get install {PACKAGES}" in result.stderr
     assert "libxcb-icccm.so.4" in result.stderr and not machine.log.exists()
+
+
+def test_root_whose_install_fails_is_told_the_command_and_setup_stops(machine):
+    result = machine(uid=0, apt_fails=True)
+    assert result.returncode == 1
+    assert f"sudo apt-get install {PACKAGES}" in result.stderr and "update" in machine.log.read_text()
 
 
 def test_root_installs_the_missing_libraries(machine):
@@ -70,5 +79,7 @@ def test_nothing_is_said_when_the_plugin_loads(machine):
     assert result.returncode == 0 and result.stderr == "" and not machine.log.exists()
 
 
-def test_setup_env_runs_the_check():
-    assert 'scripts/check_qt_xcb.sh" "$venv"' in (REPO / "scripts" / "setup_env.sh").read_text()
+def test_setup_env_runs_the_check_and_stops_when_it_fails():
+    setup = (REPO / "scripts" / "setup_env.sh").read_text()
+    assert "set -euo pipefail" in setup
+    assert '\nbash "$repo/scripts/check_qt_xcb.sh" "$venv"\n' in setup  # no "|| true": its failure ends setup

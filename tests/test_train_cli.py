@@ -142,6 +142,57 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, says", [
+    ("--lr", "nan", "--lr must be a finite number above 0, got nan"),  # trained, wrote NaN weights
+    ("--batch", "0", "--batch must be 1 or more, got 0"),  # ZeroDivisionError traceback
+    ("--epochs", "-1", "--epochs must be 1 or more, got -1"),
+    ("--image-size", "0", "--image-size must be 32 or more"),
+    ("--val-fraction", "1.5", "--val-fraction must be from 0 to 1, got 1.5"),  # "no labels for ['keypoints']"
+])
+def test_numbers_no_run_can_use_are_refused_before_any_work(coco, tmp_path, capsys, option, value, says):
+    annotations, images = coco
+    out = tmp_path / "run"
+    assert main(["train", "--coco", str(annotations), "--images", str(images), *TINY, "--out", str(out),
+                 option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hcviewer-train: error: {says}" if says.endswith(value) else says in err
+    assert not out.exists()
+
+
+def test_no_images_to_train_on_is_said_so(coco, tmp_path, capsys):
+    annotations, images = coco
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({**json.loads(annotations.read_text()), "images": [], "annotations": []}))
+    for data, says in (([str(empty)], "the data sources hold none"),
+                       ([str(annotations), "--val-fraction", "1"], "--val-fraction holds all 6 images out")):
+        assert main(["train", "--coco", *data, "--images", str(images), *TINY, "--out", str(tmp_path / "run")]) == 2
+        assert f"hcviewer-train: error: no images to train on: {says}" in capsys.readouterr().err
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(coco, tmp_path, capsys,
+                                                                                    monkeypatch):
+    from hcviewer.train import trainer
+
+    calls = []
+
+    def nan_from_the_third_step(*args):
+        calls.append(1)
+        losses = trainer_compute_losses(*args)
+        return {k: v * float("nan") for k, v in losses.items()} if len(calls) >= 3 else losses
+
+    trainer_compute_losses = trainer.compute_losses
+    monkeypatch.setattr(trainer, "compute_losses", nan_from_the_third_step)
+    annotations, images = coco
+    out = tmp_path / "run"
+    assert main(["train", "--coco", str(annotations), "--images", str(images), "--val-fraction", "0.34", *TINY,
+                 "--epochs", "3", "--out", str(out)]) == 1  # 4 training images: 2 steps an epoch
+    err = capsys.readouterr().err
+    assert ("hcviewer-train: error: the figure_ground, keypoints loss became nan at step 1 of epoch 2; training "
+            f"stopped before that step, and the checkpoints in {out}") in err
+    model, info = load_checkpoint(out / "last.safetensors")  # refused if any weight were NaN
+    assert info.training["epochs_done"] == 1 and len(calls) == 3
+
+
 def test_torchrun_two_processes_on_the_cpu(coco, tmp_path):
     """DistributedDataParallel over gloo: both ranks train on their share, rank 0 writes. The
     rendezvous takes a free port (--standalone): a busy port (another run, another test) is no

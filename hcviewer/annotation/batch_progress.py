@@ -1,7 +1,8 @@
 """The progress of ``hcviewer predict``, kept beside its output so that a killed, crashed or
 interrupted run continues where it stopped (Qt- and torch-free).
 
-``OUT.partial.jsonl`` is JSON Lines: the first line names the run's inputs (checkpoint, box
+``OUT.partial.jsonl`` is locked by the run writing it (another run on the same OUT is refused,
+naming the process). It is JSON Lines: the first line names the run's inputs (checkpoint, box
 file, threshold, min. score); each further line is one finished image, written and flushed as
 soon as it is done::
 
@@ -14,6 +15,7 @@ not be read are not recorded: a later run tries them again.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -73,32 +75,36 @@ class ProgressFile:
         "resume" requires such a file, "restart" discards any. Raises ProgressMismatch, or
         OutputError when the file cannot be written."""
         path = Path(path)
-        if mode == "restart" or not path.exists():
-            if mode == "resume":
-                raise ProgressMismatch(f"{path}: no progress to resume; run without --resume to start")
-            return cls._create(path, inputs)
-        header, done, good_bytes = _read(path)
-        if header is None or header.get("format") != FORMAT:
-            raise ProgressMismatch(f"{path} is not a progress file of hcviewer predict; move it away, "
-                                   "or pass --restart to replace it")
-        if header.get("inputs") != inputs:
-            changed = sorted(k for k in set(inputs) | set(header.get("inputs", {}))
-                             if header.get("inputs", {}).get(k) != inputs.get(k))
-            raise ProgressMismatch(f"{path} holds the progress of a run with a different {', '.join(changed)}; "
-                                   "run with the same inputs to continue it, or pass --restart to start over")
+        if mode == "resume" and not path.exists():
+            raise ProgressMismatch(f"{path}: no progress to resume; run without --resume to start")
+        handle = _open_locked(path)
         try:
-            with open(path, "r+b") as handle:
+            data = _read(path, handle)
+            if mode == "restart" or not data:
+                return cls._create(path, inputs, handle)
+            header, done, good_bytes = _parse(data)
+            if header is None or header.get("format") != FORMAT:
+                raise ProgressMismatch(f"{path} is not a progress file of hcviewer predict; move it away, "
+                                       "or pass --restart to replace it")
+            if header.get("inputs") != inputs:
+                changed = sorted(k for k in set(inputs) | set(header.get("inputs", {}))
+                                 if header.get("inputs", {}).get(k) != inputs.get(k))
+                raise ProgressMismatch(f"{path} holds the progress of a run with a different {', '.join(changed)}; "
+                                       "run with the same inputs to continue it, or pass --restart to start over")
+            try:
                 handle.truncate(good_bytes)  # drop a line cut short by a kill
-            handle = open(path, "a", encoding="utf-8")
-        except OSError as exc:
-            raise _output_error(path, exc) from None
+            except OSError as exc:
+                raise _output_error(path, exc) from None
+        except BaseException:
+            handle.close()
+            raise
         return cls(path, inputs, done, handle)
 
     @classmethod
-    def _create(cls, path: Path, inputs: dict) -> "ProgressFile":
+    def _create(cls, path: Path, inputs: dict, handle) -> "ProgressFile":
         try:
-            handle = open(path, "w", encoding="utf-8")
-            handle.write(json.dumps({"format": FORMAT, "inputs": inputs}) + "\n")
+            handle.truncate(0)
+            handle.write((json.dumps({"format": FORMAT, "inputs": inputs}) + "\n").encode())
             handle.flush()
         except OSError as exc:
             raise _output_error(path, exc) from None
@@ -107,7 +113,7 @@ class ProgressFile:
     def add(self, image: DoneImage) -> None:
         """Record a finished image; on disk (flushed) when this returns."""
         try:
-            self._handle.write(json.dumps(asdict(image)) + "\n")
+            self._handle.write((json.dumps(asdict(image)) + "\n").encode())
             self._handle.flush()
         except OSError as exc:
             raise _output_error(self.path, exc) from None
@@ -125,17 +131,56 @@ class ProgressFile:
                 pass  # what could not be flushed is re-done on the next run
 
     def remove(self) -> None:
+        self.path.unlink(missing_ok=True)  # still locked: a run waiting to open it finds it gone
         self.close()
-        self.path.unlink(missing_ok=True)
 
 
-def _read(path: Path) -> tuple[dict | None, dict[tuple[str, int], DoneImage], int]:
-    """(header, finished images, bytes up to the end of the last whole line)."""
+def _open_locked(path: Path):
+    """The progress file opened to read and append (created when missing), locked for this run:
+    two runs writing the same --out both recomputed every image. Raises ProgressMismatch naming
+    the process that holds the lock, OutputError when it cannot be opened."""
+    while True:
+        try:
+            handle = open(path, "a+b")
+        except OSError as exc:
+            raise _output_error(path, exc) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(handle)
+            handle.close()
+            raise ProgressMismatch(f"{path} is in use by another hcviewer predict writing the same --out "
+                                   f"({holder}); wait for it to finish, or stop it, or choose another --out") from None
+        if os.fstat(handle.fileno()).st_nlink:
+            return handle
+        handle.close()  # removed by the run that held it, which finished meanwhile: open the new one
+
+
+def _lock_holder(handle) -> str:
+    """'process PID' of the lock on an open file from the kernel's table (Linux), else a phrase."""
+    stat = os.fstat(handle.fileno())
+    file_id = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
     try:
-        data = path.read_bytes()
+        with open("/proc/locks", encoding="ascii") as locks:
+            for fields in map(str.split, locks):
+                if fields[1:2] == ["FLOCK"] and fields[5:6] == [file_id]:
+                    return f"process {fields[4]}"
+    except OSError:
+        pass
+    return "another process"
+
+
+def _read(path: Path, handle) -> bytes:
+    try:
+        handle.seek(0)
+        return handle.read()
     except OSError as exc:
         raise ProgressMismatch(f"{path}: cannot be read ({exc.strerror or exc}); move it away, "
                                "or pass --restart") from None
+
+
+def _parse(data: bytes) -> tuple[dict | None, dict[tuple[str, int], DoneImage], int]:
+    """(header, finished images, bytes up to the end of the last whole line)."""
     header, done, good = None, {}, 0
     for line in data.splitlines(keepends=True):
         try:

@@ -45,7 +45,7 @@ def refine_probability(image: np.ndarray, box: np.ndarray, probability: np.ndarr
     if method not in REFINE_METHODS:
         raise ValueError(f"unknown refinement {method!r}; use one of {', '.join(REFINE_METHODS)}")
     x0, y0, x1, y1 = (float(v) for v in box)
-    left, top, right, bottom = crop_bounds(box, image.shape[:2])
+    left, top, right, bottom = _crop_bounds(box, image.shape[:2])
     crop = padded_crop(image, top, bottom, left, right)
     scale = min(1.0, REFINE_MAX_SIDE / max(crop.shape[:2]))
     small = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
@@ -63,7 +63,7 @@ def refine_probability(image: np.ndarray, box: np.ndarray, probability: np.ndarr
     return _crop_map_on_box(refined, box, (left, top), step, size)
 
 
-def crop_bounds(box: np.ndarray, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+def _crop_bounds(box: np.ndarray, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) pixels of the crop refinement reads around box (x0, y0, x1, y1):
     the box with a margin, cut to the image with at most one margin of its repeated edge around
     it (the margin no longer than the image's long side). Beyond that the crop would only repeat

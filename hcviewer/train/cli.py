@@ -271,6 +271,10 @@ def run_training(config, out: Path, resume: bool = False, export: str | None = N
     train_halves, val_halves = split_sources(datasets, data["sources"], data["val_fraction"], data["split_seed"])
     val_halves = [v for v in val_halves if v.images]
     train_set, val_set = concatenate(train_halves), concatenate(val_halves)
+    if not train_set.images:  # it was "no labels for ['keypoints']"
+        held_out = len(val_set.images)
+        raise DataError("no images to train on: " + (f"--val-fraction holds all {held_out} images out for validation; "
+                                                     "lower it" if held_out else "the data sources hold none; check them"))
     print(f"training on {len(train_set.images)} images ({train_set.num_objects} objects), validating on "
           f"{len(val_set.images)} images ({val_set.num_objects} objects)", file=sys.stderr)
     trainer = Trainer(config, train_set, val_set, out, validate=validation_metrics, resuming=resume)
@@ -447,6 +451,29 @@ def start_distributed_if_launched() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
+# Each number option: the test its value must pass (NaN fails every one), and what it must be.
+NUMBER_RULES = {
+    "epochs": (lambda v: v >= 1, "1 or more"),
+    "batch": (lambda v: v >= 1, "1 or more"),
+    "lr": (lambda v: math.isfinite(v) and v > 0, "a finite number above 0"),
+    "image_size": (lambda v: v >= 32, "32 or more (pixels; the network's coarsest layer is 1/32 of the image)"),
+    "layer_dropout": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    "val_fraction": (lambda v: 0 <= v <= 1, "from 0 to 1"),
+    "grid": (lambda v: v >= 1, "1 or more"),
+    "synthetic": (lambda v: v >= 0, "0 or more"),
+    "limit": (lambda v: v >= 1, "1 or more"),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse the number options no run can use, before any work: --lr nan trained and wrote
+    NaN weights, --batch 0 raised ZeroDivisionError, --epochs -1 and --image-size 0 were taken."""
+    for name, (usable, need) in NUMBER_RULES.items():
+        value = getattr(args, name, None)
+        if value is not None and not usable(value):
+            raise DataError(f"--{name.replace('_', '-')} must be {need}, got {value}")
+
+
 COMMANDS = {"train": command_train, "resume": command_resume, "eval": command_eval, "calibrate": command_calibrate,
             "ablate": command_ablate}
 
@@ -460,14 +487,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from hcviewer.fileio import OutputError
     from hcviewer.modeling.checkpoint import CheckpointError
-    from hcviewer.train.trainer import TrainingInterrupted
+    from hcviewer.train.trainer import TrainingDiverged, TrainingInterrupted
 
     start_distributed_if_launched()
     try:
+        check_numbers(args)
         return COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
         print(f"hcviewer-train: {exc}", file=sys.stderr)
         return 130
+    except TrainingDiverged as exc:
+        print(f"hcviewer-train: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # before training started, or while evaluating after it
         print("\nhcviewer-train: interrupted", file=sys.stderr)
         return 130

@@ -97,6 +97,10 @@ class TrainingInterrupted(Exception):
     """Ctrl-C during training; the resume state has been written."""
 
 
+class TrainingDiverged(Exception):
+    """A loss became NaN or infinite; that step was not taken and nothing more is written."""
+
+
 def model_config(config: TrainConfig, dataset: AnnotatedDataset) -> HypercolumnConfig:
     """The network's configuration from the training options and what the data labels."""
     keypoint_categories = labelled_categories(
@@ -475,11 +479,24 @@ class Trainer:
         with autocast:
             logits = self.network(images, rois, class_index, taps, sizes)
         losses = compute_losses(logits, samples, self.device)
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        self._stop_if_diverged(values)
         self.optimizer.zero_grad(set_to_none=True)
         self._weighted(losses).backward()
         self.optimizer.step()
         self.schedule.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return values
+
+    def _stop_if_diverged(self, losses: dict[str, float]) -> None:
+        """Stop before a step whose loss is NaN or infinite: the weights stay the last good ones,
+        and the checkpoints of the finished epochs are kept (--lr nan wrote NaN weights)."""
+        diverged = sorted(task for task, value in losses.items() if not math.isfinite(value))
+        if diverged:
+            epoch, done, _ = self._position
+            raise TrainingDiverged(
+                f"the {', '.join(diverged)} loss became {losses[diverged[0]]} at step {done + 1} of epoch "
+                f"{epoch + 1}; training stopped before that step, and the checkpoints in {self.out_dir} (of the "
+                "epochs finished before) are kept. Train again with a lower --lr")
 
     def _weighted(self, losses: dict):
         """The loss that is minimised: each task's loss times its weight (default 1)."""
