@@ -112,8 +112,7 @@ def _predict_item(predictor: HypercolumnPredictor, item: BatchItem, tasks: tuple
         return empty
     try:
         predictor.set_image(image)
-        prediction = predictor.predict(boxes[kept], tasks=tasks, class_index=_class_index(predictor, labels),
-                                       labels=labels, refine=refine)
+        prediction = predictor.predict(boxes[kept], categories=labels, tasks=tasks, refine=refine)
     except InputError as exc:
         return replace(empty, error=f"{path}: {exc}")
     masks_rle, scores = _encode_masks(prediction, image.shape[:2], threshold)
@@ -131,17 +130,6 @@ def _check_boxes(item: BatchItem, boxes: np.ndarray, image_size: tuple[int, int]
         else:
             skipped.append(SkippedBox(i, tuple(float(v) for v in box), item.labels[i], problem))
     return kept, skipped
-
-
-def _class_index(predictor: HypercolumnPredictor, labels: list[str]) -> list[int] | None:
-    """Each box's classifier set for a class-specific checkpoint (by label name)."""
-    names = list(predictor.config.class_names)
-    if not predictor.config.class_specific:
-        return None
-    unknown = sorted(set(labels) - set(names))
-    if unknown:
-        raise InputError(f"labels {unknown} are not among the checkpoint's classes {names}")
-    return [names.index(label) for label in labels]
 
 
 def _encode_masks(prediction: Prediction, image_size: tuple[int, int], threshold: float) -> tuple[list[dict], list[float]]:

@@ -1,4 +1,4 @@
-"""RoIAlign (and bilinear resizing after it) as two small matrices per box, for training.
+"""RoIAlign (and bilinear resizing after it) as two small matrices per box: the one way boxes are cut.
 
 torchvision's ``roi_align`` (``aligned=True``, a fixed ``sampling_ratio``) averages, in every
 bin, the bilinear interpolations of a grid of sample points. The sample grid and bilinear
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -127,62 +126,6 @@ def sample_boxes(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y:
     if pixel_major:  # one copy: each group is written transposed into its columns
         return torch.cat([g.view(g.shape[0], s * s2, c).transpose(0, 1) for g in groups], dim=1)
     return torch.cat(groups) if len(groups) > 1 else groups[0]
-
-
-def sample_boxes_each(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
-                      weights_x: torch.Tensor, pixel_major: bool = False) -> torch.Tensor:
-    """``sample_boxes`` one box at a time, for inference (the same arguments and result).
-
-    Each box is two matrix products over its own support only, ``M_y[n] @ F @ M_x[n]^T``,
-    reading the support straight from its channels-last map as a strided view: no crop copy and
-    no padding to the largest box of a group. For the few boxes of a ``predict`` that is about
-    half the time of ``sample_boxes`` (four COCO person boxes of MobileNetV2's stride-4 tap,
-    0.9 against 1.9 ms, the weights aside); ``sample_boxes`` stays the training path, whose
-    100-200 boxes and backward want its batched products.
-    """
-    n = batch_index.shape[0]
-    s, s2, c = weights_y.shape[1], weights_x.shape[1], maps[0].shape[0]
-    if n == 0:
-        return maps[0].new_zeros(s * s2, 0, c) if pixel_major else maps[0].new_zeros(0, s, s2, c)
-    start_y, span_y = (v.tolist() for v in _supports(weights_y))
-    start_x, span_x = (v.tolist() for v in _supports(weights_x))
-    dtype, device = maps[0].dtype, maps[0].device
-    weights_y, weights_x = weights_y.to(device, dtype), weights_x.to(device, dtype)
-    boxes = []
-    for box, image in enumerate(batch_index.tolist()):
-        y0, y1 = start_y[box], start_y[box] + span_y[box]
-        x0, x1 = start_x[box], start_x[box] + span_x[box]
-        support = maps[int(image)].permute(1, 2, 0)[y0:y1, x0:x1]  # [span_y, span_x, C], a view when channels-last
-        along_y = torch.mm(weights_y[box, :, y0:y1], support.reshape(y1 - y0, -1))  # [S, span_x * C]
-        boxes.append(torch.matmul(weights_x[box, :, x0:x1], along_y.view(s, x1 - x0, c)))  # [S, S', C]
-    if pixel_major:
-        return torch.stack([b.view(s * s2, c) for b in boxes], dim=1)
-    return torch.stack(boxes)
-
-
-def sample_columns(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
-                   weights_x: torch.Tensor) -> list[ColumnGroup]:
-    """``sample_boxes`` stopped half-way: each group's boxes resampled along x only, output
-    column major, with the y weights still to apply (the heads' ``columns`` order classifies in
-    between, so that the [S*S', N, C] features of all output pixels are never made)."""
-    if batch_index.shape[0] == 0:
-        c = maps[0].shape[0]
-        return [ColumnGroup(maps[0].new_zeros(weights_x.shape[1], 0, c), weights_y.new_zeros(0, weights_y.shape[1], 1))]
-    groups = []
-    for along_x, my in _sampled_along_x(maps, batch_index, weights_y, weights_x):
-        g, span_y, s2 = my.shape[0], my.shape[2], along_x.shape[1]
-        columns = along_x.view(g, s2, span_y, -1).transpose(0, 1).reshape(s2, g * span_y, -1)
-        groups.append(ColumnGroup(columns, my))
-    return groups
-
-
-class ColumnGroup(NamedTuple):
-    """Boxes resampled along x (``sample_columns``): ``features`` [S', G * span_y, C] (output
-    column x, then box g and the feature row of its crop) and ``weights_y`` [G, S, span_y], the
-    y sampling weights of each box over its crop's rows."""
-
-    features: torch.Tensor
-    weights_y: torch.Tensor
 
 
 def _sampled_along_x(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
