@@ -43,34 +43,24 @@ class InputError(ValueError):
 
 @dataclass
 class Prediction:
-    """Results for N boxes; box heatmaps are S x S over each box, numpy float32.
-
-    - ``figure_ground``: [N, S, S] foreground probability.
-    - ``parts``: [N, P+1, S, S] per-pixel part probabilities (channel 0 is background).
-    - ``keypoint_heatmaps``: [N, J, S, S] spatial-softmax probabilities; ``keypoints`` [N, J, 3]
-      (x, y, score) in image pixels.
-    - ``contributions``: {task: {tap: [N, C, S, S] logit contribution}}, plus ``bias``
-      {task: [N, C]}: logits = bias + sum of the selected taps' contributions.
-    - ``has_keypoints`` / ``has_parts``: [N] bool, whether the keypoint / part head answers each
-      box (``HypercolumnPredictor.applies_keypoints`` of its label). For the other boxes
-      ``keypoints`` are (nan, nan, 0) and ``keypoint_heatmaps`` and ``parts`` are zero: show
-      nothing for them. ``logits`` and ``contributions`` stay the network's raw output.
-    - ``refined``: with ``predict(refine=...)``, per box its edge-refined foreground probability
-      [h_i, w_i] float32 over the same box on a finer grid (``hcviewer.modeling.refine``); use it in
-      place of ``figure_ground`` (``mask_maps`` gives whichever masks are cut from).
-    """
+    """Results for N boxes; box heatmaps are S x S over each box, numpy float32. Keypoints and
+    parts of boxes their head does not answer (``has_keypoints``, ``has_parts``: the box's
+    category, ``HypercolumnConfig.applies_to``) are (nan, nan, 0) and zero: show nothing for
+    them; ``logits`` and ``contributions`` stay the network's raw output."""
 
     boxes: np.ndarray
     taps: tuple[str, ...]
-    logits: dict[str, np.ndarray] = field(default_factory=dict)
-    figure_ground: np.ndarray | None = None
-    parts: np.ndarray | None = None
-    keypoint_heatmaps: np.ndarray | None = None
-    keypoints: np.ndarray | None = None
+    logits: dict[str, np.ndarray] = field(default_factory=dict)  # {task: [N, C, S, S]}
+    figure_ground: np.ndarray | None = None  # [N, S, S] foreground probability
+    parts: np.ndarray | None = None  # [N, P+1, S, S] part probabilities (channel 0: background)
+    keypoint_heatmaps: np.ndarray | None = None  # [N, J, S, S] spatial-softmax probabilities
+    keypoints: np.ndarray | None = None  # [N, J, 3] (x, y, score) in image pixels
+    # {task: {tap: [N, C, S, S]}} and {task: [N, C]}: logits = bias + the taps' contributions
     contributions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     bias: dict[str, np.ndarray] = field(default_factory=dict)
-    has_keypoints: np.ndarray | None = None
-    has_parts: np.ndarray | None = None
+    has_keypoints: np.ndarray | None = None  # [N] bool
+    has_parts: np.ndarray | None = None  # [N] bool
+    # predict(refine=...): per box its edge-refined foreground probability [h_i, w_i] over the box
     refined: list[np.ndarray] | None = None
     seconds: float = 0.0
 
@@ -151,16 +141,6 @@ class HypercolumnPredictor:
         self._image_size = None
         self._image = None
 
-    def applies_keypoints(self, label: str | None) -> bool:
-        """Whether boxes labelled ``label`` get keypoints: the checkpoint's keypoint categories
-        (``config.keypoint_categories``, e.g. person) and class-agnostic boxes (None, "object",
-        "unknown"); False for every box when the checkpoint has no keypoint head."""
-        return self.config.applies_to("keypoints", label)
-
-    def applies_parts(self, label: str | None) -> bool:
-        """Whether boxes labelled ``label`` get part labels (as ``applies_keypoints``)."""
-        return self.config.applies_to("parts", label)
-
     # -- boxes -------------------------------------------------------------------------------
     def predict(self, boxes: np.ndarray | list, taps: Sequence[str] | None = None,
                 categories: Sequence[str | None] | None = None, tasks: Sequence[str] | None = None,
@@ -214,11 +194,11 @@ class HypercolumnPredictor:
         """Blank keypoints and parts of the boxes whose category their head does not answer."""
         names = [None] * len(result.boxes) if categories is None else list(categories)
         if result.keypoints is not None:
-            result.has_keypoints = np.array([self.applies_keypoints(name) for name in names], bool)
+            result.has_keypoints = np.array([self.config.applies_to("keypoints", name) for name in names], bool)
             result.keypoints[~result.has_keypoints] = (np.nan, np.nan, 0.0)
             result.keypoint_heatmaps[~result.has_keypoints] = 0.0
         if result.parts is not None:
-            result.has_parts = np.array([self.applies_parts(name) for name in names], bool)
+            result.has_parts = np.array([self.config.applies_to("parts", name) for name in names], bool)
             result.parts[~result.has_parts] = 0.0
 
     def _class_sets(self, categories: Sequence[str | None] | None, n: int) -> torch.Tensor | None:

@@ -25,7 +25,7 @@ def folded_conv(conv: nn.Conv2d, norm: nn.Module) -> tuple[torch.Tensor, torch.T
     return conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1))), bias
 
 
-def uses_running_statistics(module: nn.Module) -> bool:
+def uses_running_statistics(module: nn.Module) -> bool:  # a batch norm that is an affine map
     return isinstance(module, nn.BatchNorm2d) and not module.training and module.running_var is not None
 
 

@@ -1,17 +1,12 @@
 """Hypercolumn task heads: one linear classifier per tap, location-specific grid, summed scores.
 
-The hypercolumn at an output pixel is the stack of every tap's bilinearly upsampled features.
-A linear classifier on that stack equals the sum of per-tap linear classifiers, and the prediction
-for a tap subset is exactly the shared bias plus those taps' contributions (paper section 3.1).
-
-Each tap holds K*K*G*C classifiers (K x K grid, G classifier sets, C task channels). Its
-contribution at output pixel (y, x) of the S x S box is ``sum_k W_k(y, x) * (w_k . f(y, x))``
-with W_k the grid interpolation weights (``grid.py``) and f the tap's features at that pixel. One
-order for every conv tap: the grid classifiers are mixed into one classifier per output pixel,
-``w(y, x) = sum_k W_k(y, x) w_k`` (``pixel_classifiers``), and each pixel's features are
-classified by it, all heads at once (``conv_tap_contribution``). The box-level tap's vector is the
-same at every pixel, so it is classified by the K*K grid classifiers first and their scores are
-mixed (``box_tap_contribution``): the same sum, without per-pixel classifiers of 1280 channels.
+A linear classifier on the hypercolumn (every tap's upsampled features, stacked) is the sum of
+per-tap classifiers, so a tap subset's prediction is the shared bias plus those taps'
+contributions (paper section 3.1). A tap's contribution at output pixel (y, x) of the S x S box
+is ``sum_k W_k(y, x) * (w_k . f(y, x))``, W_k the grid weights (``grid.py``) of its K*K
+classifiers. A conv tap mixes them into one classifier per pixel, ``w(y, x) = sum_k W_k(y, x)
+w_k``, for its features at every pixel (``conv_tap_contribution``); the box-level vector is the
+same at every pixel, so its K*K scores are mixed instead (``box_tap_contribution``).
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ from hcviewer.modeling.heads import (
 
 @dataclass
 class BoxOutputs:
-    """Per-task logits [K, C, S, S] and, when asked, per-task per-tap contributions and the
-    bias [K, C]: logits = bias + the sum of the taps' contributions."""
+    """Per task: logits [K, C, S, S]; when asked, each tap's contribution and the bias [K, C]."""
 
     logits: dict[str, torch.Tensor]
     contributions: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -34,15 +33,10 @@ class BoxOutputs:
 
 
 class HypercolumnModel(nn.Module):
-    """Backbone with named taps plus one ``HypercolumnHead`` per task.
-
-    Order of operations (and why): the trunk runs once per image; each tap's *features* are cut
-    per box and then classified. The alternative (classify the whole image first, cut the score
-    maps) cuts K*K*C channels per tap instead of the tap's own channels: with K=5 and the three
-    tasks (1 + parts + 17 keypoints) that is ~600 channels against 24-512 feature channels, so
-    cutting features is cheaper for every default tap and also skips classifying image regions
-    no box covers. Both orders give the same result, because roi_align's bilinear sampling is
-    linear and its weights sum to one.
+    """Backbone with named taps plus one ``HypercolumnHead`` per task. The trunk runs once per
+    image; each tap's *features* are cut per box, then classified: cutting the score maps instead
+    would cut K*K*C channels per tap (~600 for K=5 and the three tasks) against 24-512 feature
+    channels. Both give the same result (roi_align's sampling is linear, its weights sum to one).
     """
 
     def __init__(self, config: HypercolumnConfig, pretrained_backbone: bool = False) -> None:
@@ -132,8 +126,7 @@ class HypercolumnModel(nn.Module):
 
     def forward(self, images: list[torch.Tensor], rois: torch.Tensor, class_index: torch.Tensor | None = None,
                 taps: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-        """Training entry point: each normalised image [3, H_i, W_i] (unpadded), rois [K, 5]
-        -> {task: logits [K, C, S, S]}."""
+        """Normalised images [3, H_i, W_i], rois [K, 5] -> {task: logits [K, C, S, S]}."""
         return self.forward_boxes(self.backbone(images), rois, class_index, taps).logits
 
 
