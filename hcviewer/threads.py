@@ -16,10 +16,6 @@ runs torch: torch gives each new thread the count set here when that thread firs
 This module does not import torch: called before torch is loaded it sets ``OMP_NUM_THREADS``,
 ``OMP_WAIT_POLICY`` and, for the trainer, ``GOMP_SPINCOUNT``, which OpenMP reads once, when
 torch loads it.
-
-Within that policy, work made of many small operations can run on fewer threads
-(:func:`narrowed_threads`, the predictor's heads under passive waiting) and give its few large
-operations every thread back (:func:`widened_threads`).
 """
 
 from __future__ import annotations
