@@ -126,8 +126,7 @@ class TappedLayers(nn.Sequential):
 
 
 class Backbone(nn.Module):
-    """The trunk (run once per image) and the box-level top (run once per box). Only the layers
-    up to the deepest configured tap are kept."""
+    """The trunk up to its deepest configured tap (run once per image) and the box-level top."""
 
     def __init__(self, spec: BackboneSpec, taps: tuple[str, ...], pretrained: bool) -> None:
         super().__init__()

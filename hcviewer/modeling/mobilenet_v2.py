@@ -1,16 +1,11 @@
-"""MobileNetV2 (Sandler et al. 2018) as torchvision defines it, without importing torchvision.
-
-The same modules under the same names, so torchvision's ImageNet file
-(``mobilenet_v2-b0353104.pth``) and every hcviewer checkpoint load unchanged (tested against
-torchvision's model: same state-dict keys and shapes, same outputs). Why not torchvision's own:
-importing torchvision costs 1.9 s of the app's start-up (it imports ``torch._dynamo``), and the
-bundled model is a MobileNetV2.
-"""
+"""MobileNetV2 (Sandler et al. 2018) as a hypercolumn trunk: torchvision's definition (same
+modules and names, so its ImageNet file and every hcviewer checkpoint load unchanged) without
+importing torchvision, which costs the app 1.9 s of start-up."""
 
 from __future__ import annotations
 
-from pathlib import Path
 import importlib.util
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -92,8 +87,6 @@ class MobileNetV2(nn.Module):
         x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
         return self.classifier(torch.flatten(x, 1))
 
-
-# --- as a hypercolumn trunk -------------------------------------------------------------------
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 

@@ -152,7 +152,7 @@ def predict_subsets(model: HypercolumnModel, rgb: np.ndarray, boxes: np.ndarray,
                     device: torch.device, classifiers: dict[str, torch.Tensor] | None = None
                     ) -> dict[tuple[str, ...], dict[str, torch.Tensor]]:
     """Run the trunk once, then the heads under each subset -> {subset: {task: logits [N, C, S, S]}}.
-    ``model``: an ``inference_copy``, with its ``pixel_classifiers`` (as the predictor has them)."""
+    Fastest with an ``inference_copy`` and its ``pixel_classifiers``, as the predictor has them."""
     config = model.config
     image, scale = model_input(rgb, config.max_image_side, config.mean, config.std, device)
     features = model.backbone([image])
