@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from hcviewer.modeling.box_sampling import box_axis_weights, sample_boxes
+from hcviewer.modeling.box_sampling import box_axis_weights, cut_along_x, sample_boxes
 
 # name -> the module that defines its ``SPEC``
 BACKBONES = {
@@ -29,8 +29,6 @@ BACKBONES = {
 
 # Trunk feature maps by layer: each image's own map [C, H_i, W_i] (channels-last).
 TrunkFeatures = dict[str, list[torch.Tensor]]
-# A box cut: each image's map [C, H_i, W_i] -> the boxes' [K, R, R, C].
-BoxCut = Callable[[list[torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,8 @@ class TapSpec:
     channels: int
     roi_size: int
     box_level: bool = False
+    # Classified per output column between the cut's two axes (``heads.column_tap_contribution``)
+    per_column: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,9 @@ class BackboneSpec:
     taps: tuple[TapSpec, ...]
     default_taps: tuple[str, ...]
     make_model: Callable[[bool], nn.Module]  # pretrained -> a network with ``features`` (nn.Sequential)
-    make_box_top: Callable[[nn.Module], nn.Module]  # network -> module (maps, cut: BoxCut) -> [K, D]
+    # network -> the box-level top: ``image_map`` [C, H, W] -> [C', H, W] once per image, then
+    # the module on the boxes' cut of that map, [K, R, R, C'] -> [K, D]
+    make_box_top: Callable[[nn.Module], nn.Module]
 
     def tap(self, name: str) -> TapSpec:
         for t in self.taps:
@@ -103,8 +105,11 @@ class FlattenTop(nn.Module):
         super().__init__()
         self.fc = fc_layers
 
-    def forward(self, maps: list[torch.Tensor], cut: BoxCut) -> torch.Tensor:  # -> [K, D]
-        return self.fc(torch.flatten(cut(maps).permute(0, 3, 1, 2), 1))
+    def image_map(self, feature_map: torch.Tensor) -> torch.Tensor:
+        return feature_map
+
+    def forward(self, cut: torch.Tensor) -> torch.Tensor:  # [K, R, R, C] -> [K, D]
+        return self.fc(torch.flatten(cut.permute(0, 3, 1, 2), 1))
 
 
 class TappedLayers(nn.Sequential):
@@ -139,19 +144,27 @@ class Backbone(nn.Module):
 
     def forward(self, images: list[torch.Tensor]) -> TrunkFeatures:
         """Each normalised image [3, H_i, W_i] on its own (no padding to a common size: 1.45x less
-        trunk time for two images of different shapes) -> {node: per image [C, H_i/s, W_i/s]}.
-        Channels-last, as the box cuts read the maps."""
+        trunk time for two images of different shapes) -> {node: per image [C, H_i/s, W_i/s]},
+        and the box-level top's per-image map under "box_top". Channels-last, as the cuts read them."""
         per_image = [self.body(image[None].contiguous(memory_format=torch.channels_last)) for image in images]
-        return {node: [f[node][0] for f in per_image] for node in per_image[0]}
+        features = {node: [f[node][0] for f in per_image] for node in per_image[0]}
+        box_taps = [t for t in self.tap_specs.values() if t.box_level]
+        if box_taps:
+            features["box_top"] = [self.box_top.image_map(m) for m in features[box_taps[0].node]]
+        return features
 
-    def box_features(self, features: TrunkFeatures, rois: torch.Tensor, tap: str, output_size: int) -> torch.Tensor:
+    def box_features(self, features: TrunkFeatures, rois: torch.Tensor, tap: str, output_size: int,
+                     per_column: bool = False):
         """rois [K, 5] (image index, x0, y0, x1, y1) in input pixels -> a conv tap's features at
         every output pixel, [S*S, K, C] (roi_align at the tap's size, then bilinear resizing to
-        S x S, ``box_sampling``), or the box-level tap's vector [K, D]."""
+        S x S, ``box_sampling``), or ``per_column`` resampled along x only (``cut_along_x``); the
+        box-level tap's vector [K, D]."""
         t = self.tap_specs[tap]
-        maps = features[t.node]
+        maps = features["box_top" if t.box_level else t.node]
         size = t.roi_size if t.box_level else output_size
         weights_y, weights_x = box_axis_weights(rois, [m.shape[1:] for m in maps], 1.0 / t.stride, t.roi_size, size)
+        if per_column:
+            return cut_along_x(maps, rois[:, 0], weights_y, weights_x)
         if not t.box_level:
             return sample_boxes(maps, rois[:, 0], weights_y, weights_x, pixel_major=True)
-        return self.box_top(maps, lambda mapped: sample_boxes(mapped, rois[:, 0], weights_y, weights_x))
+        return self.box_top(sample_boxes(maps, rois[:, 0], weights_y, weights_x))

@@ -106,6 +106,21 @@ def sample_boxes(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y:
     s, s2, c = weights_y.shape[1], weights_x.shape[1], maps[0].shape[0]
     if n == 0:
         return maps[0].new_zeros(s * s2, 0, c) if pixel_major else maps[0].new_zeros(0, s, s2, c)
+    groups = []
+    for along_x, my in cut_along_x(maps, batch_index, weights_y, weights_x):
+        g, rows_y = my.shape[0], my.shape[2]
+        along_x = along_x.transpose(1, 2).reshape(g, rows_y, s2 * c)  # [G, span_y, S' * C]
+        groups.append(torch.bmm(my, along_x).view(g, s, s2, c))  # [G, S, S', C]
+    if pixel_major:  # one copy: each group is written transposed into its columns
+        return torch.cat([g.view(g.shape[0], s * s2, c).transpose(0, 1) for g in groups], dim=1)
+    return torch.cat(groups) if len(groups) > 1 else groups[0]
+
+
+def cut_along_x(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
+                weights_x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``sample_boxes`` half-way, per group of boxes: their crops resampled along x,
+    [G, S', span_y, C], and the y weights over the crops' rows, [G, S, span_y]."""
+    n, s, s2, c = batch_index.shape[0], weights_y.shape[1], weights_x.shape[1], maps[0].shape[0]
     # All images' pixels as one [sum of H_i * W_i, C] table (a no-op copy for channels-last maps).
     table = torch.cat([m.permute(1, 2, 0).reshape(-1, c) for m in maps])
     heights = torch.tensor([m.shape[1] for m in maps])
@@ -131,12 +146,8 @@ def sample_boxes(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y:
         # Table rows of the crops, x-major [G, span_x, span_y] (any row serves past a small map).
         pixel = offsets[image][:, None, None] + rows[:, None, :] * widths[image][:, None, None] + cols[:, :, None]
         crops = table.index_select(0, pixel.clamp(max=table.shape[0] - 1).reshape(-1).to(device))
-        along_x = torch.bmm(mx, crops.view(g, cols_x, rows_y * c))  # [G, S', span_y * C]
-        along_x = along_x.view(g, s2, rows_y, c).transpose(1, 2).reshape(g, rows_y, s2 * c)
-        groups.append(torch.bmm(my, along_x).view(g, s, s2, c))  # [G, S, S', C]
-    if pixel_major:  # one copy: each group is written transposed into its columns
-        return torch.cat([g.view(g.shape[0], s * s2, c).transpose(0, 1) for g in groups], dim=1)
-    return torch.cat(groups) if len(groups) > 1 else groups[0]
+        groups.append((torch.bmm(mx, crops.view(g, cols_x, rows_y * c)).view(g, s2, rows_y, c), my))
+    return groups
 
 
 def size_order(rois: torch.Tensor) -> torch.Tensor:

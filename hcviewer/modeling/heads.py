@@ -79,6 +79,30 @@ def conv_tap_contribution(features: torch.Tensor, grid: torch.Tensor, output_siz
     return _contiguous_gradient(scores).permute(1, 2, 0).view(n, c, output_size, output_size)
 
 
+def column_tap_contribution(groups: list[tuple[torch.Tensor, torch.Tensor]], grid: torch.Tensor,
+                            output_size: int) -> torch.Tensor:
+    """``conv_tap_contribution`` of one-set heads, classified between the two axes of the cut:
+    groups of boxes cut along x only, ([G, S(x), span, Cin], y weights [G, S(y), span])
+    (``box_sampling.cut_along_x``), and grid classifiers [K*K, C, Cin] -> [N, C, S, S].
+
+    Each output column's features are classified by that column's classifiers of every grid row,
+    ``u_i(x) = sum_j a_j(x) w_ij``; the y resampling then also mixes the grid rows. For a tap with
+    many channels and a small cut (MobileNetV2's s16) this never builds its features at every
+    output pixel, the largest tensors of a training step (``TapSpec.per_column``)."""
+    k2, c, cin = grid.shape
+    k, s = round(k2 ** 0.5), output_size
+    axis = grid_axis_weights(k, s).to(grid.device, grid.dtype)  # [K, S]
+    classifiers = torch.einsum("ijcd,jx->xdic", grid.view(k, k, c, cin), axis).reshape(s, cin, k * c)
+    out = [grid.new_zeros(0, s, s, c)]  # (no boxes: no groups)
+    for along_x, weights_y in groups:
+        g, _, span, _ = along_x.shape
+        scores = torch.bmm(along_x.transpose(0, 1).reshape(s, g * span, cin), classifiers.to(along_x.dtype))
+        scores = scores.view(s, g, span, k, c).permute(1, 3, 2, 0, 4).reshape(g, k * span, s * c)
+        mixing = (axis.t()[None, :, :, None] * weights_y[:, :, None, :]).reshape(g, s, k * span)  # a_i(y) m(y, r)
+        out.append(torch.bmm(mixing.to(scores.dtype), scores).view(g, s, s, c))  # [G, S(y), S(x), C]
+    return torch.cat(out).permute(0, 3, 1, 2)
+
+
 def box_tap_contribution(vector: torch.Tensor, grid: torch.Tensor, output_size: int,
                          set_index: torch.Tensor | None) -> torch.Tensor:
     """The box-level tap's vector [N, D] and the heads' grid classifiers [K*K, G, C, D] ->

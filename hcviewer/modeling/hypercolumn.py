@@ -17,6 +17,7 @@ from hcviewer.modeling.config import HypercolumnConfig
 from hcviewer.modeling.heads import (
     HypercolumnHead,
     box_tap_contribution,
+    column_tap_contribution,
     conv_tap_contribution,
     grid_classifiers,
     pixel_classifiers,
@@ -86,7 +87,7 @@ class HypercolumnModel(nn.Module):
             return None
         heads = list(self.heads.values())
         return {tap: pixel_classifiers(grid_classifiers(heads, tap)[:, 0], self.config.output_size)
-                for tap, spec in self.backbone.tap_specs.items() if not spec.box_level}
+                for tap, spec in self.backbone.tap_specs.items() if not (spec.box_level or spec.per_column)}
 
     def forward_boxes(self, features: TrunkFeatures, rois: torch.Tensor, class_index: torch.Tensor | None = None,
                       taps: tuple[str, ...] | None = None, return_contributions: bool = False,
@@ -105,10 +106,13 @@ class HypercolumnModel(nn.Module):
                           for h in heads], dim=1)  # [K, sum of C]
         total, per_tap = bias[:, :, None, None], {}
         for tap in taps:
-            box_features = self.backbone.box_features(features, rois, tap, s)
+            per_column = self.backbone.tap_specs[tap].per_column and set_index is None
+            box_features = self.backbone.box_features(features, rois, tap, s, per_column)
             grid = grid_classifiers(heads, tap)
             if self.backbone.tap_specs[tap].box_level:
                 per_tap[tap] = box_tap_contribution(box_features, grid, s, set_index)
+            elif per_column:
+                per_tap[tap] = column_tap_contribution(box_features, grid[:, 0], s)
             else:
                 prepared = None if classifiers is None else classifiers[tap]
                 per_tap[tap] = conv_tap_contribution(box_features, grid, s, set_index, prepared)
