@@ -142,7 +142,7 @@ SPEC = BackboneSpec(
     taps=(
         TapSpec("s4", "3", 4, 24, 56),
         TapSpec("s8", "6", 8, 32, 28),
-        # Per column: training steps 1.05x c972a68's speed, 0.93x without (bench_training.py)
+        # Per column: training steps 1.01-1.05x c972a68's speed, 0.93x without (bench_training.py)
         TapSpec("s16", "13", 16, 96, 14, per_column=True),
         TapSpec("s32", "17", 32, 320, 7),
         TapSpec("top", "17", 32, 1280, 7, box_level=True),
