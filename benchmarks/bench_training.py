@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+# The shared photos beside the project (a worktree elsewhere: HCVIEWER_DATA).
+DATA = Path(os.environ.get("HCVIEWER_DATA", REPO.parent / "shared" / "data"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

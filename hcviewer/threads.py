@@ -16,20 +16,14 @@ runs torch: torch gives each new thread the count set here when that thread firs
 This module does not import torch: called before torch is loaded it sets ``OMP_NUM_THREADS``,
 ``OMP_WAIT_POLICY`` and, for the trainer, ``GOMP_SPINCOUNT``, which OpenMP reads once, when
 torch loads it.
-
-Within that policy, work made of many small operations can run on fewer threads
-(:func:`narrowed_threads`, the predictor's heads under passive waiting) and give its few large
-operations every thread back (:func:`widened_threads`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 ENV_VAR = "HCVIEWER_THREADS"
@@ -124,59 +118,6 @@ def openmp_waiting(environ: Mapping[str, str], short_spin: bool = False) -> dict
     if "OMP_WAIT_POLICY" not in environ:
         waiting["OMP_WAIT_POLICY"] = WAIT_POLICY
     return waiting
-
-
-def waits_passively(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether OpenMP threads sleep as soon as they wait (passive policy, no spin count), as the
-    app and ``hcviewer predict`` have them: every operation that runs on more than one thread
-    then first wakes the others, which costs small operations more than the second core gives
-    them (the predictor's heads run on one thread then: ``HypercolumnPredictor``)."""
-    environ = os.environ if environ is None else environ
-    return (environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
-            and environ.get("GOMP_SPINCOUNT", "").strip() in ("", "0"))
-
-
-# While ``narrowed_threads`` holds: the thread count it narrowed from (per OS thread).
-_narrowed_from = threading.local()
-
-
-@contextlib.contextmanager
-def narrowed_threads(count: int) -> Iterator[None]:
-    """torch computes on at most ``count`` threads inside (the predictor's heads: many small
-    operations, see ``waits_passively``), except in ``widened_threads``; the count is restored
-    after."""
-    import torch
-
-    full = torch.get_num_threads()
-    if count >= full:
-        yield
-        return
-    torch.set_num_threads(count)
-    _narrowed_from.count = full
-    try:
-        yield
-    finally:
-        _narrowed_from.count = None
-        torch.set_num_threads(full)
-
-
-@contextlib.contextmanager
-def widened_threads() -> Iterator[None]:
-    """Inside ``narrowed_threads``: all the threads it narrowed from, for one operation large
-    enough to gain more from them than waking them costs (e.g. MobileNetV2's box-level 1x1 conv
-    for 4 boxes: 1.7 ms on one thread, 1.2 ms on two with passive waiting); elsewhere a no-op."""
-    full = getattr(_narrowed_from, "count", None)
-    if full is None:
-        yield
-        return
-    import torch
-
-    narrow = torch.get_num_threads()
-    torch.set_num_threads(full)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(narrow)
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hcviewer.modeling.box_features import BoxTapFeatures
 from hcviewer.modeling.grid import grid_axis_weights, grid_interpolation_weights
-from hcviewer.modeling.heads import HypercolumnHead
+from hcviewer.modeling.heads import box_tap_contribution, conv_tap_contribution
 
 
 @pytest.mark.parametrize("grid_size, output_size", [(1, 7), (2, 10), (3, 24), (5, 50), (5, 7), (4, 3)])
@@ -53,24 +52,16 @@ def test_single_classifier_weights_are_all_ones() -> None:
     torch.testing.assert_close(grid_interpolation_weights(1, 9), torch.ones(1, 9, 9))
 
 
-@pytest.mark.parametrize("order", ["scores", "pixels"])
-def test_grid_of_identical_classifiers_is_one_classifier(order: str) -> None:
-    """A K x K grid whose classifiers are all equal predicts exactly what K=1 predicts."""
+def test_grid_of_identical_classifiers_is_one_classifier() -> None:
+    """A K x K grid whose classifiers are all equal predicts exactly what K=1 predicts, for a conv
+    tap's per-pixel features and for a box-level vector."""
     torch.manual_seed(0)
-    taps = {"a": 6, "b": 3}
-    plain = HypercolumnHead(taps, task_channels=2, grid_size=1, output_size=12).double()
-    grid = HypercolumnHead(taps, task_channels=2, grid_size=4, output_size=12).double()
-    grid.order = order
-    with torch.no_grad():
-        for tap in taps:
-            plain.classifiers[tap].weight.normal_()
-            grid.classifiers[tap].weight.copy_(plain.classifiers[tap].weight.repeat(16, 1, 1, 1))
-        plain.bias.normal_()
-        grid.bias.copy_(plain.bias)
-    features = BoxTapFeatures.of({"a": torch.randn(3, 6, 5, 5, dtype=torch.float64),
-                                  "b": torch.randn(3, 3, 1, 1, dtype=torch.float64)}, output_size=12)
-    with torch.no_grad():
-        expected, _ = plain(features)
-        actual, _ = grid(features)
-    # The grid weights are float32 buffers, so float32 rounding is the tolerance.
-    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+    plain = torch.randn(1, 1, 2, 6, dtype=torch.float64)  # [K*K, G, C, Cin]
+    grid = plain.repeat(16, 1, 1, 1)
+    pixels = torch.randn(12 * 12, 3, 6, dtype=torch.float64)  # [S*S, N, Cin]
+    vector = torch.randn(3, 6, dtype=torch.float64)
+    # The grid weights are float32, so float32 rounding is the tolerance.
+    torch.testing.assert_close(conv_tap_contribution(pixels, grid, 12, None),
+                               conv_tap_contribution(pixels, plain, 12, None), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(box_tap_contribution(vector, grid, 12, None),
+                               box_tap_contribution(vector, plain, 12, None), rtol=1e-5, atol=1e-6)

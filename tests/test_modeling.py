@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from conftest import tiny_person_config
 from hcviewer.modeling import HypercolumnModel, build_hypercolumn, build_person_model
-from hcviewer.modeling.heads import HypercolumnHead, forward_heads
+from hcviewer.modeling.grid import grid_interpolation_weights
+from hcviewer.modeling.heads import HypercolumnHead
 
 ROIS = torch.tensor(
     [
@@ -36,22 +37,31 @@ def _randomised(model: HypercolumnModel) -> HypercolumnModel:
 
 
 @pytest.fixture(scope="module")
-def model_and_features() -> tuple[HypercolumnModel, dict[str, torch.Tensor]]:
+def model_and_features() -> tuple[HypercolumnModel, dict[str, list[torch.Tensor]]]:
     torch.manual_seed(0)
     model = _randomised(build_hypercolumn(tiny_person_config(grid_size=3, output_size=12)))
-    image = torch.randn(1, 3, 80, 112, dtype=torch.float64)
+    image = torch.randn(3, 80, 112, dtype=torch.float64)
     with torch.no_grad():
-        return model, model.forward_trunk(image)
+        return model, model.backbone([image])
 
 
 def explicit_hypercolumn(model: HypercolumnModel, features, rois, taps) -> torch.Tensor:
-    """[N, sum of tap channels, S, S]: every tap's box features bilinearly upsampled to the
-    output size and concatenated (paper section 3.1, done the slow way)."""
+    """[N, sum of tap channels, S, S]: every tap's box features, cut by torchvision's roi_align
+    and bilinearly upsampled to the output size, concatenated (paper section 3.1, done the slow
+    way); the box-level tap: the network's top on the box's roi_align cut, constant over the box."""
+    from torchvision.ops import roi_align
+
     s = model.config.output_size
     columns = []
-    with torch.no_grad():
-        for tap, feats in model.box_tap_features(features, rois, taps).items():
-            columns.append(F.interpolate(feats, size=(s, s), mode="bilinear", align_corners=False))
+    for tap in taps:
+        spec = model.backbone.tap_specs[tap]
+        feature_map = torch.stack(features[spec.node]).contiguous()  # images of one size
+        cut = roi_align(feature_map, rois, spec.roi_size, 1.0 / spec.stride, sampling_ratio=2, aligned=True)
+        if spec.box_level:
+            vector = torch.nn.Sequential.forward(model.backbone.box_top.head, cut).mean(dim=(2, 3))  # its own layers
+            columns.append(vector[:, :, None, None].expand(-1, -1, s, s))
+        else:
+            columns.append(F.interpolate(cut, size=(s, s), mode="bilinear", align_corners=False))
     return torch.cat(columns, dim=1)
 
 
@@ -65,85 +75,38 @@ def explicit_logits(head: HypercolumnHead, hypercolumn: torch.Tensor, taps, set_
     sets = torch.zeros(n, dtype=torch.long) if set_index is None else set_index
     per_box = weight.permute(1, 0, 2, 3)[sets]  # [N, K2, C, D]
     scores = torch.einsum("nkcd,ndyx->nkcyx", per_box, hypercolumn)
-    mixed = torch.einsum("nkcyx,kyx->ncyx", scores, head.grid_weights.double())
+    grid_weights = grid_interpolation_weights(head.grid_size, head.output_size).double()
+    mixed = torch.einsum("nkcyx,kyx->ncyx", scores, grid_weights)
     return mixed + head.bias[sets][:, :, None, None]
 
 
-@pytest.mark.parametrize("order", ["auto", "scores", "pixels", "columns"])
 @pytest.mark.parametrize("task", ["figure_ground", "parts", "keypoints"])
-def test_per_tap_form_equals_the_explicit_hypercolumn(model_and_features, task: str, order: str) -> None:
+def test_per_tap_form_equals_the_explicit_hypercolumn(model_and_features, task: str) -> None:
     model, features = model_and_features
     taps = model.taps
-    head = model.heads[task]
-    head.order = order
-    try:
-        with torch.no_grad():
-            logits = model.forward_boxes(features, ROIS, tasks=(task,)).logits[task]
-    finally:
-        head.order = "auto"
-    expected = explicit_logits(head, explicit_hypercolumn(model, features, ROIS, taps), taps)
+    with torch.no_grad():
+        logits = model.forward_boxes(features, ROIS).logits[task]
+        prepared = model.forward_boxes(features, ROIS, classifiers=model.pixel_classifiers()).logits[task]
+    with torch.no_grad():
+        expected = explicit_logits(model.heads[task], explicit_hypercolumn(model, features, ROIS, taps), taps)
     assert logits.shape == (3, model.config.task_channels(task), 12, 12)
     torch.testing.assert_close(logits, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(prepared, logits, rtol=1e-9, atol=1e-9)
 
 
 def test_single_classifier_equals_one_linear_classifier_on_the_hypercolumn() -> None:
     """K=1: the paper's statement verbatim, with no grid at all."""
     torch.manual_seed(0)
     model = _randomised(build_hypercolumn(tiny_person_config(grid_size=1, output_size=10, tasks=("figure_ground",))))
-    image = torch.randn(1, 3, 64, 96, dtype=torch.float64)
+    image = torch.randn(3, 64, 96, dtype=torch.float64)
     with torch.no_grad():
-        features = model.forward_trunk(image)
+        features = model.backbone([image])
         logits = model.forward_boxes(features, ROIS).logits["figure_ground"]
     head = model.heads["figure_ground"]
     hypercolumn = explicit_hypercolumn(model, features, ROIS, model.taps)
     weight = torch.cat([head.classifiers[t].weight[:, :, 0, 0] for t in model.taps], dim=1)  # [1, D]
     expected = torch.einsum("cd,ndyx->ncyx", weight, hypercolumn) + head.bias[0][:, None, None]
     torch.testing.assert_close(logits, expected, rtol=1e-9, atol=1e-9)
-
-
-@pytest.mark.parametrize("task", ["parts", "keypoints"])
-def test_evaluation_orders_agree(model_and_features, task: str) -> None:
-    model, features = model_and_features
-    head = model.heads[task]
-    box_features = model.box_tap_features(features, ROIS, model.taps)
-    results = {}
-    for order in ("scores", "pixels"):
-        head.order = order
-        with torch.no_grad():
-            results[order] = head(box_features, return_contributions=True)
-    head.order = "auto"
-    torch.testing.assert_close(results["scores"][0], results["pixels"][0], rtol=1e-9, atol=1e-9)
-    for tap in model.taps:
-        torch.testing.assert_close(results["scores"][1][tap], results["pixels"][1][tap], rtol=1e-9, atol=1e-9)
-
-
-def test_heads_of_one_call_in_different_orders_give_each_head_its_own_result(model_and_features) -> None:
-    """One tap's heads split between the scores and per-pixel orders are put side by side in the
-    heads' channel order; every head's logits and contributions are what it gives alone."""
-    model, features = model_and_features
-    box_features = model.box_tap_features(features, ROIS, model.taps)
-    with torch.no_grad():
-        alone = {task: head(box_features, return_contributions=True) for task, head in model.heads.items()}
-        orders = dict(zip(model.heads, ("scores", "pixels", "scores", "pixels")))
-        for task, order in orders.items():
-            model.heads[task].order = order
-        try:
-            together = forward_heads(dict(model.heads), box_features, return_contributions=True)
-        finally:
-            for head in model.heads.values():
-                head.order = "auto"
-    assert len(set(orders.values())) == 2 and len(model.heads) >= 2
-    for task, (logits, contributions) in together.items():
-        torch.testing.assert_close(logits, alone[task][0], rtol=1e-9, atol=1e-9)
-        for tap in model.taps:
-            torch.testing.assert_close(contributions[tap], alone[task][1][tap], rtol=1e-9, atol=1e-9)
-
-
-def test_auto_order_picks_pixels_for_thin_taps_and_scores_for_the_box_vector(model_and_features) -> None:
-    model, _ = model_and_features
-    head = model.heads["keypoints"]  # 17 channels x 9 grid cells
-    assert head.evaluation_order("s4", 56) == "pixels"  # 24 channels: cheaper per pixel
-    assert head.evaluation_order("top", 1) == "scores"  # 1280 channels at 1x1: classify once
 
 
 def test_tap_subset_is_bias_plus_those_contributions(model_and_features) -> None:
@@ -155,7 +118,8 @@ def test_tap_subset_is_bias_plus_those_contributions(model_and_features) -> None
         contributions = full.contributions[task]
         assert set(contributions) == set(model.taps)
         bias = full.bias[task]
-        assert bias.shape == (3, model.config.task_channels(task), 1, 1)
+        assert bias.shape == (3, model.config.task_channels(task))
+        bias = bias[:, :, None, None]
         torch.testing.assert_close(full.logits[task], bias + sum(contributions.values()), rtol=1e-9, atol=1e-9)
         expected = bias + contributions["s8"] + contributions["top"]
         torch.testing.assert_close(subset.logits[task], expected, rtol=1e-9, atol=1e-9)
@@ -167,8 +131,6 @@ def test_unknown_or_empty_tap_selection_is_rejected(model_and_features) -> None:
         model.forward_boxes(features, ROIS, taps=("fc7",))
     with pytest.raises(ValueError, match="at least one tap"):
         model.forward_boxes(features, ROIS, taps=())
-    with pytest.raises(ValueError, match="no \\['keypoints'\\] head"):
-        build_hypercolumn(tiny_person_config(tasks=("figure_ground",))).check_tasks(("keypoints",))
 
 
 def test_class_specific_head_uses_each_boxs_classifier_set() -> None:
@@ -176,10 +138,10 @@ def test_class_specific_head_uses_each_boxs_classifier_set() -> None:
     classes = ("person", "dog", "cat")
     model = _randomised(build_hypercolumn(tiny_person_config(
         class_names=classes, class_specific=True, tasks=("figure_ground", "parts"), output_size=10)))
-    image = torch.randn(1, 3, 64, 96, dtype=torch.float64)
+    image = torch.randn(3, 64, 96, dtype=torch.float64)
     labels = torch.tensor([2, 0, 1])
     with torch.no_grad():
-        features = model.forward_trunk(image)
+        features = model.backbone([image])
         logits = model.forward_boxes(features, ROIS, class_index=labels).logits
         with pytest.raises(ValueError, match="class index"):
             model.forward_boxes(features, ROIS)
@@ -196,8 +158,8 @@ def test_class_specific_head_uses_each_boxs_classifier_set() -> None:
 def test_forward_is_trunk_then_boxes_and_trains() -> None:
     torch.manual_seed(0)
     model = build_hypercolumn(tiny_person_config(output_size=8))
-    images = torch.randn(2, 3, 64, 64)
-    rois = torch.tensor([[0, 2.0, 2.0, 40.0, 50.0], [1, 10.0, 5.0, 60.0, 60.0]])
+    images = [torch.randn(3, 64, 64), torch.randn(3, 48, 64)]
+    rois = torch.tensor([[0, 2.0, 2.0, 40.0, 50.0], [1, 10.0, 5.0, 60.0, 45.0]])
     out = model(images, rois)
     assert {task: tuple(v.shape) for task, v in out.items()} == {
         "figure_ground": (2, 1, 8, 8), "parts": (2, 4, 8, 8), "keypoints": (2, 17, 8, 8)}
@@ -238,29 +200,3 @@ def test_model_fills_in_default_taps_and_rejects_bad_ones() -> None:
         build_hypercolumn(tiny_person_config(taps=("s4", "pool5")))
     with pytest.raises(ValueError, match="repeat"):
         build_hypercolumn(tiny_person_config(taps=("s4", "s4")))
-
-
-def test_results_do_not_depend_on_which_tasks_share_a_call(model_and_features) -> None:
-    """Heads share upsampled tap features within a call, which can change a head's evaluation
-    order; the answer must not change, and logits come back in the requested task order."""
-    model, features = model_and_features
-    with torch.no_grad():
-        together = model.forward_boxes(features, ROIS, tasks=("figure_ground", "keypoints", "parts")).logits
-        assert list(together) == ["figure_ground", "keypoints", "parts"]
-        for task in model.tasks:
-            alone = model.forward_boxes(features, ROIS, tasks=(task,)).logits[task]
-            torch.testing.assert_close(together[task], alone, rtol=1e-9, atol=1e-9)
-
-
-def test_cost_model_counts_shared_upsampling_as_free() -> None:
-    # One channel, a 28-channel tap at 28 x 28: near the break-even point of the two orders, where
-    # features another head already upsampled tip the choice.
-    head = HypercolumnHead({"tap": 28}, 1, 5, 50)
-    assert head.evaluation_order("tap", 28, upsampled=False) == "scores"
-    assert head.evaluation_order("tap", 28, upsampled=True) == "pixels"
-
-
-def test_cost_model_lets_a_narrow_head_join_a_per_pixel_matmul_that_runs_anyway() -> None:
-    head = HypercolumnHead({"tap": 96}, 1, 5, 50)  # one channel of a 96-channel 14 x 14 tap
-    assert head.evaluation_order("tap", 14, upsampled=True) == "scores"  # alone: its own matmul
-    assert head.evaluation_order("tap", 14, upsampled=True, shared_matmul=True) == "pixels"

@@ -13,6 +13,7 @@ from torch import nn
 from conftest import tiny_person_config
 from hcviewer.inference import HypercolumnPredictor, InputError, check_boxes, choose_device, paste_masks
 from hcviewer.modeling import build_hypercolumn, heatmaps_to_keypoints
+from hcviewer.inference import predictor as predictor_module
 
 BOXES = np.array([[40.0, 20.0, 120.0, 100.0], [-10.0, 5.0, 60.0, 130.0], [100.0, 60.0, 101.0, 60.5]], np.float32)
 
@@ -42,11 +43,11 @@ def count_trunk_runs():
 def reference_logits(predictor: HypercolumnPredictor, image: np.ndarray, boxes: np.ndarray, taps=None):
     """The model's own training-path forward on the same normalised image, boxes in image px."""
     config = predictor.config
-    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    tensor = (tensor - torch.tensor(config.mean).view(1, 3, 1, 1)) / torch.tensor(config.std).view(1, 3, 1, 1)
+    tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    tensor = (tensor - torch.tensor(config.mean).view(3, 1, 1)) / torch.tensor(config.std).view(3, 1, 1)
     rois = torch.cat([torch.zeros(len(boxes), 1), torch.from_numpy(boxes)], dim=1)
     with torch.no_grad():
-        return predictor.model(tensor, rois, taps=taps)
+        return predictor.model([tensor], rois, taps=taps)
 
 
 def test_trunk_runs_once_per_image_and_boxes_come_from_the_cache(predictor, rgb_image) -> None:
@@ -55,7 +56,7 @@ def test_trunk_runs_once_per_image_and_boxes_come_from_the_cache(predictor, rgb_
         assert len(runs) == 1
         first = predictor.predict(BOXES)
         moved = predictor.predict(BOXES[:2] + 5.0)
-        subset = predictor.predict(BOXES, taps=("s8", "top"), return_contributions=True)
+        subset = predictor.predict(BOXES, taps=("s8", "top"), contributions=True)
         again = predictor.predict(BOXES)
         assert len(runs) == 1
         predictor.set_image(rgb_image[::-1].copy())
@@ -80,7 +81,7 @@ def test_predictions_equal_the_models_own_forward(predictor, rgb_image) -> None:
 
 def test_outputs_are_probabilities_with_keypoints_in_image_pixels(predictor, rgb_image) -> None:
     predictor.set_image(rgb_image)
-    p = predictor.predict(BOXES, return_contributions=True)
+    p = predictor.predict(BOXES, contributions=True)
     n, s = len(BOXES), predictor.config.output_size
     assert len(p) == n and p.boxes.dtype == np.float32
     assert p.figure_ground.shape == (n, s, s)
@@ -100,15 +101,16 @@ def test_tasks_can_be_chosen_and_empty_box_lists_work(predictor, rgb_image) -> N
     predictor.set_image(rgb_image)
     p = predictor.predict(BOXES, tasks=["figure_ground"])
     assert set(p.logits) == {"figure_ground"} and p.keypoints is None and p.parts is None
-    empty = predictor.predict(np.zeros((0, 4)), return_contributions=True)
+    empty = predictor.predict(np.zeros((0, 4)), contributions=True)
     assert empty.figure_ground.shape == (0, 24, 24) and empty.keypoints.shape == (0, 17, 3)
     assert empty.contributions["parts"]["s4"].shape == (0, 4, 24, 24)
 
 
-def test_batching_does_not_change_results(predictor, rgb_image) -> None:
+def test_batching_does_not_change_results(predictor, rgb_image, monkeypatch) -> None:
     predictor.set_image(rgb_image)
     whole = predictor.predict(BOXES)
-    batched = predictor.predict(BOXES, batch_size=2)
+    monkeypatch.setattr(predictor_module, "HEADS_CHUNK", 2)
+    batched = predictor.predict(BOXES)
     for task in predictor.tasks:
         np.testing.assert_allclose(batched.logits[task], whole.logits[task], rtol=1e-5, atol=1e-6)
 
@@ -132,23 +134,18 @@ def test_large_images_are_resized_and_boxes_follow(rgb_image) -> None:
     np.testing.assert_allclose(actual.keypoints[..., :2], expected.keypoints[..., :2] * 2, rtol=1e-4, atol=1e-2)
 
 
-def test_changed_weights_are_used_at_the_next_image(rgb_image) -> None:
-    """The predictor's inference copy of the trunk must not go stale while a model trains."""
+def test_the_predictor_leaves_its_model_unchanged(rgb_image) -> None:
+    """The predictor folds batch norm into its own inference copy; the model it was given (which
+    may still be training) keeps its layers and weights."""
     torch.manual_seed(0)
     model = build_hypercolumn(tiny_person_config())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     predictor = HypercolumnPredictor(model, device="cpu")
     predictor.set_image(rgb_image)
-    before = predictor.predict(BOXES).logits["figure_ground"]
-    with torch.no_grad():
-        next(model.backbone.body.parameters()).mul_(-1.0)  # the stem convolution
-        for conv in model.heads["figure_ground"].classifiers.values():
-            conv.weight.normal_(std=0.2)
-    predictor.set_image(rgb_image)
-    after = predictor.predict(BOXES)
-    np.testing.assert_allclose(after.logits["figure_ground"],
-                               reference_logits(predictor, rgb_image, BOXES)["figure_ground"].numpy(),
-                               rtol=1e-4, atol=1e-4)
-    assert not np.allclose(after.logits["figure_ground"], before)
+    predictor.predict(BOXES)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules()) and model.training
 
 
 def test_paste_masks_into_the_image(predictor, rgb_image) -> None:
@@ -229,17 +226,17 @@ def test_unknown_taps_and_missing_tasks(predictor, rgb_image, tmp_path) -> None:
         fg_only.predict(BOXES, tasks=["keypoints"])
 
 
-def test_class_specific_checkpoint_needs_valid_class_indices(rgb_image) -> None:
+def test_class_specific_checkpoint_needs_each_boxs_known_category(rgb_image) -> None:
     model = build_hypercolumn(tiny_person_config(class_names=("person", "horse"), class_specific=True))
     predictor = HypercolumnPredictor(model, device="cpu")
     predictor.set_image(rgb_image)
     with pytest.raises(InputError, match="class-specific"):
         predictor.predict(BOXES)
-    with pytest.raises(InputError, match="class_index must hold 3 values in \\[0, 2\\)"):
-        predictor.predict(BOXES, class_index=[0, 1, 2])
-    with pytest.raises(InputError, match="class_index must hold 3"):
-        predictor.predict(BOXES, class_index=[0, 1])
-    assert predictor.predict(BOXES, class_index=[0, 1, 1]).figure_ground.shape == (3, 24, 24)
+    with pytest.raises(InputError, match="\\['cat'\\] are not among the checkpoint's classes"):
+        predictor.predict(BOXES, categories=["person", "cat", "horse"])
+    with pytest.raises(InputError, match="categories must name 3 boxes"):
+        predictor.predict(BOXES, categories=["person", "horse"])
+    assert predictor.predict(BOXES, categories=["person", "horse", "horse"]).figure_ground.shape == (3, 24, 24)
 
 
 def test_device_choice() -> None:
@@ -262,31 +259,3 @@ def test_model_built_under_inference_mode(rgb_image) -> None:
         inside = predictor.predict(BOXES).figure_ground
     predictor.set_image(rgb_image)
     np.testing.assert_array_equal(predictor.predict(BOXES).figure_ground, inside)
-
-
-@pytest.mark.parametrize(("environ", "heads_threads"), [
-    ({"OMP_WAIT_POLICY": "PASSIVE"}, 1),  # the app's policy: no waking of a sleeping thread per operation
-    ({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}, 2),  # the trainer's: all threads
-])
-def test_heads_run_on_one_thread_where_threads_wait_passively(predictor, rgb_image, monkeypatch, environ,
-                                                               heads_threads) -> None:
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        predictor.set_image(rgb_image)
-        seen = []
-        forward_boxes = predictor.model.forward_boxes
-        monkeypatch.setattr(predictor.model, "forward_boxes",
-                            lambda *args, **kwargs: seen.append(torch.get_num_threads()) or forward_boxes(*args, **kwargs))
-        expected = predictor.predict(np.array([[10, 10, 60, 50]]))
-        assert seen == [heads_threads]
-        assert torch.get_num_threads() == 2  # restored
-        monkeypatch.setattr(predictor.model, "forward_boxes", forward_boxes)
-        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-        np.testing.assert_allclose(predictor.predict(np.array([[10, 10, 60, 50]])).figure_ground,
-                                   expected.figure_ground, rtol=1e-5, atol=1e-6)
-    finally:
-        torch.set_num_threads(threads)

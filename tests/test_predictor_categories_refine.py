@@ -26,7 +26,7 @@ def predictor(tiny_checkpoint: Path, rgb_image: np.ndarray) -> HypercolumnPredic
 
 def test_keypoints_and_parts_only_for_the_heads_categories(predictor):
     labels = ["person", "motorcycle", None, "object", "Person"]
-    result = predictor.predict(BOXES, labels=labels)
+    result = predictor.predict(BOXES, categories=labels)
     assert result.has_keypoints.tolist() == [True, False, True, True, True]
     assert result.has_parts.tolist() == [True, False, True, True, True]
     motorcycle = result.keypoints[1]
@@ -40,9 +40,9 @@ def test_keypoints_and_parts_only_for_the_heads_categories(predictor):
     assert unlabelled.has_keypoints.all() and np.allclose(unlabelled.keypoints[0], result.keypoints[0])
 
 
-def test_labels_must_match_the_boxes(predictor):
-    with pytest.raises(InputError, match="labels"):
-        predictor.predict(BOXES, labels=["person"])
+def test_categories_must_match_the_boxes(predictor):
+    with pytest.raises(InputError, match="categories must name"):
+        predictor.predict(BOXES, categories=["person"])
 
 
 def test_applies_follows_the_checkpoint():

@@ -10,14 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hcviewer.threads import (
-    ThreadsError,
-    apply_thread_policy,
-    decide_threads,
-    narrowed_threads,
-    waits_passively,
-    widened_threads,
-)
+from hcviewer.threads import ThreadsError, apply_thread_policy, decide_threads
 
 REPO = Path(__file__).resolve().parents[1]
 # A count no test run uses by itself (tests run with OMP_NUM_THREADS=1 or the core count).
@@ -168,35 +161,3 @@ def test_hcviewer_train_refuses_a_bad_thread_count(monkeypatch, capsys):
     monkeypatch.setenv("HCVIEWER_THREADS", "0")
     assert cli.main(["eval", "--synthetic", "2"]) == 2
     assert capsys.readouterr().err.startswith("hcviewer-train: error: HCVIEWER_THREADS must be a whole number")
-
-
-@pytest.mark.parametrize(("environ", "passive"), [
-    ({"OMP_WAIT_POLICY": "PASSIVE"}, True),
-    ({"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "0"}, True),
-    ({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}, False),  # the trainer's short spin
-    ({"OMP_WAIT_POLICY": "ACTIVE"}, False),
-    ({}, False),  # OpenMP's default spins
-])
-def test_passive_waiting_is_told_from_the_openmp_environment(environ, passive):
-    assert waits_passively(environ) is passive
-
-
-def test_narrowed_threads_give_large_operations_their_threads_back_and_restore_the_count():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with widened_threads():  # outside a narrowed scope: nothing changes
-            assert torch.get_num_threads() == 2
-        with narrowed_threads(1):
-            assert torch.get_num_threads() == 1
-            with widened_threads():
-                assert torch.get_num_threads() == 2
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-        with pytest.raises(RuntimeError), narrowed_threads(1):
-            raise RuntimeError("a failing prediction")
-        assert torch.get_num_threads() == 2
-        with widened_threads():
-            assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)

@@ -154,8 +154,7 @@ def _segment_boxes(predictor: HypercolumnPredictor, item: BatchItem, boxes: np.n
 def _predict_boxes(predictor: HypercolumnPredictor, boxes: np.ndarray, indices: list[int], labels: list[str],
                    tasks: tuple[str, ...], refine: bool | str) -> Prediction:
     labels = [labels[i] for i in indices]
-    return predictor.predict(boxes[indices], tasks=tasks, class_index=_class_index(predictor, labels),
-                             labels=labels, refine=refine)
+    return predictor.predict(boxes[indices], categories=labels, tasks=tasks, refine=refine)
 
 
 def first_line(exc: BaseException) -> str:
@@ -174,17 +173,6 @@ def _check_boxes(item: BatchItem, boxes: np.ndarray, image_size: tuple[int, int]
         else:
             skipped.append(SkippedBox(i, tuple(float(v) for v in box), item.labels[i], problem))
     return kept, skipped
-
-
-def _class_index(predictor: HypercolumnPredictor, labels: list[str]) -> list[int] | None:
-    """Each box's classifier set for a class-specific checkpoint (by label name)."""
-    names = list(predictor.config.class_names)
-    if not predictor.config.class_specific:
-        return None
-    unknown = sorted(set(labels) - set(names))
-    if unknown:
-        raise InputError(f"labels {unknown} are not among the checkpoint's classes {names}")
-    return [names.index(label) for label in labels]
 
 
 def _encode_masks(prediction: Prediction, image_size: tuple[int, int], threshold: float) -> tuple[list[dict], list[float]]:

@@ -1,19 +1,14 @@
-"""Which boxes a checkpoint's part and keypoint heads apply to (Qt-free, torch-free).
-
-A person keypoint head run on a motorcycle box still answers 17 points; they mean nothing. The
-checkpoint's config names the categories each head was trained on (``keypoint_categories``,
-``part_categories``; empty: every category; checkpoints older than these fields: people). The
-rule is ``HypercolumnConfig.applies_to``'s, restated here so that the app can apply it to saved
-annotations and to boxes drawn before a model has loaded without importing torch.
-"""
+"""Which boxes a checkpoint's part and keypoint heads apply to, in the app (Qt-free, torch-free):
+the rule of ``hcviewer.categories``, applied to saved annotations and to boxes drawn before a
+model has loaded."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_HEAD_CATEGORIES = ("person",)  # HypercolumnConfig's default
-CLASS_AGNOSTIC_LABELS = ("", "object", "unknown")  # labels that name no category: every head answers them
+from hcviewer.categories import DEFAULT_HEAD_CATEGORIES, head_applies
+
 # Keypoints scoring below this are hidden and saved as v=0. A keypoint's score is its heatmap's
 # peak probability: the bundled model gives 0.2-0.5 to clear joints, 0.05-0.2 to most others
 # and 0.01-0.03 to points it cannot see.
@@ -35,12 +30,7 @@ class HeadScope:
                      for key in ("keypoint_categories", "part_categories")))
 
     def keypoints_apply(self, label: str | None) -> bool:
-        return _applies(label, self.keypoint_categories)
+        return head_applies(label, self.keypoint_categories)
 
     def parts_apply(self, label: str | None) -> bool:
-        return _applies(label, self.part_categories)
-
-
-def _applies(label: str | None, categories: tuple[str, ...]) -> bool:
-    name = (label or "").strip().casefold()
-    return not categories or name in CLASS_AGNOSTIC_LABELS or name in {c.casefold() for c in categories}
+        return head_applies(label, self.part_categories)

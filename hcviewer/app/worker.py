@@ -26,22 +26,20 @@ from hcviewer.annotation.mask_crops import as_crop, box_map_iou
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the GUI needs to know about the loaded checkpoint."""
+    """What the GUI needs to know about the loaded checkpoint: its network configuration
+    (``HypercolumnConfig``: taps, tasks, class, part and keypoint names, ...) and where it runs."""
 
     path: str
-    taps: tuple[str, ...]
-    tasks: tuple[str, ...]
-    class_names: tuple[str, ...]
-    part_names: tuple[str, ...]
-    keypoint_names: tuple[str, ...]
-    skeleton: tuple[tuple[int, int], ...]
-    class_specific: bool
+    config: Any  # HypercolumnConfig (typed loosely: the GUI does not import torch-side modules)
     device: str  # e.g. "GPU: NVIDIA H100" or "CPU (2 threads)"
     device_warning: str | None
     load_seconds: float
-    keypoint_categories: tuple[str, ...] = ("person",)  # the boxes the keypoint head answers (empty: all)
-    part_categories: tuple[str, ...] = ("person",)  # the boxes the part head answers (empty: all)
-    part_colors: tuple[tuple[int, int, int], ...] = ()  # one RGB per part name (empty: the app's palette)
+
+    def __getattr__(self, name: str) -> Any:
+        """The configuration's fields (``info.taps``, ``info.part_names``, ...)."""
+        if name == "config":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.config, name)
 
 
 @dataclass
@@ -52,7 +50,7 @@ class BoxRequest:
     box_ids: list[int]
     boxes: np.ndarray
     taps: tuple[str, ...] | None = None  # None: all taps
-    class_index: list[int] | None = None
+    categories: list[str] | None = None  # each box's class for a class-specific checkpoint
     contributions: bool = False  # per-tap contributions for the probe
     refine: bool = False  # edge-refined masks (``HypercolumnPredictor.predict(refine=...)``)
 
@@ -82,7 +80,7 @@ class CompareRequest:
     box: np.ndarray  # [4]
     subsets: dict[str, tuple[str, ...]]  # name -> taps
     gt_mask: Any = None  # MaskCrop | np.ndarray | None
-    class_index: int | None = None
+    category: str | None = None  # the box's class for a class-specific checkpoint
 
 
 @dataclass
@@ -141,16 +139,9 @@ class ModelWorker(QObject):
             return
         self._predictor = predictor
         self._features_key = None
-        config = predictor.config
         choice = predictor.device_choice
-        self.modelLoaded.emit(ModelInfo(
-            path=checkpoint, taps=tuple(predictor.taps), tasks=tuple(predictor.tasks),
-            class_names=tuple(config.class_names), part_names=tuple(config.part_names),
-            keypoint_names=tuple(config.keypoint_names), skeleton=tuple(config.skeleton),
-            class_specific=bool(config.class_specific), device=choice.description,
-            device_warning=choice.warning, load_seconds=time.perf_counter() - start,
-            keypoint_categories=tuple(config.keypoint_categories), part_categories=tuple(config.part_categories),
-            part_colors=tuple(tuple(color) for color in config.part_colors)))
+        self.modelLoaded.emit(ModelInfo(checkpoint, predictor.model.config, choice.description, choice.warning,
+                                        time.perf_counter() - start))
         if self._image is not None and self._image.key == self.wanted_key:
             self._ensure_features(self._image.key)
 
@@ -184,9 +175,8 @@ class ModelWorker(QObject):
 
         def run() -> None:
             trunk = self._ensure_features(request.image_key)
-            prediction = self._predictor.predict(
-                request.boxes, taps=request.taps, class_index=request.class_index,
-                return_contributions=request.contributions, refine=request.refine)
+            prediction = self._predictor.predict(request.boxes, taps=request.taps, categories=request.categories,
+                                                 refine=request.refine, contributions=request.contributions)
             self.predicted.emit(BoxResult(request, prediction, trunk))
 
         self._guard(run)
@@ -202,8 +192,8 @@ class ModelWorker(QObject):
             self._ensure_features(request.image_key)
             start = time.perf_counter()
             prediction = self._predictor.predict(
-                request.box[None], tasks=("figure_ground",), return_contributions=True,
-                class_index=None if request.class_index is None else [request.class_index])
+                request.box[None], categories=None if request.category is None else [request.category],
+                tasks=("figure_ground",), contributions=True)
             contributions = {tap: c[0, 0] for tap, c in prediction.contributions["figure_ground"].items()}
             bias = float(prediction.bias["figure_ground"][0, 0])
             masks, iou = {}, {}
@@ -276,12 +266,6 @@ class ModelService(QObject):
         self._compare.connect(self.worker.compare)
         self._predict_all.connect(self.worker.predict_all)
         self.thread.start()
-        self.info: ModelInfo | None = None
-        self.worker.modelLoaded.connect(self._remember_info)
-        self.busy = False
-
-    def _remember_info(self, info: ModelInfo) -> None:
-        self.info = info
 
     # Each method only queues work for the worker thread.
     def load(self, checkpoint: str, device: str = "auto") -> None:

@@ -1,4 +1,4 @@
-"""RoIAlign (and bilinear resizing after it) as two small matrices per box, for training.
+"""RoIAlign (and bilinear resizing after it) as two small matrices per box: the one way boxes are cut.
 
 torchvision's ``roi_align`` (``aligned=True``, a fixed ``sampling_ratio``) averages, in every
 bin, the bilinear interpolations of a grid of sample points. The sample grid and bilinear
@@ -18,8 +18,6 @@ gradients are matrix products as well. Same results up to float rounding (tested
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -55,17 +53,6 @@ def roi_align_axis_weights(
     index = np.concatenate([(row + low).ravel(), (row + high).ravel()]).astype(np.int64)
     values = np.concatenate([((1.0 - frac) * share).ravel(), (frac * share).ravel()])
     return np.bincount(index, values, minlength=n * bins * width).reshape(n, bins, width)
-
-
-def resize_axis_weights(in_size: int, out_size: int) -> torch.Tensor:
-    """One axis of ``F.interpolate(mode="bilinear", align_corners=False)``: [out_size, in_size]
-    float64."""
-    low, high, frac = _resize_taps(in_size, out_size)
-    weights = np.zeros((out_size, in_size))
-    rows = np.arange(out_size)
-    np.add.at(weights, (rows, low), 1.0 - frac)
-    np.add.at(weights, (rows, high), frac)
-    return torch.from_numpy(weights)
 
 
 @functools.lru_cache(maxsize=64)
@@ -120,76 +107,20 @@ def sample_boxes(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y:
     if n == 0:
         return maps[0].new_zeros(s * s2, 0, c) if pixel_major else maps[0].new_zeros(0, s, s2, c)
     groups = []
-    for along_x, my in _sampled_along_x(maps, batch_index, weights_y, weights_x):
-        g, span_y = my.shape[0], my.shape[2]
-        along_x = along_x.view(g, s2, span_y, c).transpose(1, 2).reshape(g, span_y, s2 * c)  # [G, span_y, S' * C]
+    for along_x, my in cut_along_x(maps, batch_index, weights_y, weights_x):
+        g, rows_y = my.shape[0], my.shape[2]
+        along_x = along_x.transpose(1, 2).reshape(g, rows_y, s2 * c)  # [G, span_y, S' * C]
         groups.append(torch.bmm(my, along_x).view(g, s, s2, c))  # [G, S, S', C]
     if pixel_major:  # one copy: each group is written transposed into its columns
         return torch.cat([g.view(g.shape[0], s * s2, c).transpose(0, 1) for g in groups], dim=1)
     return torch.cat(groups) if len(groups) > 1 else groups[0]
 
 
-def sample_boxes_each(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
-                      weights_x: torch.Tensor, pixel_major: bool = False) -> torch.Tensor:
-    """``sample_boxes`` one box at a time, for inference (the same arguments and result).
-
-    Each box is two matrix products over its own support only, ``M_y[n] @ F @ M_x[n]^T``,
-    reading the support straight from its channels-last map as a strided view: no crop copy and
-    no padding to the largest box of a group. For the few boxes of a ``predict`` that is about
-    half the time of ``sample_boxes`` (four COCO person boxes of MobileNetV2's stride-4 tap,
-    0.9 against 1.9 ms, the weights aside); ``sample_boxes`` stays the training path, whose
-    100-200 boxes and backward want its batched products.
-    """
-    n = batch_index.shape[0]
-    s, s2, c = weights_y.shape[1], weights_x.shape[1], maps[0].shape[0]
-    if n == 0:
-        return maps[0].new_zeros(s * s2, 0, c) if pixel_major else maps[0].new_zeros(0, s, s2, c)
-    start_y, span_y = (v.tolist() for v in _supports(weights_y))
-    start_x, span_x = (v.tolist() for v in _supports(weights_x))
-    dtype, device = maps[0].dtype, maps[0].device
-    weights_y, weights_x = weights_y.to(device, dtype), weights_x.to(device, dtype)
-    boxes = []
-    for box, image in enumerate(batch_index.tolist()):
-        y0, y1 = start_y[box], start_y[box] + span_y[box]
-        x0, x1 = start_x[box], start_x[box] + span_x[box]
-        support = maps[int(image)].permute(1, 2, 0)[y0:y1, x0:x1]  # [span_y, span_x, C], a view when channels-last
-        along_y = torch.mm(weights_y[box, :, y0:y1], support.reshape(y1 - y0, -1))  # [S, span_x * C]
-        boxes.append(torch.matmul(weights_x[box, :, x0:x1], along_y.view(s, x1 - x0, c)))  # [S, S', C]
-    if pixel_major:
-        return torch.stack([b.view(s * s2, c) for b in boxes], dim=1)
-    return torch.stack(boxes)
-
-
-def sample_columns(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
-                   weights_x: torch.Tensor) -> list[ColumnGroup]:
-    """``sample_boxes`` stopped half-way: each group's boxes resampled along x only, output
-    column major, with the y weights still to apply (the heads' ``columns`` order classifies in
-    between, so that the [S*S', N, C] features of all output pixels are never made)."""
-    if batch_index.shape[0] == 0:
-        c = maps[0].shape[0]
-        return [ColumnGroup(maps[0].new_zeros(weights_x.shape[1], 0, c), weights_y.new_zeros(0, weights_y.shape[1], 1))]
-    groups = []
-    for along_x, my in _sampled_along_x(maps, batch_index, weights_y, weights_x):
-        g, span_y, s2 = my.shape[0], my.shape[2], along_x.shape[1]
-        columns = along_x.view(g, s2, span_y, -1).transpose(0, 1).reshape(s2, g * span_y, -1)
-        groups.append(ColumnGroup(columns, my))
-    return groups
-
-
-class ColumnGroup(NamedTuple):
-    """Boxes resampled along x (``sample_columns``): ``features`` [S', G * span_y, C] (output
-    column x, then box g and the feature row of its crop) and ``weights_y`` [G, S, span_y], the
-    y sampling weights of each box over its crop's rows."""
-
-    features: torch.Tensor
-    weights_y: torch.Tensor
-
-
-def _sampled_along_x(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
-                     weights_x: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Per group of ``GROUP_SIZE`` consecutive boxes: their crops resampled along x,
-    [G, S', span_y * C], and the y weights over the crops' rows, [G, S, span_y]."""
-    c = maps[0].shape[0]
+def cut_along_x(maps: list[torch.Tensor], batch_index: torch.Tensor, weights_y: torch.Tensor,
+                weights_x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``sample_boxes`` half-way, per group of boxes: their crops resampled along x,
+    [G, S', span_y, C], and the y weights over the crops' rows, [G, S, span_y]."""
+    n, s, s2, c = batch_index.shape[0], weights_y.shape[1], weights_x.shape[1], maps[0].shape[0]
     # All images' pixels as one [sum of H_i * W_i, C] table (a no-op copy for channels-last maps).
     table = torch.cat([m.permute(1, 2, 0).reshape(-1, c) for m in maps])
     heights = torch.tensor([m.shape[1] for m in maps])
@@ -198,12 +129,25 @@ def _sampled_along_x(maps: list[torch.Tensor], batch_index: torch.Tensor, weight
     batch_index = batch_index.to("cpu").long()
     start_y, span_y = _supports(weights_y)
     start_x, span_x = _supports(weights_x)
-    for lo in range(0, batch_index.shape[0], GROUP_SIZE):
+    dtype, device = table.dtype, table.device
+    groups = []
+    for lo in range(0, n, GROUP_SIZE):
         part = slice(lo, lo + GROUP_SIZE)
         image = batch_index[part]
-        pixel_of = _CropIndex(offsets[image], heights[image], widths[image], table.shape[0])
-        yield _group_along_x(table, pixel_of, weights_y[part], weights_x[part], start_y[part],
-                             int(span_y[part].max()), start_x[part], int(span_x[part].max()))
+        g, rows_y, cols_x = image.shape[0], int(span_y[part].max()), int(span_x[part].max())
+        # Crop windows of the group's common size, moved inside each box's map where its support
+        # is narrower; rows and columns past a box's own map have weight zero (box_axis_weights).
+        top = torch.minimum(start_y[part], heights[image] - rows_y).clamp(min=0)
+        left = torch.minimum(start_x[part], widths[image] - cols_x).clamp(min=0)
+        rows = top[:, None] + torch.arange(rows_y)  # [G, span_y]
+        cols = left[:, None] + torch.arange(cols_x)  # [G, span_x]
+        my = weights_y[part].gather(2, rows[:, None, :].expand(-1, s, -1)).to(device, dtype)
+        mx = weights_x[part].gather(2, cols[:, None, :].expand(-1, s2, -1)).to(device, dtype)
+        # Table rows of the crops, x-major [G, span_x, span_y] (any row serves past a small map).
+        pixel = offsets[image][:, None, None] + rows[:, None, :] * widths[image][:, None, None] + cols[:, :, None]
+        crops = table.index_select(0, pixel.clamp(max=table.shape[0] - 1).reshape(-1).to(device))
+        groups.append((torch.bmm(mx, crops.view(g, cols_x, rows_y * c)).view(g, s2, rows_y, c), my))
+    return groups
 
 
 def size_order(rois: torch.Tensor) -> torch.Tensor:
@@ -220,37 +164,3 @@ def _supports(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     last = used.shape[1] - 1 - used[:, ::-1].argmax(1)
     span = np.where(found, last - first + 1, 1)
     return torch.from_numpy(first), torch.from_numpy(span)
-
-
-class _CropIndex:
-    """Rows of the pixel table for a group's crops: image offset, height and width per box."""
-
-    def __init__(self, offset: torch.Tensor, height: torch.Tensor, width: torch.Tensor, pixels: int) -> None:
-        self.offset, self.height, self.width, self.pixels = offset, height, width, pixels
-
-    def __call__(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """rows [G, a], cols [G, b] -> table rows [G, b, a] (x-major). Crop pixels past a box's
-        own map (a group's crop may be larger than a small image) have zero weight: any row of
-        the table serves."""
-        index = self.offset[:, None, None] + rows[:, None, :] * self.width[:, None, None] + cols[:, :, None]
-        return index.clamp(max=self.pixels - 1)
-
-
-def _group_along_x(table, pixel_of, weights_y, weights_x, start_y, span_y, start_x, span_x):
-    g = weights_y.shape[0]
-    # Crop windows of the group's common size, moved inside each box's map where its support is
-    # narrower.
-    top = torch.minimum(start_y, pixel_of.height - span_y).clamp(min=0)
-    left = torch.minimum(start_x, pixel_of.width - span_x).clamp(min=0)
-    rows = top[:, None] + torch.arange(span_y)  # [G, span_y]
-    cols = left[:, None] + torch.arange(span_x)  # [G, span_x]
-    dtype, device = table.dtype, table.device
-    # (Rows and columns past a box's own map, where a group's crop is larger than its image,
-    # have weight zero: box_axis_weights.)
-    my = weights_y.gather(2, rows[:, None, :].expand(-1, weights_y.shape[1], -1)).to(device, dtype)
-    mx = weights_x.gather(2, cols[:, None, :].expand(-1, weights_x.shape[1], -1)).to(device, dtype)
-    c = table.shape[1]
-    # [G, span_x, span_y, C] (each index copies C contiguous values): x-major, so that the x
-    # contraction is one batched matmul.
-    crops = table.index_select(0, pixel_of(rows, cols).reshape(-1).to(device))
-    return torch.bmm(mx, crops.view(g, span_x, span_y * c)), my  # [G, S', span_y * C], [G, S, span_y]

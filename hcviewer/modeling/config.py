@@ -7,14 +7,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from hcviewer.categories import DEFAULT_HEAD_CATEGORIES, head_applies
+
 TASKS = ("figure_ground", "parts", "keypoints")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Box labels that name no category (box files without a label column, boxes drawn in the app):
-# every head answers them, as it answers a box with no label at all.
-CLASS_AGNOSTIC_LABELS = ("", "object", "unknown")
 
 # What a configuration may claim, checked before any network is built: a checkpoint header is
 # untrusted input, and a crafted one (grid_size 400 in a 6 MB file) once allocated 20 GB.
@@ -58,8 +56,8 @@ class HypercolumnConfig:
     part_names: tuple[str, ...] = ()
     keypoint_names: tuple[str, ...] = ()
     skeleton: tuple[tuple[int, int], ...] = ()
-    keypoint_categories: tuple[str, ...] = ("person",)
-    part_categories: tuple[str, ...] = ("person",)
+    keypoint_categories: tuple[str, ...] = DEFAULT_HEAD_CATEGORIES
+    part_categories: tuple[str, ...] = DEFAULT_HEAD_CATEGORIES
     part_colors: tuple[tuple[int, int, int], ...] = ()
     max_image_side: int = 640
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -87,14 +85,12 @@ class HypercolumnConfig:
 
     def applies_to(self, task: str, label: str | None) -> bool:
         """Whether ``task``'s head answers a box labelled ``label``: figure-ground every box;
-        keypoints and parts the boxes of their categories (case-insensitive) and class-agnostic
-        boxes (``label`` None or one of ``CLASS_AGNOSTIC_LABELS``). A motorcycle box of a person
+        keypoints and parts as ``hcviewer.categories.head_applies``. A motorcycle box of a person
         model gets no keypoints: the head was never trained on motorcycles."""
-        categories = {"keypoints": self.keypoint_categories, "parts": self.part_categories}.get(task, ())
-        if task not in self.tasks or task == "figure_ground" or not categories:
+        if task not in self.tasks or task == "figure_ground":
             return task in self.tasks
-        name = (label or "").strip().casefold()
-        return name in CLASS_AGNOSTIC_LABELS or name in {c.casefold() for c in categories}
+        categories = self.keypoint_categories if task == "keypoints" else self.part_categories
+        return head_applies(label, categories)
 
     def task_channels(self, task: str) -> int:
         """Output channels of one task (per class when class-specific)."""

@@ -1,7 +1,9 @@
-"""The hypercolumn network: a trunk run once per image, heads run once per box."""
+"""The hypercolumn network: a trunk run once per image, heads run once per box. One forward path
+for training and inference."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -9,40 +11,33 @@ import torch
 from torch import nn
 
 from hcviewer.modeling.backbones import Backbone, TrunkFeatures, get_backbone_spec
-from hcviewer.modeling.box_features import BoxTapFeatures
+from hcviewer.modeling.batch_norm import fold_batch_norm_
 from hcviewer.modeling.box_sampling import size_order
 from hcviewer.modeling.config import HypercolumnConfig
-from hcviewer.modeling.heads import HypercolumnHead, forward_heads
+from hcviewer.modeling.heads import (
+    HypercolumnHead,
+    box_tap_contribution,
+    column_tap_contribution,
+    conv_tap_contribution,
+    grid_classifiers,
+    pixel_classifiers,
+)
 
 
 @dataclass
 class BoxOutputs:
-    """Per-task logits [K, C, S, S] and, when asked, per-task per-tap contributions."""
+    """Per task: logits [K, C, S, S]; when asked, each tap's contribution and the bias [K, C]."""
 
     logits: dict[str, torch.Tensor]
     contributions: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     bias: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def reordered(self, index: torch.Tensor) -> "BoxOutputs":
-        """The same outputs with boxes taken in the order of ``index`` [K]."""
-        return BoxOutputs(
-            logits={task: v.index_select(0, index) for task, v in self.logits.items()},
-            contributions={task: {tap: v.index_select(0, index) for tap, v in per_tap.items()}
-                           for task, per_tap in self.contributions.items()},
-            bias={task: v.index_select(0, index) for task, v in self.bias.items()},
-        )
-
 
 class HypercolumnModel(nn.Module):
-    """Backbone with named taps plus one ``HypercolumnHead`` per task.
-
-    Order of operations (and why): the trunk runs once per image; each tap's *features* are cut
-    per box with roi_align and then classified. The alternative (classify the whole image
-    first, cut the score maps) cuts K*K*C channels per tap instead of the tap's own channels:
-    with K=5 and the three tasks (1 + parts + 17 keypoints) that is ~600 channels against
-    24-512 feature channels, so cutting features is cheaper for every default tap and also
-    skips classifying image regions no box covers. Both orders give the same result, because
-    roi_align's bilinear sampling is linear and its weights sum to one.
+    """Backbone with named taps plus one ``HypercolumnHead`` per task. The trunk runs once per
+    image; each tap's *features* are cut per box, then classified: cutting the score maps instead
+    would cut K*K*C channels per tap (~600 for K=5 and the three tasks) against 24-512 feature
+    channels. Both give the same result (roi_align's sampling is linear, its weights sum to one).
     """
 
     def __init__(self, config: HypercolumnConfig, pretrained_backbone: bool = False) -> None:
@@ -58,18 +53,11 @@ class HypercolumnModel(nn.Module):
         self.config = config
         self.backbone = Backbone(spec, tuple(taps), pretrained_backbone)
         tap_channels = {t: spec.tap(t).channels for t in taps}
-        self.heads = nn.ModuleDict(
-            {
-                task: HypercolumnHead(
-                    tap_channels,
-                    config.task_channels(task),
-                    config.grid_size,
-                    config.output_size,
-                    config.num_classifier_sets,
-                )
-                for task in config.tasks
-            }
-        )
+        self.heads = nn.ModuleDict({
+            task: HypercolumnHead(tap_channels, config.task_channels(task), config.grid_size, config.output_size,
+                                  config.num_classifier_sets)
+            for task in config.tasks
+        })
 
     @property
     def taps(self) -> tuple[str, ...]:
@@ -78,10 +66,6 @@ class HypercolumnModel(nn.Module):
     @property
     def tasks(self) -> tuple[str, ...]:
         return self.config.tasks
-
-    def forward_trunk(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images [B, 3, H, W], normalised -> trunk feature maps keyed by graph node."""
-        return self.backbone(images)
 
     def check_taps(self, taps: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
         if taps is None:
@@ -94,73 +78,67 @@ class HypercolumnModel(nn.Module):
             raise ValueError("at least one tap must be selected")
         return taps
 
-    def check_tasks(self, tasks: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
-        if tasks is None:
-            return self.tasks
-        missing = [t for t in tasks if t not in self.tasks]
-        if missing:
-            raise ValueError(f"this checkpoint has no {missing} head; it has {list(self.tasks)}")
-        return tuple(tasks)
+    @torch.no_grad()
+    def pixel_classifiers(self) -> dict[str, torch.Tensor] | None:
+        """Every conv tap's per-pixel classifiers of all heads, [S*S, Cin, sum of C], for an
+        inference copy to make once (``forward_boxes(classifiers=...)``); None for a
+        class-specific model (one per class would not fit in memory)."""
+        if self.config.class_specific:
+            return None
+        heads = list(self.heads.values())
+        return {tap: pixel_classifiers(grid_classifiers(heads, tap)[:, 0], self.config.output_size)
+                for tap, spec in self.backbone.tap_specs.items() if not (spec.box_level or spec.per_column)}
 
-    def box_tap_features(
-        self, features: TrunkFeatures, rois: torch.Tensor, taps: tuple[str, ...], sampled: bool = False
-    ) -> BoxTapFeatures:
-        """rois [K, 5] (batch index, x0, y0, x1, y1) in input pixels -> each tap's box features,
-        computed when first used ({tap: [K, C, R, R]} and upsampled, see ``BoxTapFeatures``)."""
-        return BoxTapFeatures(self.backbone, features, rois, taps, self.config.output_size, sampled)
-
-    def forward_boxes(
-        self,
-        features: TrunkFeatures,
-        rois: torch.Tensor,
-        class_index: torch.Tensor | None = None,
-        tasks: tuple[str, ...] | None = None,
-        taps: tuple[str, ...] | None = None,
-        return_contributions: bool = False,
-    ) -> BoxOutputs:
-        """Heads for K boxes over cached trunk features; only the named taps contribute.
-
-        With gradients enabled (training) the box features are cut and resized to the output
-        in one step by sampling matrices, whose backward is fast; without, cut at each tap's size
-        and upsampled only for the heads that need it (fastest forward; ``BoxTapFeatures``).
-        """
+    def forward_boxes(self, features: TrunkFeatures, rois: torch.Tensor, class_index: torch.Tensor | None = None,
+                      taps: tuple[str, ...] | None = None, return_contributions: bool = False,
+                      classifiers: dict[str, torch.Tensor] | None = None) -> BoxOutputs:
+        """Every head for K boxes, rois [K, 5] (image index, x0, y0, x1, y1) in input pixels, over
+        the trunk's features; only the named taps contribute. ``class_index`` [K] picks each
+        box's classifier set (class-specific models)."""
         taps = self.check_taps(taps)
-        tasks = self.check_tasks(tasks)
-        if not self.config.class_specific:
-            class_index = None
-        sampled = torch.is_grad_enabled()
-        if sampled:  # boxes of similar size are sampled together (box_sampling.sample_boxes)
-            order = size_order(rois)
-            rois = rois[order]
-            class_index = None if class_index is None else class_index[order]
-        box_features = self.box_tap_features(features, rois, taps, sampled)
+        heads = list(self.heads.values())
+        s = self.config.output_size
+        set_index = class_index if self.config.class_specific else None
+        order = size_order(rois)  # boxes of similar size are cut together (box_sampling.sample_boxes)
+        rois = rois[order]
+        set_index = None if set_index is None else set_index[order]
+        bias = torch.cat([h.bias[set_index] if set_index is not None else h.bias[0].expand(len(rois), -1)
+                          for h in heads], dim=1)  # [K, sum of C]
+        total, per_tap = bias[:, :, None, None], {}
+        for tap in taps:
+            per_column = self.backbone.tap_specs[tap].per_column and set_index is None
+            box_features = self.backbone.box_features(features, rois, tap, s, per_column)
+            grid = grid_classifiers(heads, tap)
+            if self.backbone.tap_specs[tap].box_level:
+                per_tap[tap] = box_tap_contribution(box_features, grid, s, set_index)
+            elif per_column:
+                per_tap[tap] = column_tap_contribution(box_features, grid[:, 0], s)
+            else:
+                prepared = None if classifiers is None else classifiers[tap]
+                per_tap[tap] = conv_tap_contribution(box_features, grid, s, set_index, prepared)
+            total = total + per_tap[tap]
+        back = torch.argsort(order)
         out = BoxOutputs(logits={})
-        per_task = forward_heads({task: self.heads[task] for task in tasks}, box_features, class_index,
-                                 return_contributions)
-        for task, (logits, contributions) in per_task.items():
-            out.logits[task] = logits
+        channels = torch.tensor([h.task_channels for h in heads]).cumsum(0).tolist()
+        for task, stop, head in zip(self.heads, channels, heads):
+            part = slice(stop - head.task_channels, stop)
+            out.logits[task] = total[back, part]
             if return_contributions:
-                out.contributions[task] = contributions
-                out.bias[task] = self.heads[task].bias_map(rois.shape[0], class_index)
-        return out.reordered(torch.argsort(order)) if sampled else out
+                out.contributions[task] = {tap: c[back, part] for tap, c in per_tap.items()}
+                out.bias[task] = bias[back, part]
+        return out
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        rois: torch.Tensor,
-        class_index: torch.Tensor | None = None,
-        taps: tuple[str, ...] | None = None,
-        image_sizes: list[tuple[int, int]] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Training entry point: images [B, 3, H, W], rois [K, 5] -> {task: logits [K, C, S, S]}.
+    def forward(self, images: list[torch.Tensor], rois: torch.Tensor, class_index: torch.Tensor | None = None,
+                taps: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """Normalised images [3, H_i, W_i], rois [K, 5] -> {task: logits [K, C, S, S]}."""
+        return self.forward_boxes(self.backbone(images), rois, class_index, taps).logits
 
-        ``image_sizes``: each image's (H_i, W_i) in the top-left of its padded slot; the trunk
-        then runs on each image alone (``Backbone.forward_each``): the maps the predictor computes
-        for that image, without the padding's cost (1.45x less trunk time for two images of
-        different shapes).
-        """
-        if image_sizes is None:
-            features = self.forward_trunk(images)
-        else:
-            features = self.backbone.forward_each([image[:, :h, :w] for image, (h, w) in zip(images, image_sizes)])
-        return self.forward_boxes(features, rois, class_index, taps=taps).logits
+
+def inference_copy(model: HypercolumnModel) -> HypercolumnModel:
+    """``model`` for inference: a copy in eval mode with batch norm folded into the trunk's
+    convolution weights (once, at load time) and the trunk's weights channels-last, as its
+    input; ``model`` itself is left unchanged."""
+    copied = copy.deepcopy(model).eval()
+    fold_batch_norm_(copied)
+    copied.backbone.to(memory_format=torch.channels_last)
+    return copied

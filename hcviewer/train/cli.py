@@ -188,6 +188,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch", type=int, default=2, help="images per step (per GPU under torchrun)")
     group.add_argument("--lr", type=float, default=3e-4)
     group.add_argument("--image-size", type=int, default=512, help="longest image side while training")
+    group.add_argument("--inference-size", type=int, default=640,
+                       help="longest image side the checkpoint's users (the app, predict, eval) resize to")
     group.add_argument("--layer-dropout", type=float, default=0.0,
                        help="probability of training a random tap subset in a step")
     group.add_argument("--loss-weights", default=None, metavar="TASK=W,...",
@@ -229,7 +231,7 @@ def train_config(args: argparse.Namespace, sources: list[dict], taps: tuple[str,
     return TrainConfig(
         backbone=args.backbone, taps=taps if taps is not None else _names(args.taps), grid_size=args.grid,
         tasks=_names(args.tasks), class_specific=args.class_specific, epochs=args.epochs, batch_images=args.batch,
-        lr=args.lr, max_side=args.image_size, layer_dropout=args.layer_dropout, seed=args.seed, device=args.device,
+        lr=args.lr, max_side=args.image_size, inference_side=args.inference_size, layer_dropout=args.layer_dropout, seed=args.seed, device=args.device,
         pretrained=not args.no_pretrained, loss_weights=_loss_weights(args.loss_weights),
         augment=not args.no_augment, freeze_trunk=args.freeze_trunk, freeze_heads=_names(args.freeze_heads),
         init_from=str(Path(args.init).resolve()) if args.init else "",
@@ -317,6 +319,8 @@ def command_resume(args: argparse.Namespace) -> int:
     saved = json.loads(path.read_text())
     saved["taps"], saved["tasks"] = tuple(saved["taps"]), tuple(saved["tasks"])
     saved["freeze_heads"] = tuple(saved.get("freeze_heads", ()))  # runs from before the option have none
+    # Runs from before --inference-size inferred at the larger of 640 and their training size.
+    saved.setdefault("inference_side", max(640, saved.get("max_side", 512)))
     config = TrainConfig(**saved)
     if args.epochs is not None:
         config = replace(config, epochs=args.epochs)

@@ -30,9 +30,9 @@ from tqdm import tqdm
 
 from hcviewer.data.records import AnnotatedDataset, ImageRecord, ObjectAnnotation
 from hcviewer.fileio import write_text_atomic
-from hcviewer.modeling.hypercolumn import HypercolumnModel
+from hcviewer.modeling.hypercolumn import HypercolumnModel, inference_copy
 from hcviewer.modeling.postprocess import heatmaps_to_keypoints, paste_heatmap, paste_masks_in_image
-from hcviewer.modeling.preprocess import resize_for_model
+from hcviewer.modeling.preprocess import model_input
 from hcviewer.modeling.refine import refine_probability
 from hcviewer.train.baselines import BASELINES
 from hcviewer.train.metrics import (box_region, coco_keypoint_ap, coco_segm_ap, mask_iou, part_confusion,
@@ -149,16 +149,17 @@ def evaluation_objects(record: ImageRecord, min_area: float) -> list[ObjectAnnot
 
 @torch.inference_mode()
 def predict_subsets(model: HypercolumnModel, rgb: np.ndarray, boxes: np.ndarray, subsets: list[tuple[str, ...]],
-                    device: torch.device) -> dict[tuple[str, ...], dict[str, torch.Tensor]]:
-    """Run the trunk once, then the heads under each subset -> {subset: {task: logits [N, C, S, S]}}."""
+                    device: torch.device, classifiers: dict[str, torch.Tensor] | None = None
+                    ) -> dict[tuple[str, ...], dict[str, torch.Tensor]]:
+    """Run the trunk once, then the heads under each subset -> {subset: {task: logits [N, C, S, S]}}.
+    Fastest with an ``inference_copy`` and its ``pixel_classifiers``, as the predictor has them."""
     config = model.config
-    small, scale = resize_for_model(rgb, config.max_image_side)
-    image = torch.from_numpy(small).permute(2, 0, 1).float().div(255)
-    image = (image - torch.tensor(config.mean).view(3, 1, 1)) / torch.tensor(config.std).view(3, 1, 1)
-    features = model.forward_trunk(image[None].to(device))
+    image, scale = model_input(rgb, config.max_image_side, config.mean, config.std, device)
+    features = model.backbone([image])
     rois = torch.zeros(len(boxes), 5, device=device)
     rois[:, 1:] = torch.from_numpy(boxes).to(device) * scale
-    return {subset: {k: v.float().cpu() for k, v in model.forward_boxes(features, rois, taps=subset).logits.items()}
+    return {subset: {k: v.float().cpu() for k, v in
+                     model.forward_boxes(features, rois, taps=subset, classifiers=classifiers).logits.items()}
             for subset in subsets}
 
 
@@ -291,8 +292,10 @@ def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDatase
     ``hcviewer.modeling.refine``) adds a row: all taps with the masks edge-refined."""
     start = time.perf_counter()
     device = torch.device(device)
+    classifiers = None
     if model is not None:
-        model = model.to(device).eval()
+        model = inference_copy(model).to(device)
+        classifiers = model.pixel_classifiers()
         subsets = subsets or standard_subsets(model.taps)
     else:
         subsets = []
@@ -309,7 +312,7 @@ def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDatase
         for record in tqdm(dataset.images, desc=f"evaluate {dataset.name}", disable=not progress, unit="image"):
             objects = evaluation_objects(record, min_area)
             if objects:
-                _score_image(model, record, objects, next(image_ids), results, device, threshold)
+                _score_image(model, record, objects, next(image_ids), results, device, threshold, classifiers)
         per_set.append(results)
         reports.append(results.summarise(dataset.keypoint_names, dataset.skeleton, part_names, min_area,
                                          time.perf_counter() - set_start))
@@ -324,7 +327,8 @@ def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDatase
 
 
 def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: list[ObjectAnnotation],
-                 image_id: int, results: _Results, device: torch.device, threshold: float) -> None:
+                 image_id: int, results: _Results, device: torch.device, threshold: float,
+                 classifiers: dict[str, torch.Tensor] | None) -> None:
     rgb = record.load_rgb()
     size = rgb.shape[:2]
     boxes = np.stack([o.box for o in objects]).astype(np.float32)
@@ -333,7 +337,7 @@ def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: l
     with_mask = [i for i, m in enumerate(gt_masks) if m is not None]
     network = [c for c in results.collectors if c.taps is not None]
     if model is not None:
-        outputs = predict_subsets(model, rgb, boxes, list(dict.fromkeys(c.taps for c in network)), device)
+        outputs = predict_subsets(model, rgb, boxes, list(dict.fromkeys(c.taps for c in network)), device, classifiers)
         with_keypoints = [i for i, o in enumerate(objects) if has_keypoints(o)]
         with_parts = [i for i, o in enumerate(objects) if o.parts is not None]
         gt_parts = {i: objects[i].parts.decode(*size) for i in with_parts} if "parts" in model.tasks else {}

@@ -37,7 +37,11 @@ from hcviewer.modeling.build import build_hypercolumn
 from hcviewer.modeling.checkpoint import save_checkpoint
 from hcviewer.modeling.config import HypercolumnConfig
 from hcviewer.modeling.hypercolumn import HypercolumnModel
+from hcviewer.modeling.preprocess import normalize
 from hcviewer.train.losses import figure_ground_loss, keypoint_loss, part_loss
+from hcviewer.train.network_setup import (
+    freeze_batch_norm, freeze_heads, freeze_trunk, load_initial_weights, make_optimizer, make_schedule,
+)
 from hcviewer.train.run_state import (
     StopRequest, check_output_folder, data_fingerprint, describe_data_change, load_resume_state, writing,
 )
@@ -59,7 +63,8 @@ class TrainConfig:
     head_lr_scale: float = 10.0  # the new classifiers learn faster than the pretrained trunk
     weight_decay: float = 1e-4
     warmup_steps: int = 50
-    max_side: int = 512
+    max_side: int = 512  # longest image side while training
+    inference_side: int = 640  # the checkpoint's ``max_image_side``: the side its users resize to
     boxes_per_object: int = 2
     layer_dropout: float = 0.0  # probability that a step trains a random tap subset
     loss_weights: dict = field(default_factory=dict)  # task -> weight of its loss in the sum (default 1)
@@ -125,7 +130,7 @@ def model_config(config: TrainConfig, dataset: AnnotatedDataset) -> HypercolumnC
         keypoint_categories=keypoint_categories if "keypoints" in tasks else (),
         part_categories=part_categories if "parts" in tasks else (),
         part_colors=dataset.part_colors if "parts" in tasks else (),
-        max_image_side=max(640, config.max_side),
+        max_image_side=config.inference_side,
     )
 
 
@@ -151,98 +156,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def freeze_batch_norm(model: HypercolumnModel) -> None:
-    """Keep ImageNet batch-norm statistics: batches of 2 images cannot estimate them."""
-    for module in model.backbone.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.eval()
-            module.weight.requires_grad_(False)
-            module.bias.requires_grad_(False)
-
-
-def freeze_trunk(model: HypercolumnModel, until: str) -> None:
-    """Keep the trunk's first layers at their starting weights: up to and including the layer
-    that tap ``until`` reads ("all": the whole trunk and its box-level top; "none": nothing).
-    Frozen early layers also skip their backward, the costliest part of a CPU step."""
-    if until == "none":
-        return
-    backbone = model.backbone
-    if until == "all":
-        frozen = [backbone.body] + ([backbone.box_top] if backbone.box_top is not None else [])
-    else:
-        try:
-            node = backbone.spec.tap(until).node
-        except KeyError as exc:
-            raise ValueError(f"--freeze-trunk {until}: {exc.args[0]}, or 'none' or 'all'") from None
-        frozen = list(backbone.body)[:int(node) + 1]
-    for module in frozen:
-        module.requires_grad_(False)
-
-
-def freeze_heads(model: HypercolumnModel, tasks: tuple[str, ...]) -> None:
-    """Keep these tasks' heads at their starting weights, e.g. to retrain the figure-ground head
-    of a checkpoint without moving its keypoints and parts. Their losses still reach the trunk
-    unless it is frozen too or they are weighted 0."""
-    unknown = [task for task in tasks if task not in model.heads]
-    if unknown:
-        raise ValueError(f"--freeze-heads {','.join(unknown)}: this network has no such head "
-                         f"(its tasks: {', '.join(model.heads)})")
-    if set(tasks) == set(model.heads) and not any(p.requires_grad for p in model.backbone.parameters()):
-        raise ValueError("--freeze-heads with --freeze-trunk all leaves nothing to train")
-    for task in tasks:
-        model.heads[task].requires_grad_(False)
-
-
-def load_initial_weights(model: HypercolumnModel, path: str) -> None:
-    """Start from a checkpoint's weights (e.g. the bundled model, to train it on more data). Its
-    network must be this run's: same trunk, taps, grid, tasks and label sets."""
-    from hcviewer.modeling.checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        start, _ = load_checkpoint(path)
-    except CheckpointError as exc:
-        raise ValueError(f"--init: {exc}") from None
-    ours, theirs = model.config.to_dict(), start.config.to_dict()
-    shaping = ("backbone", "taps", "grid_size", "output_size", "tasks", "class_names", "class_specific",
-               "part_names", "keypoint_names")
-    differences = [f"{key} {theirs[key]!r} (this run: {ours[key]!r})" for key in shaping if ours[key] != theirs[key]]
-    if differences:
-        raise ValueError(f"--init {path}: that checkpoint is another network: " + "; ".join(differences)
-                         + ". Train with its options (or drop --init)")
-    model.load_state_dict(start.state_dict())
-
-
-def make_optimizer(model: HypercolumnModel, config: TrainConfig) -> torch.optim.Optimizer:
-    trunk = [p for p in model.backbone.parameters() if p.requires_grad]
-    heads = [p for p in model.heads.parameters() if p.requires_grad]
-    return torch.optim.AdamW([{"params": trunk, "lr": config.lr},
-                              {"params": heads, "lr": config.lr * config.head_lr_scale}],
-                             weight_decay=config.weight_decay)
-
-
-def make_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to zero."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def batch_inputs(samples: list[TrainingSample], config: HypercolumnConfig, device: torch.device
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pad images to one size (bottom/right, zeros after normalising) -> images [B, 3, H, W],
-    rois [N, 5] (image index, x0, y0, x1, y1), class_index [N]."""
-    h = max(s.image.shape[1] for s in samples)
-    w = max(s.image.shape[2] for s in samples)
-    mean = torch.tensor(config.mean).view(3, 1, 1)
-    std = torch.tensor(config.std).view(3, 1, 1)
-    images = torch.zeros(len(samples), 3, h, w)
-    for i, s in enumerate(samples):
-        images[i, :, :s.image.shape[1], :s.image.shape[2]] = (s.image - mean) / std
+                 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Each image normalised, unpadded (the trunk runs on each alone, as the predictor does)
+    -> images [3, H_i, W_i], rois [N, 5] (image index, x0, y0, x1, y1), class_index [N]."""
+    images = [normalize(s.image, config.mean, config.std).to(device) for s in samples]
     rois = torch.cat([F.pad(s.boxes, (1, 0), value=float(i)) for i, s in enumerate(samples)])
     class_index = torch.cat([s.class_index for s in samples])
-    return images.to(device), rois.to(device), class_index.to(device)
+    return images, rois.to(device), class_index.to(device)
 
 
 def compute_losses(logits: dict[str, torch.Tensor], samples: list[TrainingSample], device: torch.device
@@ -311,7 +232,7 @@ class Trainer:
         self.val_set = val_set
         self.validate = validate
         self.progress = progress and self.rank == 0
-        self.optimizer = make_optimizer(self.model, config)
+        self.optimizer = make_optimizer(self.model, config.lr, config.head_lr_scale, config.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.dataset) / (config.batch_images * self.world))
         self.schedule = make_schedule(self.optimizer, config.warmup_steps, self.steps_per_epoch * config.epochs)
         self.start_epoch = 0
@@ -436,7 +357,7 @@ class Trainer:
                    disable=not self.progress, unit="batch", dynamic_ncols=True)
         for step, indices in enumerate(batches[first:], start=first + 1):
             self._stop_if_requested()
-            samples = [self.dataset[i] for i in indices]  # images differ in size: batch_inputs pads
+            samples = [self.dataset[i] for i in indices]
             losses = self._step(samples)
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value
@@ -469,15 +390,9 @@ class Trainer:
 
     def _step(self, samples: list[TrainingSample]) -> dict[str, float]:
         images, rois, class_index = batch_inputs(samples, self.model_config, self.device)
-        if self.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
         taps = sample_taps(self.model.taps, self.config.layer_dropout, self._tap_rng)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-        # The trunk runs on each image unpadded: what the predictor sees, and 1.45x cheaper than
-        # padding two images of different shapes to one size (docs/performance.md).
-        sizes = [tuple(s.image.shape[1:]) for s in samples]
-        with autocast:
-            logits = self.network(images, rois, class_index, taps, sizes)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits = self.network(images, rois, class_index, taps)
         losses = compute_losses(logits, samples, self.device)
         values = {k: float(v.detach()) for k, v in losses.items()}
         self._stop_if_diverged(values)

@@ -130,15 +130,16 @@ class SegmentationController(QObject):
             return
         self.window.model.predict(BoxRequest(
             self.state.image_key, [b.id for b in boxes], np.array([b.xyxy for b in boxes], np.float64),
-            taps=self.taps(), class_index=self._class_index(boxes), contributions=contributions,
+            taps=self.taps(), categories=self._categories(boxes), contributions=contributions,
             refine=self.window.display.refine_edges))
         self.window.result_label.setText("Segmenting…")
 
-    def _class_index(self, boxes: list["Box"]) -> list[int] | None:
+    def _categories(self, boxes: list["Box"]) -> list[str] | None:
+        """The class a class-specific checkpoint uses for each box (its label, else the first class)."""
         info = self.state.model_info
         if info is None or not info.class_specific:
             return None
-        return [info.class_names.index(b.label) if b.label in info.class_names else 0 for b in boxes]
+        return [b.label if b.label in info.class_names else info.class_names[0] for b in boxes]
 
     def segment_selected(self) -> None:
         box = self.window.canvas.selected_box()
@@ -209,7 +210,7 @@ class SegmentationController(QObject):
         self.compare_window.caption.setText(f"{box.label} box {box.id}: computing {len(subsets)} subsets…")
         self.window.model.compare(CompareRequest(
             self.state.image_key, box.id, np.array(clipped, np.float64), subsets,
-            gt_mask=box.gt_crop, class_index=(self._class_index([box]) or [None])[0]))
+            gt_mask=box.gt_crop, category=(self._categories([box]) or [None])[0]))
 
     def _compared(self, result) -> None:
         request, image = result.request, self.state.image
