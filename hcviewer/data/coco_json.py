@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ def _section(path: Path, data: dict, key: str, optional: tuple[str, ...]) -> lis
     return value
 
 
-def _index(path: Path, records: list, section: str, check_id) -> dict:
+def _index(path: Path, records: list, section: str, check_id: Callable[[Path, str, Any, str], Any]) -> dict:
     """id -> CocoRecord; an id used twice is refused (the second would silently replace the first)."""
     keys = ("id", "file_name") if section == "images" else ("id", "name")
     index = {}
