@@ -59,8 +59,9 @@ def test_a_crafted_image_size_without_the_image_is_refused(tmp_path, height, wid
     ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "segmentation": {"size": [200000, 200000],
                                                                               "counts": "PPYo1"}},
      "at most"),
-    ({"image_id": [1], "category_id": 1, "bbox": [0, 0, 5, 5]}, "refers to image id [1]"),
-    ({"image_id": 1, "category_id": {"a": 1}, "bbox": [0, 0, 5, 5]}, "is not in 'categories'"),
+    ({"image_id": [1], "category_id": 1, "bbox": [0, 0, 5, 5]}, "annotations[0]: image_id must be a whole number or a string, got [1]"),
+    ({"image_id": 1, "category_id": {"a": 1}, "bbox": [0, 0, 5, 5]}, "category_id must be a whole number"),
+    ({"image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5]}, "category_id 2 is not in 'categories' (ids [1])"),
     ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "keypoints": [1, 2]}, "flat list"),
     ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "hcviewer_gt": [["a"]]}, "ground truth"),
 ])

@@ -106,10 +106,10 @@ def test_a_plain_coco_file_with_polygons_loads_as_accepted_masks(tmp_path):
 
 @pytest.mark.parametrize("content, expected", [
     ("{not json", "not valid JSON"),
-    ('{"annotations": []}', "no 'images' list"),
+    ('{"annotations": []}', "a COCO file needs 'images', and this one has none"),
     ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 5, "image_id": 2, '
      '"category_id": 1, "bbox": [0, 0, 1, 1]}], "categories": [{"id": 1, "name": "p"}]}',
-     "annotations[0] (id 5) refers to image id 2"),
+     "annotations[0] (id 5): image_id 2 is not in 'images'; add the image or fix the id"),
     ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 5, "image_id": 1, '
      '"category_id": 9, "bbox": [0, 0, 1, 1]}], "categories": []}', "category_id 9 is not in 'categories'"),
     ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 5, "image_id": 1, '

@@ -109,13 +109,13 @@ BAD_JSON = {
     "detection_without_score": ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 1}]', "record 0 lacks 'score'"),
     "detection_not_object": ('[[1, 2, 3]]', "record 0 must be a JSON object"),
     "detection_bbox_three_numbers": ('[{"image_id": 1, "bbox": [0, 0, 1], "score": 1, "category_id": 1}]',
-                                     "record 0: bbox must be a list of 4 numbers"),
+                                     "record 0: bbox must be four numbers [x, y, width, height], got [0, 0, 1]"),
     "detection_bbox_nan": ('[{"image_id": 1, "bbox": [0, NaN, 1, 1], "score": 1, "category_id": 1}]',
-                           "record 0: bbox value must be a finite number"),
+                           "record 0: bbox [0, nan, 1, 1] has a NaN or infinite coordinate"),
     "detection_bbox_string": ('[{"image_id": 1, "bbox": [0, "0", 1, 1], "score": 1, "category_id": 1}]',
-                              "record 0: bbox value must be a finite number"),
+                              "record 0: bbox must be four numbers [x, y, width, height], got [0, '0', 1, 1]"),
     "detection_zero_width": ('[{"image_id": 1, "bbox": [0, 0, 0, 1], "score": 1, "category_id": 1}]',
-                             "record 0: the box [0, 0, 0, 1] has zero or negative size"),
+                             "record 0: bbox [0, 0, 0, 1] has zero or negative size"),
     "detection_bad_score": ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "score": "high", "category_id": 1}]',
                             "record 0: score must be a finite number"),
     "detection_bad_keypoints": ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 1, "category_id": 1, '
@@ -133,10 +133,10 @@ def test_malformed_json_names_file_record_and_problem(tmp_path, case):
 
 
 @pytest.mark.parametrize("change, expected", [
-    (lambda d: d["annotations"][1].update(category_id=99), "annotations[1]: category_id 99 is not among"),
-    (lambda d: d["annotations"][0].update(image_id=5), "annotations[0]: image_id 5 is not in 'images'"),
-    (lambda d: d["annotations"][1].pop("bbox"), "annotations[1] lacks 'bbox'"),
-    (lambda d: d["annotations"][0].update(bbox=[0, 0, 3, -1]), "annotations[0]: the box [0, 0, 3, -1] has zero"),
+    (lambda d: d["annotations"][1].update(category_id=99), "annotations[1] (id 2): category_id 99 is not in 'categories' (ids [1, 3])"),
+    (lambda d: d["annotations"][0].update(image_id=5), "annotations[0] (id 1): image_id 5 is not in 'images'"),
+    (lambda d: d["annotations"][1].pop("bbox"), "annotations[1] (id 2) lacks 'bbox'"),
+    (lambda d: d["annotations"][0].update(bbox=[0, 0, 3, -1]), "annotations[0] (id 1): bbox [0, 0, 3, -1] has zero"),
     (lambda d: d["categories"][0].pop("name"), "categories[0] lacks 'name'"),
 ])
 def test_malformed_coco_records_name_the_record(tmp_path, change, expected):

@@ -225,7 +225,7 @@ def test_json_box_files_with_overflowing_coordinates_name_the_record(tmp_path, t
     from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
 
     path = _write(tmp_path / "boxes.json", text)
-    with pytest.raises(BoxFileError, match="within \\+-16777216") as error:
+    with pytest.raises(BoxFileError, match="bbox .* beyond \\+-16777216") as error:
         read_boxes(path)
     assert str(path) in str(error.value) and where in str(error.value)
 
@@ -259,7 +259,7 @@ def test_training_readers_refuse_coordinates_float32_cannot_hold(tmp_path, coco_
     from hcviewer.data.records import DataError
 
     path = _write(tmp_path / "train.json", json.dumps(_coco_document(bbox=(0, 0, 3e38, 10))))
-    with pytest.raises(DataError, match=r"annotations\[0\] bbox .*beyond") as error:
+    with pytest.raises(DataError, match=r"annotations\[0\] \(id 7\): bbox .*beyond") as error:
         read_coco(path, coco_images)
     assert str(path) in str(error.value)
 
@@ -278,9 +278,9 @@ UNUSABLE_BOX_FILES = {
     "detection category id a list": ('[{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 1, "category_id": [1]}]',
                                      "record 0: category_id must be"),
     "deeply nested": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-    "odd polygon": (json.dumps(_coco_document(segmentation=[[1, 1, 5, 1, 5]])), "annotations[0]: the segmentation"),
+    "odd polygon": (json.dumps(_coco_document(segmentation=[[1, 1, 5, 1, 5]])), "annotations[0] (id 7): the segmentation"),
     "crafted compressed RLE": (json.dumps(_coco_document(segmentation={"size": [20, 30], "counts": "ooooooo"})),
-                               "annotations[0]: the segmentation has RLE 'counts'"),
+                               "annotations[0] (id 7): the segmentation has RLE 'counts'"),
 }
 
 
@@ -305,16 +305,16 @@ def test_a_csv_field_over_128_kb_is_a_box_file_error_naming_the_line(tmp_path):
 
 
 @pytest.mark.parametrize("document, says", [
-    ({**_coco_document(), "images": [{"id": [1], "file_name": "a.jpg", "width": 30, "height": 20}]}, "images\\[0\\] 'id'"),
-    (_coco_document(height=math.inf), "images\\[0\\] 'height' is inf"),
-    (_coco_document(width="wide"), "images\\[0\\] 'width'"),
+    ({**_coco_document(), "images": [{"id": [1], "file_name": "a.jpg", "width": 30, "height": 20}]}, "images\\[0\\]: id must be a whole number or a string"),
+    (_coco_document(height=math.inf), "images\\[0\\]: 'height' is inf"),
+    (_coco_document(width="wide"), "images\\[0\\]: 'width'"),
     (_coco_document(width=200000, height=200000), "images\\[0\\] claims 200000 x 200000 pixels"),
     (_coco_document(segmentation=[[1, 1, 5, 1, 5]]), "annotations\\[0\\] \\(id 7\\) of image a.jpg: .*odd number"),
     (_coco_document(segmentation=[[3, 4]]), "annotations\\[0\\] \\(id 7\\) of image a.jpg: .*at least 3"),
     (_coco_document(segmentation={"size": [20, 30], "counts": "ooooooo"}), "annotations\\[0\\] \\(id 7\\)"),
-    ({**_coco_document(), "categories": [{"id": 1, "name": "person", "keypoints": 5}]}, "categories\\[0\\] 'keypoints'"),
+    ({**_coco_document(), "categories": [{"id": 1, "name": "person", "keypoints": 5}]}, "categories\\[0\\]: 'keypoints'"),
     ({**_coco_document(), "categories": [{"id": 1, "name": "person", "keypoints": ["a"], "skeleton": [[1, 9]]}]},
-     "categories\\[0\\] 'skeleton'"),
+     "categories\\[0\\]: 'skeleton'"),
 ])
 def test_unusable_training_annotations_are_data_errors_naming_the_record(tmp_path, coco_images, document, says):
     from hcviewer.data.coco import read_coco
@@ -359,13 +359,43 @@ def test_duplicate_image_ids_are_refused_by_the_app_and_the_trainer_alike(tmp_pa
     document = _coco_document()
     document["images"].append({"id": 1, "file_name": "b.jpg", "width": 30, "height": 20})
     path = _write(tmp_path / "twice.json", json.dumps(document))
-    with pytest.raises(BoxFileError, match=r"images\[1\]: image id 1 is used twice") as app_error:
+    with pytest.raises(BoxFileError) as app_error:
         read_boxes(path)
-    with pytest.raises(DataError, match=r"images\[1\] reuses image id 1") as trainer_error:
+    with pytest.raises(DataError) as trainer_error:
         read_coco(path, coco_images)
-    with pytest.raises(AnnotationError, match=r"images\[1\]: image id 1 is used twice \(also for a.jpg\)") as annotation_error:
+    with pytest.raises(AnnotationError) as annotation_error:
         read_annotation(path)  # the last one silently won
-    assert all(str(path) in str(error.value) for error in (app_error, trainer_error, annotation_error))
+    expected = f"{path}: images[1]: id 1 is used twice (also by images[0], 'a.jpg'); give each its own id"
+    assert all(str(error.value) == expected for error in (app_error, trainer_error, annotation_error))
+
+
+@pytest.mark.parametrize("annotation_change, says", [
+    ({"image_id": 5}, "annotations[0] (id 7): image_id 5 is not in 'images'; add the image or fix the id"),
+    ({"category_id": 3}, "annotations[0] (id 7): category_id 3 is not in 'categories' (ids [1]); "
+                         "add the category or fix the id"),
+    ({"bbox": [1, 1, 5]}, "annotations[0] (id 7): bbox must be four numbers [x, y, width, height], got [1, 1, 5]; "
+                          "fix or remove the record"),
+    ({"score": math.nan}, "annotations[0] (id 7): score must be a finite number, got nan; fix or remove the record"),
+    ({"keypoints": [1, 2, math.inf]}, "annotations[0] (id 7): a keypoint value must be a finite number, got inf; "
+                                      "fix or remove the record"),
+])
+def test_the_app_the_trainer_and_annotations_refuse_a_broken_coco_record_in_one_message(
+        tmp_path, coco_images, annotation_change, says):
+    """Three readers once gave three messages for each of these."""
+    from hcviewer.annotation.annotation_file import AnnotationError
+    from hcviewer.annotation.annotation_reader import read_annotation
+    from hcviewer.annotation.boxfiles import BoxFileError, read_boxes
+    from hcviewer.data.coco import read_coco
+    from hcviewer.data.records import DataError
+
+    document = _coco_document()
+    document["annotations"][0].update(annotation_change)
+    path = _write(tmp_path / "broken.json", json.dumps(document))
+    for read, error_type in ((read_boxes, BoxFileError), (lambda p: read_coco(p, coco_images), DataError),
+                             (read_annotation, AnnotationError)):
+        with pytest.raises(error_type) as error:
+            read(path)
+        assert str(error.value) == f"{path}: {says}"
 
 
 def test_merged_training_files_may_repeat_an_image_id_for_the_same_file(tmp_path, coco_images):
@@ -514,7 +544,7 @@ def test_string_category_ids_are_refused_when_the_box_file_is_read(tmp_path, doc
         read_boxes(path)
     assert str(error.value).startswith(f"{path}: {where}: ") and "must be a whole number" in str(error.value)
     if isinstance(document, dict):
-        with pytest.raises(AnnotationError, match=r"categories\[0\]: the id must be a whole number"):
+        with pytest.raises(AnnotationError, match=r"categories\[0\]: id must be a whole number"):
             read_annotation(path)
 
 

@@ -5,7 +5,6 @@ the record and the fix; sizes and masks a file claims are bounded before anythin
 from __future__ import annotations
 
 import base64
-import json
 import math
 import os
 import zlib
@@ -19,15 +18,19 @@ from hcviewer.annotation.annotation_file import (
     read_size_or_zero,
 )
 from hcviewer.cocomask import decode_segmentation
-from hcviewer.fileio import loads_json, read_input_text
+from hcviewer.data.coco_json import (
+    CocoAnnotation, CocoFileError, category_of, finite, image_of, read_coco_json, require,
+)
 from hcviewer.imageio import max_image_pixels
-from hcviewer.input_checks import category_id_problem
 
 
 def read_annotation(path: str | os.PathLike) -> Annotation:
     """Load an annotation written by ``write_annotation`` (or any COCO file with RLE or polygon
     masks: its objects come back accepted). Image paths are relative to the file's folder."""
-    return _Reader(Path(path)).read()
+    try:
+        return _Reader(Path(path)).read()
+    except CocoFileError as exc:  # the shared COCO structure and number checks
+        raise AnnotationError(str(exc)) from None
 
 
 class _Reader:
@@ -42,104 +45,45 @@ class _Reader:
         return AnnotationError(f"{self.path}: {message}")
 
     def read(self) -> Annotation:
-        coco = self._load_json()
-        categories = {}
-        for i, record in enumerate(self._list(coco, "categories")):
-            self._need(f"categories[{i}]", record, ("id",))
-            categories[self._category_id(f"categories[{i}]", record["id"])] = record
-        names = {cid: str(c.get("name", cid)) for cid, c in categories.items()}
+        coco = read_coco_json(self.path, optional=("annotations", "categories"))
+        names = {category_id: str(c.fields["name"]) for category_id, c in coco.categories.items()}
         images: dict[Any, SavedImage] = {}
-        for i, record in enumerate(self._list(coco, "images")):
-            self._need(f"images[{i}]", record, ("id", "file_name"))
-            image_id = self._key(f"images[{i}]", record["id"])
-            if image_id in images:
-                raise self.fail(f"images[{i}]: image id {image_id!r} is used twice (also for {images[image_id].path.name}); "
-                                "give each image its own id")
-            image_path = self.path.parent / str(record["file_name"])
-            images[image_id] = SavedImage(image_path, self._claimed_size(f"images[{i}]", record, image_path),
+        for image_id, record in coco.images.items():
+            image_path = self.path.parent / str(record.fields["file_name"])
+            images[image_id] = SavedImage(image_path, self._claimed_size(record.where, record.fields, image_path),
                                           image_id=image_id)
-        for i, record in enumerate(self._list(coco, "annotations")):
-            where = f"annotations[{i}] (id {record.get('id', '?')})" if isinstance(record, dict) else f"annotations[{i}]"
-            self._need(where, record, ("image_id", "category_id", "bbox"))
-            image = self._image_of(where, images, record["image_id"])
-            image.objects.append(self._object(where, record, names, image))
-        extra = dict(coco["hcviewer"]) if isinstance(coco.get("hcviewer"), dict) else {}
-        for i, record in enumerate(self._list(extra, "pending")):
+        for ann in coco.annotations:
+            if not coco.has_categories:  # unlike a box file's, an object here needs its category's name
+                category_of(self.path, ann.where, ann.category_id, coco.categories)
+            image = images[ann.image_id]
+            image.objects.append(self._object(ann, names[ann.category_id], image))
+        extra = dict(coco.data["hcviewer"]) if isinstance(coco.data.get("hcviewer"), dict) else {}
+        pending = extra.get("pending", [])
+        if not isinstance(pending, list):
+            raise self.fail("'hcviewer.pending' must be a list; fix or remove it")
+        for i, record in enumerate(pending):
             where = f"hcviewer.pending[{i}]"
-            self._need(where, record, ("image_id", "box", "label"))
-            image = self._image_of(where, images, record["image_id"])
+            require(self.path, where, record, ("image_id", "box", "label"))
+            image = images[image_of(self.path, where, record["image_id"], images)]
             image.objects.append(SavedObject(
                 self._box(where, record["box"]), str(record["label"]), self._score(where, record.get("score")),
                 rejected=bool(record.get("rejected", False)), gt=self._gt(where, record.get("gt")),
                 result=self._result(where, record.get("result"), image)))
         for key in ("version", "pending"):
             extra.pop(key, None)
-        keypoint_category = next((c for c in categories.values() if c.get("keypoints")), {})
+        keypoint_category = next((c.fields for c in coco.categories.values() if c.fields.get("keypoints")), {})
         return Annotation(list(images.values()), {name: cid for cid, name in names.items()},
                           tuple(str(n) for n in keypoint_category.get("keypoints", ())),
                           self._skeleton(keypoint_category.get("skeleton", ())), extra)
 
-    # -- the file --------------------------------------------------------------------------
-    def _load_json(self) -> dict:
-        try:
-            coco = loads_json(read_input_text(self.path))
-        except FileNotFoundError:
-            raise self.fail("no such file; check the path") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise self.fail(f"cannot be read ({exc}); check the path and permissions") from None
-        except json.JSONDecodeError as exc:
-            raise self.fail(f"not valid JSON ({exc.msg} at line {exc.lineno}); "
-                            "choose an annotation saved by hcviewer or a COCO file") from None
-        except RecursionError:
-            raise self.fail("nested too deeply to be an annotation; choose an annotation saved by "
-                            "hcviewer or a COCO file") from None
-        if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
-            raise self.fail("not a COCO annotation (no 'images' list); choose an annotation saved "
-                            "by hcviewer or a COCO file")
-        return coco
-
-    def _list(self, data: dict, key: str) -> list:
-        value = data.get(key, [])
-        if not isinstance(value, list):
-            raise self.fail(f"'{key}' must be a list")
-        return value
-
-    def _need(self, where: str, record: Any, keys: tuple[str, ...]) -> None:
-        if not isinstance(record, dict):
-            raise self.fail(f"{where} is not an object")
-        missing = [k for k in keys if k not in record]
-        if missing:
-            raise self.fail(f"{where} has no {', '.join(repr(k) for k in missing)}")
-
-    def _key(self, where: str, value: Any) -> int | str:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise self.fail(f"{where}: an id is a number or a string, not {value!r}")
-        return value
-
-    def _category_id(self, where: str, value: Any) -> int:
-        problem = category_id_problem(value)
-        if problem is not None:
-            raise self.fail(f"{where}: the id {problem}; fix the record")
-        return value
-
-    def _image_of(self, where: str, images: dict[Any, SavedImage], image_id: Any) -> SavedImage:
-        if not isinstance(image_id, (int, str)) or image_id not in images:
-            raise self.fail(f"{where} refers to image id {image_id!r}, which 'images' does not list")
-        return images[image_id]
-
-    def _number(self, where: str, value: Any, what: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.fail(f"{where}: {what} must be a finite number, not {value!r}")
-        return float(value)
-
     def _score(self, where: str, value: Any) -> float | None:
-        return None if value is None else self._number(where, value, "score")
+        return None if value is None else finite(self.path, where, value, "score")
 
     def _claimed_size(self, where: str, record: dict, image_path: Path) -> tuple[int, int] | None:
         """(height, width) from the record; None when 0 x 0 (never read). A claim beyond
         the image reader's limit (``max_image_pixels``) is replaced by the image file's real size, or
         refused without it."""
-        height, width = (self._number(where, record.get(k) or 0, k) for k in ("height", "width"))
+        height, width = (finite(self.path, where, record.get(k) or 0, k) for k in ("height", "width"))
         if height >= 0 and width >= 0 and height * width <= self.max_pixels:
             return (int(height), int(width)) if min(height, width) > 0 else None
         real = self._real_size(image_path)
@@ -158,7 +102,7 @@ class _Reader:
     def _box(self, where: str, values: Any) -> tuple[float, float, float, float]:
         if not isinstance(values, (list, tuple)) or len(values) != 4:
             raise self.fail(f"{where}: a box is four numbers x0, y0, x1, y1, not {values!r}")
-        x0, y0, x1, y1 = (self._number(where, v, "a box value") for v in values)
+        x0, y0, x1, y1 = (finite(self.path, where, v, "a box value") for v in values)
         if not (x1 > x0 and y1 > y0):
             raise self.fail(f"{where}: box {values!r} is empty")
         return x0, y0, x1, y1
@@ -170,36 +114,21 @@ class _Reader:
             raise self.fail(f"categories: a skeleton is a list of [a, b] keypoint numbers, not {edges!r}") from None
 
     # -- objects ---------------------------------------------------------------------------
-    def _object(self, where: str, record: dict, names: dict, image: SavedImage) -> SavedObject:
-        if "hcviewer_box" in record:
-            xyxy = self._box(where, record["hcviewer_box"])
-        else:
-            bbox = record["bbox"]
-            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-                raise self.fail(f"{where}: bbox is [x, y, width, height], not {bbox!r}")
-            x, y, w, h = (self._number(where, v, "a bbox value") for v in bbox)
-            xyxy = self._box(where, (x, y, x + w, y + h))
-        category_id = record["category_id"]
-        label = names.get(category_id) if isinstance(category_id, (int, str)) else None
-        if label is None:
-            raise self.fail(f"{where}: category_id {category_id!r} is not in 'categories'")
-        return SavedObject(xyxy, label, self._score(where, record.get("score")),
-                           self._mask(where, record.get("segmentation"), image),
-                           self._keypoints(where, record), gt=self._gt(where, record.get("hcviewer_gt")))
+    def _object(self, ann: CocoAnnotation, label: str, image: SavedImage) -> SavedObject:
+        xyxy = self._box(ann.where, ann.fields["hcviewer_box"]) if "hcviewer_box" in ann.fields else ann.xyxy
+        return SavedObject(xyxy, label, ann.score, self._mask(ann.where, ann.fields.get("segmentation"), image),
+                           self._keypoints(ann), gt=self._gt(ann.where, ann.fields.get("hcviewer_gt")))
 
-    def _keypoints(self, where: str, record: dict) -> np.ndarray | None:
+    def _keypoints(self, ann: CocoAnnotation) -> np.ndarray | None:
         """[J, 3] (x, y, score): the saved score where there is one, 1 for a labelled COCO
         point; 0 for an unlabelled one (v = 0, saved at 0, 0)."""
-        values = record.get("keypoints")
-        if not values:
+        if ann.keypoints is None:
             return None
-        if not isinstance(values, list) or len(values) % 3:
-            raise self.fail(f"{where}: keypoints are a flat list [x, y, v] * J")
-        points = np.array([self._number(where, v, "a keypoint value") for v in values]).reshape(-1, 3)
+        points = np.array(ann.keypoints).reshape(-1, 3)
         labelled = points[:, 2] > 0
-        scores = record.get("keypoint_scores")
+        scores = ann.fields.get("keypoint_scores")
         if isinstance(scores, list) and len(scores) == len(points):
-            score = np.array([self._number(where, s, "a keypoint score") for s in scores])
+            score = np.array([finite(self.path, ann.where, s, "a keypoint score") for s in scores])
         else:
             score = np.ones(len(points))
         return np.column_stack([points[:, :2], np.where(labelled, score, 0.0)])

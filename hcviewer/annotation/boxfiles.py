@@ -5,7 +5,6 @@ Pascal VOC XML (a file or a folder of them) and a simple CSV. Every problem is a
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import xml.etree.ElementTree as ElementTree
@@ -13,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hcviewer.boxes import MAX_COORDINATE, coordinates_problem
+from hcviewer.boxes import coordinates_problem
 from hcviewer.cocomask import segmentation_problem
-from hcviewer.fileio import loads_json, read_input_text
-from hcviewer.input_checks import category_id_problem
+from hcviewer.data.coco_json import (
+    CocoFile, CocoFileError, bbox_xyxy, category_of, coco_structure, finite, image_id_of, keypoints, parse_json,
+    read_text, require, short_repr,
+)
 
 DEMO_BOXES = Path(__file__).resolve().parents[2] / "resources" / "demo" / "boxes.json"
 DEMO_IMAGE_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png")
@@ -113,30 +114,12 @@ def read_boxes(path: str | Path) -> BoxFile:
 
 def _read_text(path: Path) -> str:
     try:
-        text = read_input_text(path, encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise BoxFileError(f"{path}: no such file; check the path") from None
-    except UnicodeDecodeError:
-        raise BoxFileError(f"{path}: not a UTF-8 text file; use {SUPPORTED}") from None
-    except OSError as exc:
-        raise BoxFileError(f"{path}: cannot be read ({exc.strerror or exc}); check the path and permissions") from None
+        text = read_text(path, SUPPORTED)
+    except CocoFileError as exc:
+        raise BoxFileError(str(exc)) from None
     if not text.strip():
         raise BoxFileError(f"{path}: the file is empty; use {SUPPORTED}")
     return text
-
-
-def _number(path: Path, where: str, value: Any, what: str) -> float:
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or abs(value) > MAX_COORDINATE):
-        raise BoxFileError(f"{path}: {where}: {what} must be a finite number within +-{MAX_COORDINATE:.0f}, "
-                           f"got {_short(value)}; fix or remove the record")
-    return float(value)
-
-
-def _short(value: Any) -> str:
-    """A value as a message shows it (a crafted one may be megabytes long)."""
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _checked_box(path: Path, where: str, xyxy: tuple[float, float, float, float], written: Any
@@ -144,104 +127,24 @@ def _checked_box(path: Path, where: str, xyxy: tuple[float, float, float, float]
     """The box, or a BoxFileError when the network could not use its coordinates (float32)."""
     problem = coordinates_problem(xyxy)
     if problem is not None:
-        raise BoxFileError(f"{path}: {where}: the box {_short(written)} {problem}; fix or remove the record")
+        raise BoxFileError(f"{path}: {where}: the box {short_repr(written)} {problem}; fix or remove the record")
     return xyxy
-
-
-def _xywh_to_xyxy(path: Path, where: str, bbox: Any) -> tuple[float, float, float, float]:
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        raise BoxFileError(f"{path}: {where}: bbox must be a list of 4 numbers [x, y, width, height], "
-                           f"got {_short(bbox)}; fix or remove the record")
-    x, y, w, h = (_number(path, where, v, "bbox value") for v in bbox)
-    return _checked_box(path, where, (x, y, x + w, y + h), bbox)
-
-
-def _id(path: Path, where: str, value: Any, what: str) -> int | str:
-    """A COCO id: a whole number or a string (anything else cannot be matched or looked up)."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise BoxFileError(f"{path}: {where}: {what} must be a whole number or a string, got {_short(value)}; "
-                           "fix the record")
-    return value
-
-
-def _category_id(path: Path, where: str, value: Any, what: str) -> int:
-    problem = category_id_problem(value)
-    if problem is not None:
-        raise BoxFileError(f"{path}: {where}: {what} {problem}; fix the record")
-    return value
 
 
 # ------------------------------------------------------------------------------------ JSON
 def _read_json(path: Path, text: str) -> BoxFile:
     try:
-        data = loads_json(text)
-    except json.JSONDecodeError as exc:
-        raise BoxFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-                           "fix the file or re-export it") from None
-    except RecursionError:
-        raise BoxFileError(f"{path}: the JSON is nested too deeply to be a box file; use {SUPPORTED}") from None
-    if isinstance(data, list):
-        return _read_detections(path, data)
-    if isinstance(data, dict) and "annotations" in data:
-        return _read_coco(path, data)
+        data = parse_json(path, text)
+        if isinstance(data, list):
+            return _read_detections(path, data)
+        if isinstance(data, dict) and "annotations" in data:
+            return _read_coco(coco_structure(path, data, optional=("categories",)))
+    except CocoFileError as exc:
+        raise BoxFileError(str(exc)) from None
     found = "an object without 'annotations'" if isinstance(data, dict) else f"a {type(data).__name__}"
     raise BoxFileError(f"{path}: the JSON top level is {found}; expected a COCO annotation object "
                        "{images, annotations, categories} or a detection-results list "
                        "[{image_id, bbox, score, category_id}, ...]")
-
-
-def _records(path: Path, data: dict, key: str) -> list:
-    if key not in data:
-        raise BoxFileError(f"{path}: a COCO annotation file needs '{key}', and this one has none; "
-                           "re-export the file in COCO format")
-    value = data[key]
-    if not isinstance(value, list):
-        raise BoxFileError(f"{path}: '{key}' must be a list in a COCO annotation file, "
-                           f"got {type(value).__name__}; re-export the file in COCO format")
-    return value
-
-
-def _require(path: Path, where: str, record: Any, keys: tuple[str, ...]) -> None:
-    if not isinstance(record, dict):
-        raise BoxFileError(f"{path}: {where} must be a JSON object, got {type(record).__name__}")
-    missing = [k for k in keys if k not in record]
-    if missing:
-        raise BoxFileError(f"{path}: {where} lacks {', '.join(repr(k) for k in missing)}; add it or remove the record")
-
-
-def _coco_categories(path: Path, data: dict) -> dict[Any, str]:
-    """Category id -> name ({} when the file has no 'categories')."""
-    if "categories" not in data:
-        return {}
-    names = {}
-    for i, category in enumerate(_records(path, data, "categories")):
-        _require(path, f"categories[{i}]", category, ("id", "name"))
-        names[_category_id(path, f"categories[{i}]", category["id"], "id")] = str(category["name"])
-    return names
-
-
-def _label(path: Path, where: str, category_id: Any, names: dict[Any, str]) -> str:
-    category_id = _category_id(path, where, category_id, "category_id")
-    if not names:
-        return f"class {category_id}"
-    if category_id not in names:
-        raise BoxFileError(f"{path}: {where}: category_id {category_id!r} is not among the file's categories "
-                           f"(ids {sorted(names, key=str)}); add the category or fix the id")
-    return names[category_id]
-
-
-def _keypoints(path: Path, where: str, record: dict) -> tuple[float, ...] | None:
-    values = record.get("keypoints")
-    if values is None or (isinstance(values, list) and not values):
-        return None
-    if not isinstance(values, list) or len(values) % 3:
-        raise BoxFileError(f"{path}: {where}: keypoints must be a flat list [x, y, v] * J; fix or remove them")
-    return tuple(_number(path, where, v, "keypoint value") for v in values)
-
-
-def _coco_box(path: Path, where: str, record: dict, names: dict[Any, str], score: float | None) -> LoadedBox:
-    return LoadedBox(_xywh_to_xyxy(path, where, record["bbox"]), _label(path, where, record["category_id"], names),
-                     score, _segmentation(path, where, record), _keypoints(path, where, record))
 
 
 def _segmentation(path: Path, where: str, record: dict) -> Any | None:
@@ -261,46 +164,39 @@ def _set_categories(box_file: BoxFile, names: dict[Any, str], used_ids: list[Any
     box_file.category_ids = {name: i for i, name in names.items() if isinstance(i, int)}
 
 
-def _read_coco(path: Path, data: dict) -> BoxFile:
-    names = _coco_categories(path, data)
-    images: dict[Any, str] = {}
-    for i, image in enumerate(_records(path, data, "images")):
-        _require(path, f"images[{i}]", image, ("id", "file_name"))
-        image_id = _id(path, f"images[{i}]", image["id"], "id")
-        if image_id in images:
-            raise BoxFileError(f"{path}: images[{i}]: image id {image_id!r} is used twice (also for "
-                               f"{images[image_id]!r}); give each image its own id")
-        images[image_id] = str(image["file_name"])
-    box_file = BoxFile(path, "coco", [])
-    for image_id, file_name in images.items():
-        box_file._add(Path(file_name).name, None, None)
-        box_file._ids_by_name[Path(file_name).name] = image_id
+def _read_coco(coco: CocoFile) -> BoxFile:
+    names = {category_id: str(c.fields["name"]) for category_id, c in coco.categories.items()}
+    box_file = BoxFile(coco.path, "coco", [])
+    for image_id, image in coco.images.items():
+        name = Path(str(image.fields["file_name"])).name
+        box_file._add(name, None, None)
+        box_file._ids_by_name[name] = image_id
     used = []
-    for i, record in enumerate(_records(path, data, "annotations")):
-        where = f"annotations[{i}]"
-        _require(path, where, record, ("image_id", "bbox", "category_id"))
-        if _id(path, where, record["image_id"], "image_id") not in images:
-            raise BoxFileError(f"{path}: {where}: image_id {record['image_id']!r} is not in 'images'; "
-                               "add the image or fix the id")
-        if record.get("iscrowd"):
+    for ann in coco.annotations:
+        if ann.fields.get("iscrowd"):
             continue  # a crowd region is not one object to segment
-        score = _number(path, where, record["score"], "score") if "score" in record else None
-        box_file._add(Path(images[record["image_id"]]).name, None, _coco_box(path, where, record, names, score))
-        used.append(record["category_id"])
+        label = names[ann.category_id] if coco.has_categories else f"class {ann.category_id}"
+        box = LoadedBox(ann.xyxy, label, ann.score, _segmentation(coco.path, ann.where, ann.fields), ann.keypoints)
+        box_file._add(Path(str(coco.images[ann.image_id].fields["file_name"])).name, None, box)
+        used.append(ann.category_id)
     _set_categories(box_file, names, used)
     return box_file
 
 
 def _read_detections(path: Path, records: list) -> BoxFile:
+    """COCO detection results: a list of records naming images by id only."""
     box_file = BoxFile(path, "detections", [])
     used = []
     for i, record in enumerate(records):
         where = f"record {i}"
-        _require(path, where, record, ("image_id", "bbox", "score", "category_id"))
-        score = _number(path, where, record["score"], "score")
-        box_file._add(None, str(_id(path, where, record["image_id"], "image_id")),
-                      _coco_box(path, where, record, {}, score))
-        used.append(record["category_id"])
+        require(path, where, record, ("image_id", "bbox", "score", "category_id"))
+        image_id = image_id_of(path, where, record["image_id"], "image_id")
+        category_id = category_of(path, where, record["category_id"], None)
+        box = LoadedBox(bbox_xyxy(path, where, record["bbox"]), f"class {category_id}",
+                        finite(path, where, record["score"], "score"), _segmentation(path, where, record),
+                        keypoints(path, where, record))
+        box_file._add(None, str(image_id), box)
+        used.append(category_id)
     _set_categories(box_file, {}, used)
     return box_file
 
