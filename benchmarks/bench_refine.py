@@ -3,7 +3,7 @@
 The bundled checkpoint (or --checkpoint) segments every non-crowd ground-truth box of at least
 32 x 32 px of a COCO set (default ../shared/data/coco-val-dev, photos no training run has seen)
 through the app's predictor; each box's mask is scored unrefined (probability >= 0.5) and
-refined by each method of ``hcviewer.modeling.refine``. Mask IoU is over the full image against
+refined by each method of ``hcviewer.refine``. Mask IoU is over the full image against
 the ground-truth mask (as ``hcviewer-train eval``); cost is the refinement alone, per box, in
 milliseconds (median and mean), with OMP_NUM_THREADS as set by the caller. Run from the
 repository root:
@@ -24,7 +24,7 @@ import numpy as np
 
 from hcviewer.data.coco import read_coco
 from hcviewer.inference import HypercolumnPredictor, Prediction, paste_masks
-from hcviewer.modeling.refine import REFINE_METHODS, refine_probability
+from hcviewer.refine import REFINE_METHODS, refine_probability
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "coco-val-dev"

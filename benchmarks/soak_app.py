@@ -175,7 +175,7 @@ def tiny_checkpoint(folder: Path) -> Path:
     import torch
 
     from hcviewer.modeling import HypercolumnConfig, build_hypercolumn, save_checkpoint
-    from hcviewer.modeling.coco import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+    from hcviewer.categories import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 
     torch.manual_seed(0)
     config = HypercolumnConfig(backbone="mobilenet_v2", grid_size=3, output_size=24,

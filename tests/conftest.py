@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from hcviewer.app.gui_gc import GuiThreadCollector, flush_deletions  # noqa: E402
 from hcviewer.modeling import HypercolumnConfig, build_hypercolumn, save_checkpoint  # noqa: E402
-from hcviewer.modeling.coco import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON  # noqa: E402
+from hcviewer.categories import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hcviewer.data.synthetic import MIN_VISIBLE_PIXELS, PART_NAMES, make_synthetic_dataset
-from hcviewer.modeling.coco import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+from hcviewer.categories import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 
 
 @pytest.fixture(scope="module")

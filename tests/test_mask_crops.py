@@ -15,7 +15,7 @@ from hcviewer.annotation.mask_crops import (
     crop_mask, rle_area, rle_bbox, rle_from_crop,
 )
 from hcviewer.app.overlays import annotation_rgba
-from hcviewer.modeling.postprocess import paste_heatmap
+from hcviewer.paste import paste_heatmap
 
 
 def _random_masks(rng: np.random.Generator, count: int):

@@ -10,7 +10,7 @@ from pycocotools import mask as mask_utils
 
 from hcviewer.annotation.batch import _encode_masks
 from hcviewer.inference import Prediction, paste_masks
-from hcviewer.modeling.postprocess import paste_heatmap, paste_heatmap_region
+from hcviewer.paste import paste_heatmap, paste_heatmap_region
 
 
 def _whole_image_encoding(prediction: Prediction, size: tuple[int, int], threshold: float):

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.models.detection.roi_heads import heatmaps_to_keypoints as tv_heatmaps_to_keypoints
 
-from hcviewer.modeling import heatmaps_to_keypoints, paste_heatmap, paste_masks_in_image
+from hcviewer.modeling import heatmaps_to_keypoints
+from hcviewer.paste import paste_heatmap, paste_masks_in_image
 
 H, W = 37, 53
 

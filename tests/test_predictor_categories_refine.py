@@ -11,7 +11,7 @@ import pytest
 from conftest import tiny_person_config
 from hcviewer.inference import HypercolumnPredictor, InputError, paste_masks
 from hcviewer.modeling.config import HypercolumnConfig
-from hcviewer.modeling.refine import REFINE_MAX_SIDE, REFINE_METHODS, refine_probability
+from hcviewer.refine import REFINE_MAX_SIDE, REFINE_METHODS, refine_probability
 
 BOXES = np.array([[40.0, 20.0, 120.0, 100.0], [10.0, 10.0, 70.0, 110.0], [60.0, 30.0, 150.0, 90.0],
                   [0.0, 0.0, 160.0, 120.0], [30.0, 40.0, 90.0, 80.0]], np.float32)

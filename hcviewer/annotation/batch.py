@@ -18,7 +18,7 @@ from hcviewer.boxes import box_problem, describe_box
 from hcviewer.fileio import OutputError, write_json_atomic  # noqa: F401 - re-exported: how results are written
 from hcviewer.imageio import IMAGE_SUFFIXES, read_image
 from hcviewer.inference import HypercolumnPredictor, InputError, Prediction
-from hcviewer.modeling.postprocess import paste_heatmap_region
+from hcviewer.paste import paste_heatmap_region
 
 
 # What segmenting a box may raise when it (or the image) is more than the machine can take:

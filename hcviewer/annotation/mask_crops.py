@@ -246,7 +246,7 @@ def crop_from_segmentation(segmentation: Any, height: int, width: int) -> MaskCr
 def box_map_crop(box_map: np.ndarray, box: np.ndarray, image_size: tuple[int, int], threshold: float) -> MaskCrop:
     """An S x S box map (foreground probability) drawn into its box, thresholded, over the box's
     pixels only: the pixels that ``paste_heatmap(box_map, box, image_size) >= threshold`` sets."""
-    from hcviewer.modeling.postprocess import paste_heatmap_region  # torch: once a model is loaded
+    from hcviewer.paste import paste_heatmap_region  # torch: once a model is loaded
 
     region = paste_heatmap_region(_tensor(box_map), box, tuple(image_size))
     if region is None:
@@ -259,7 +259,7 @@ def box_map_iou(box_map: np.ndarray, box: np.ndarray, threshold: float, gt: Mask
     """IoU of a box map (as ``box_map_crop`` draws it) and a ground-truth crop; over a region of
     more than ``MAX_EXACT_PIXELS`` both are sampled on a grid of about that many pixels (a
     large photo's box: exact to about 0.001, without drawing millions of pixels)."""
-    from hcviewer.modeling.postprocess import box_pixel_range, sample_heatmap
+    from hcviewer.paste import box_pixel_range, sample_heatmap
 
     height, width = gt.image_size
     (left, right), (top, bottom) = box_pixel_range(box[0], box[2], width), box_pixel_range(box[1], box[3], height)

@@ -84,7 +84,7 @@ def _paste(box_map: np.ndarray, box: np.ndarray, scale: float, canvas_shape: tup
     none do."""
     import torch
 
-    from hcviewer.modeling.postprocess import paste_heatmap_region
+    from hcviewer.paste import paste_heatmap_region
 
     heatmap = torch.from_numpy(np.ascontiguousarray(box_map, np.float32))
     region = paste_heatmap_region(heatmap, np.asarray(box, np.float64) * scale, canvas_shape)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from hcviewer.data.records import AnnotatedDataset, ArrayMask, ImageRecord, ObjectAnnotation
-from hcviewer.modeling.coco import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+from hcviewer.categories import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 
 PART_NAMES = ("head", "torso", "arms", "legs")
 HEAD, TORSO, ARMS, LEGS = 1, 2, 3, 4

@@ -18,18 +18,17 @@ import torch
 
 from hcviewer.boxes import box_problem
 from hcviewer.inference.device import DeviceChoice, choose_device
-from hcviewer.modeling.preprocess import model_input
-from hcviewer.modeling.refine import DEFAULT_REFINE, refine_probability
 from hcviewer.modeling import (
     BoxOutputs,
     CheckpointInfo,
     HypercolumnModel,
-    inference_copy,
     heatmaps_to_keypoints,
+    inference_copy,
     load_checkpoint,
-    paste_heatmap,
-    paste_masks_in_image,
 )
+from hcviewer.modeling.preprocess import model_input
+from hcviewer.paste import paste_heatmap, paste_masks_in_image
+from hcviewer.refine import DEFAULT_REFINE, refine_probability
 
 # Boxes per heads pass, which bounds the per-pixel features' memory ([S*S, boxes, channels]);
 # 256 boxes took 2.3-2.5 ms per box in chunks of 8-32 and 3.0 ms in chunks of 64
@@ -152,7 +151,7 @@ class HypercolumnPredictor:
         classifier set, and keypoints and parts are given only for the boxes they apply to
         (``Prediction.has_keypoints``); without categories every box gets them. ``tasks``: the
         heads to report (default: all). ``refine``: True (the default method, ``guided``) or a
-        method of ``hcviewer.modeling.refine.REFINE_METHODS`` fills ``Prediction.refined``.
+        method of ``hcviewer.refine.REFINE_METHODS`` fills ``Prediction.refined``.
         ``contributions``: fill ``Prediction.contributions`` and ``bias``.
         """
         if self._features is None or self._image_size is None:

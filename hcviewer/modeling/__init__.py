@@ -11,11 +11,10 @@ from hcviewer.modeling.checkpoint import (
 )
 from hcviewer.modeling.config import TASKS, HypercolumnConfig
 from hcviewer.modeling.hypercolumn import BoxOutputs, HypercolumnModel, inference_copy
-from hcviewer.modeling.postprocess import heatmaps_to_keypoints, paste_heatmap, paste_masks_in_image
+from hcviewer.modeling.keypoints import heatmaps_to_keypoints
 
 __all__ = [
     "BACKBONES", "BackboneSpec", "BoxOutputs", "CheckpointError", "CheckpointInfo", "HypercolumnConfig",
     "HypercolumnModel", "TASKS", "inference_copy", "TapSpec", "build_hypercolumn", "build_person_model",
-    "get_backbone_spec", "heatmaps_to_keypoints", "load_checkpoint", "paste_heatmap",
-    "paste_masks_in_image", "read_checkpoint_info", "save_checkpoint",
+    "get_backbone_spec", "heatmaps_to_keypoints", "load_checkpoint", "read_checkpoint_info", "save_checkpoint",
 ]

@@ -21,7 +21,7 @@ def build_person_model(
     pretrained_backbone: bool = False,
 ) -> HypercolumnModel:
     """Figure-ground + COCO person keypoints (+ parts if named): the bundled model's layout."""
-    from hcviewer.modeling.coco import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+    from hcviewer.categories import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 
     tasks = ("figure_ground", "keypoints") + (("parts",) if parts else ())
     config = HypercolumnConfig(

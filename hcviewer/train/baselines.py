@@ -2,7 +2,7 @@
 
 Each is ``(image_rgb [H, W, 3] uint8, box_xyxy) -> bool mask [H, W]``. A pixel (r, c) is inside box
 (x0, y0, x1, y1) when its centre (c + 0.5, r + 0.5) satisfies x0 <= c + 0.5 < x1 and
-y0 <= r + 0.5 < y1 (``hcviewer.modeling.postprocess.box_pixel_range``); every mask is empty
+y0 <= r + 0.5 < y1 (``hcviewer.paste.box_pixel_range``); every mask is empty
 outside the box.
 """
 
@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from hcviewer.modeling.refine import padded_crop
+from hcviewer.refine import padded_crop
 from hcviewer.train.metrics import box_region
 
 GRABCUT_MAX_SIDE = 256  # GrabCut runs on the box crop downscaled to this long side, for speed

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from hcviewer.data.records import AnnotatedDataset
 from hcviewer.modeling.hypercolumn import HypercolumnModel
-from hcviewer.modeling.postprocess import paste_masks_in_image
+from hcviewer.paste import paste_masks_in_image
 from hcviewer.train.evaluate import evaluation_objects, predict_subsets
 from hcviewer.train.metrics import mask_iou
 

@@ -31,9 +31,10 @@ from tqdm import tqdm
 from hcviewer.data.records import AnnotatedDataset, ImageRecord, ObjectAnnotation
 from hcviewer.fileio import write_text_atomic
 from hcviewer.modeling.hypercolumn import HypercolumnModel, inference_copy
-from hcviewer.modeling.postprocess import heatmaps_to_keypoints, paste_heatmap, paste_masks_in_image
+from hcviewer.paste import paste_heatmap, paste_masks_in_image
+from hcviewer.modeling.keypoints import heatmaps_to_keypoints
 from hcviewer.modeling.preprocess import model_input
-from hcviewer.modeling.refine import refine_probability
+from hcviewer.refine import refine_probability
 from hcviewer.train.baselines import BASELINES
 from hcviewer.train.metrics import (box_region, coco_keypoint_ap, coco_segm_ap, mask_iou, part_confusion,
                                     part_scores, pck)
@@ -289,7 +290,7 @@ def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDatase
                   refine: str | None = None, progress: bool = True) -> EvaluationReport:
     """Score every set on its own and all together: the report's methods are the scores over all
     sets, and ``sets`` holds each set's report when there are several. ``refine`` (a method of
-    ``hcviewer.modeling.refine``) adds a row: all taps with the masks edge-refined."""
+    ``hcviewer.refine``) adds a row: all taps with the masks edge-refined."""
     start = time.perf_counter()
     device = torch.device(device)
     classifiers = None

@@ -1,7 +1,7 @@
 """The field's metrics for ground-truth-box evaluation: mask IoU, PCK, part mean IoU and the COCO
 average precisions (segmentation APr and keypoint OKS AP, via pycocotools).
 
-Box pixel convention (shared with ``hcviewer.modeling.postprocess.box_pixel_range`` and the
+Box pixel convention (shared with ``hcviewer.paste.box_pixel_range`` and the
 baselines): box (x0, y0, x1, y1) is in continuous pixel coordinates and pixel (r, c), whose centre
 is (c + 0.5, r + 0.5), is inside the box when x0 <= c + 0.5 < x1 and y0 <= r + 0.5 < y1.
 """
@@ -18,7 +18,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from hcviewer.modeling.postprocess import box_pixel_range
+from hcviewer.paste import box_pixel_range
 
 # COCOeval's default keypoint sigmas are for COCO's 17 person keypoints; other skeletons get the
 # mean of those per joint (a generic "typical joint" tolerance) unless the caller gives sigmas.

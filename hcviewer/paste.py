@@ -1,4 +1,5 @@
-"""From S x S box heatmaps to image space (conventions of torchvision's ``roi_heads.py``).
+"""Box heatmaps pasted into the image: the one paste-back of the predictor, the trainer's
+metrics and the app (conventions of torchvision's ``roi_heads.py``).
 
 Boxes are (x0, y0, x1, y1) in continuous pixel coordinates: pixel (i, j) covers
 [j, j+1) x [i, i+1) and its centre is (j + 0.5, i + 0.5). Output cell (u, v) of an S x S box
@@ -83,46 +84,3 @@ def paste_masks_in_image(
     if masks.shape[0] == 0:
         return masks.new_zeros(0, *image_size)
     return torch.stack([paste_heatmap(m[None], b, image_size)[0] for m, b in zip(masks, boxes)])
-
-
-def heatmaps_to_keypoints(logits: torch.Tensor, boxes: torch.Tensor,
-                          probabilities: torch.Tensor | None = None) -> torch.Tensor:
-    """Keypoint logits [N, J, S, S] -> [N, J, 3] (x, y, score) in image pixels.
-
-    The peak is refined to sub-cell precision by a parabola through its neighbours; the score
-    is the spatial-softmax probability mass at the peak cell. ``probabilities``: that softmax
-    [N, J, S, S] when the caller has it already.
-    """
-    n, j, s, _ = logits.shape
-    if n == 0:
-        return logits.new_zeros(0, j, 3)
-    if probabilities is None:
-        probabilities = logits.reshape(n, j, s * s).float().softmax(-1)
-    score, index = probabilities.reshape(n, j, s * s).max(-1)
-    py, px = index // s, index % s
-    maps = logits.float()
-    dx = _parabola_offset(maps, py, px, axis="x")
-    dy = _parabola_offset(maps, py, px, axis="y")
-    boxes = boxes.to(logits.device).float()
-    bw = (boxes[:, 2] - boxes[:, 0])[:, None]
-    bh = (boxes[:, 3] - boxes[:, 1])[:, None]
-    x = boxes[:, 0:1] + (px.float() + 0.5 + dx) / s * bw
-    y = boxes[:, 1:2] + (py.float() + 0.5 + dy) / s * bh
-    return torch.stack([x, y, score], dim=-1)
-
-
-def _parabola_offset(maps: torch.Tensor, py: torch.Tensor, px: torch.Tensor, axis: str) -> torch.Tensor:
-    n, j, s, _ = maps.shape
-    ni = torch.arange(n)[:, None].expand(n, j)
-    ji = torch.arange(j)[None, :].expand(n, j)
-    if axis == "x":
-        lo, hi = (px - 1).clamp(0, s - 1), (px + 1).clamp(0, s - 1)
-        left, mid, right = maps[ni, ji, py, lo], maps[ni, ji, py, px], maps[ni, ji, py, hi]
-        inside = (px > 0) & (px < s - 1)
-    else:
-        lo, hi = (py - 1).clamp(0, s - 1), (py + 1).clamp(0, s - 1)
-        left, mid, right = maps[ni, ji, lo, px], maps[ni, ji, py, px], maps[ni, ji, hi, px]
-        inside = (py > 0) & (py < s - 1)
-    curvature = left - 2 * mid + right
-    offset = torch.where(curvature < 0, 0.5 * (left - right) / curvature.clamp(max=-1e-6), torch.zeros_like(mid))
-    return torch.where(inside, offset.clamp(-0.5, 0.5), torch.zeros_like(mid))
