@@ -481,6 +481,6 @@ def test_hostile_box_and_annotation_files_are_messages_and_the_app_stays_up(make
     twice.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}],
                                  "annotations": [], "categories": [{"id": 1, "name": "person"}]}))
     window.saving.open_annotation(twice)
-    assert window.messages[-1] == (f"{twice}: images[1]: image id 1 is used twice (also for a.png); "
-                                   "give each image its own id")
+    assert window.messages[-1] == (f"{twice}: images[1]: id 1 is used twice (also by images[0], 'a.png'); "
+                                   "give each its own id")
     assert len(window.messages) == 3 and window.isVisible()
