@@ -147,6 +147,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     ("--batch", "0", "--batch must be 1 or more, got 0"),  # ZeroDivisionError traceback
     ("--epochs", "-1", "--epochs must be 1 or more, got -1"),
     ("--image-size", "0", "--image-size must be 32 or more"),
+    ("--inference-size", "0", "--inference-size must be 32 or more"),
     ("--val-fraction", "1.5", "--val-fraction must be from 0 to 1, got 1.5"),  # "no labels for ['keypoints']"
 ])
 def test_numbers_no_run_can_use_are_refused_before_any_work(coco, tmp_path, capsys, option, value, says):

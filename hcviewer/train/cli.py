@@ -368,6 +368,7 @@ NUMBER_RULES = {
     "batch": (lambda v: v >= 1, "1 or more"),
     "lr": (lambda v: math.isfinite(v) and v > 0, "a finite number above 0"),
     "image_size": (lambda v: v >= 32, "32 or more (pixels; the network's coarsest layer is 1/32 of the image)"),
+    "inference_size": (lambda v: v >= 32, "32 or more (pixels; the network's coarsest layer is 1/32 of the image)"),
     "layer_dropout": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
     "val_fraction": (lambda v: 0 <= v <= 1, "from 0 to 1"),
     "grid": (lambda v: v >= 1, "1 or more"),
