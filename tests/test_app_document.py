@@ -127,6 +127,15 @@ def test_moving_a_box_drops_its_result_but_keeps_its_accepted_mask(project):
     assert box.result is None and np.array_equal(box.mask, _mask(5, 15, 5, 25))
 
 
+def test_accepting_several_masks_names_the_step_in_words(project):
+    one = project.add_box(0, np.array([1, 2, 30, 20]), "person")
+    two = project.add_box(0, np.array([5, 5, 25, 25]), "person")
+    project.accept_many(0, {one: _mask(5, 15, 5, 25)})
+    assert project.history.undo_name() == "accept 1 mask"  # it said "accept 1 masks"
+    project.accept_many(0, {one: _mask(5, 15, 5, 25), two: _mask(6, 16, 6, 20)})
+    assert project.history.undo_name() == "accept 2 masks"
+
+
 def test_listeners_hear_which_images_changed(project):
     heard: list[Change] = []
     project.add_listener(heard.append)

@@ -69,6 +69,17 @@ def test_compare_window_opens_over_the_main_window(window, qtbot):
     assert window.frameGeometry().contains(compare.frameGeometry().center())
 
 
+def test_escape_closes_the_compare_window(window, qtbot):
+    _segment_first_box(qtbot, window)
+    window.segmentation.open_compare()
+    compare = window.segmentation.compare_window
+    _wait(qtbot, compare.isVisible, 5000)
+    compare.activateWindow()  # as a user's click on it: the main window's shortcuts then do not apply
+    _wait(qtbot, lambda: QApplication.activeWindow() is compare, 5000)
+    qtbot.keyClick(compare, Qt.Key.Key_Escape)
+    _wait(qtbot, lambda: not compare.isVisible(), 5000)
+
+
 def test_the_probe_shows_a_hint_not_empty_axes_until_a_pixel_is_probed(window, qtbot):
     probe = window.probe
     assert not probe.plot.isVisible() and "click a box" in probe.title.text()

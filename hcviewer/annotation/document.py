@@ -324,7 +324,7 @@ class Project:
             keypoints = box.result.keypoints if box.result is not None else box.keypoints
             boxes = _swap(boxes, replace(box, mask_rle=encode_mask(mask), keypoints=keypoints, rejected=False))
         if masks:
-            self._edit(f"accept {len(masks)} masks", {index: boxes})
+            self._edit(f"accept {plural(len(masks), 'mask')}", {index: boxes})
 
     def accept_all_results(self, mask_of: Callable[[int, Box], np.ndarray | None]) -> int:
         """Accept every result not yet accepted or rejected, in every image, as ONE edit;

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from hcviewer.app.overlays import GT_COLOR, MASK_COLOR, mask_rgba, outline_xy, upsample, display_shape
@@ -81,6 +82,12 @@ class CompareWindow(QWidget):
         legend = QLabel("<span style='color:#1e90ff'>■</span> prediction (mask threshold from the Display panel)"
                         " &nbsp; <span style='color:#ff8c00'>- -</span> ground truth")
         layout.addWidget(legend)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # Escape closes it, as it closes a dialog
+        if event.key() == Qt.Key.Key_Escape:
+            self.close()
+        else:
+            super().keyPressEvent(event)
 
 
 def place_over(window: QWidget, parent: QWidget) -> None:
