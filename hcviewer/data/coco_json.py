@@ -17,7 +17,6 @@ from typing import Any
 
 from hcviewer.boxes import coordinates_problem
 from hcviewer.fileio import loads_json, read_input_text
-from hcviewer.input_checks import category_id_problem
 
 SECTIONS = ("images", "annotations", "categories")
 
@@ -169,9 +168,11 @@ def image_of(path: Path, where: str, value: Any, images: dict) -> int | str:
 
 
 def _category_id(path: Path, where: str, value: Any, what: str) -> int:
-    problem = category_id_problem(value)
-    if problem is not None:
-        raise CocoFileError(f"{path}: {where}: {what} {problem}; fix the record")
+    """A category id as COCO results need it: a whole number (a string id was read, and
+    ``hcviewer predict`` stopped at the first image's results, after segmenting it)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CocoFileError(f"{path}: {where}: {what} must be a whole number, as COCO results need, "
+                            f"got {short_repr(value)}; fix the record")
     return value
 
 
