@@ -19,6 +19,7 @@ class BoxItem(pg.ROI):
 
     selected = Signal(int)
     edited = Signal(int, object)
+    corrected = Signal(int, float, float, bool)  # box id, image x, y, object (Shift) or not (Ctrl+click)
 
     def __init__(self, box_id: int, xyxy: np.ndarray, label: str) -> None:
         x0, y0, x1, y1 = (float(v) for v in xyxy)
@@ -30,7 +31,7 @@ class BoxItem(pg.ROI):
         self.label = pg.TextItem(label, color=BOX_COLOR, anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 140))
         self.label.setParentItem(self)
         self.setAcceptedMouseButtons(Qt.MouseButton.LeftButton)
-        self.sigClicked.connect(lambda *_: self.selected.emit(self.box_id))
+        self.sigClicked.connect(self._clicked)
         self.sigRegionChangeStarted.connect(lambda *_: self.selected.emit(self.box_id))
         self.sigRegionChangeFinished.connect(self._finished)
         self._state_key: tuple | None = None
@@ -70,6 +71,15 @@ class BoxItem(pg.ROI):
     def shift_label(self, pixels: float, pixel_height: float) -> None:
         """Move the label down by ``pixels`` screen pixels (``pixel_height``: image px per pixel)."""
         self.label.setPos(0, pixels * pixel_height)
+
+    def _clicked(self, _roi, event) -> None:
+        """A click selects the box; Shift+click (Ctrl+click) on it marks object (background)."""
+        modifiers = event.modifiers()
+        if modifiers & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.ControlModifier):
+            point = self.mapToParent(event.pos())  # the parent's coordinates are image pixels
+            self.corrected.emit(self.box_id, point.x(), point.y(), not modifiers & Qt.KeyboardModifier.ControlModifier)
+        else:
+            self.selected.emit(self.box_id)
 
     def _finished(self, *_) -> None:
         self.edited.emit(self.box_id, self.xyxy())

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 from hcviewer.annotation.document import ImageDocument, Project
 from hcviewer.app.controllers.annotation import AnnotationController
 from hcviewer.app.controllers.canvas import CanvasController
+from hcviewer.app.controllers.clicks import ClickController
 from hcviewer.app.controllers.exporting import ExportController
 from hcviewer.app.controllers.files import FileController
 from hcviewer.app.controllers.saving import SavingController
@@ -69,6 +70,7 @@ class MainWindow(QMainWindow):
         self.exporting = ExportController(self)
         self.segmentation = SegmentationController(self)
         self.annotation = AnnotationController(self)
+        self.clicks = ClickController(self)
         self.display_panel.changed.connect(self.canvas.display_changed)
         self.display_panel.scoreThresholdChanged.connect(lambda _: self.state.changed("score"))
         build_menus(self)

@@ -12,6 +12,7 @@ MOUSE = (  # what the canvas does with the mouse (no menu command to read it fro
     ("Canvas", "Wheel", "Zoom"),
     ("Canvas", "Drag (select mode)", "Pan, or move a box; its corners resize it"),
     ("Canvas", "Click a box", "Select and segment it"),
+    ("Canvas", "Shift+click / Ctrl+click in the selected box", "Click to correct: mark object / background"),
     ("Canvas", "Drag (draw mode, D)", "Draw a new box"),
     ("Canvas", "Drag (brush, B / E)", "Paint on / erase from the mask"),
 )

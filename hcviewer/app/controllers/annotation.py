@@ -121,7 +121,8 @@ class AnnotationController(QObject):
         self.project.reject(self.state.image_index, self.state.selected_id)
 
     # ------------------------------------------------------------------------------ brush
-    def _editable_mask(self) -> MaskCrop | None:
+    def editable_mask(self) -> MaskCrop | None:
+        """The selected box's mask as the brush and clicks edit it: the accepted one, else its result's."""
         box = self.window.canvas.selected_box()
         if box is None or (box.id in self._busy and not box.accepted):  # being accepted in the background
             return None
@@ -145,7 +146,7 @@ class AnnotationController(QObject):
 
     def stroke_finished(self) -> None:
         self.stroke_curve.setVisible(False)
-        mask = self._editable_mask()
+        mask = self.editable_mask()
         if mask is None or not self._stroke:
             return
         view = self.window.view
@@ -195,7 +196,7 @@ class AnnotationController(QObject):
 
     def set_mode(self, mode: Mode) -> None:
         window = self.window
-        if mode in (Mode.BRUSH_ADD, Mode.BRUSH_ERASE) and self._editable_mask() is None:
+        if mode in (Mode.BRUSH_ADD, Mode.BRUSH_ERASE) and self.editable_mask() is None:
             window.statusBar().showMessage("Select a segmented box to paint its mask.", 5000)
             mode = Mode.SELECT
         for key, action in window.mode_actions.items():

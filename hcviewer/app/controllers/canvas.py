@@ -98,6 +98,7 @@ class CanvasController(QObject):
             if item is None:
                 item = BoxItem(box_id, box.xyxy, "")
                 item.selected.connect(self.select_box)
+                item.corrected.connect(self.window.clicks.click)
                 item.edited.connect(self.window.annotation.box_edited)
                 viewbox.addItem(item)
                 self.box_items[box_id] = item
