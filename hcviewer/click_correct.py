@@ -2,21 +2,24 @@
 
 A click says "this pixel is object" (positive) or "this pixel is not" (negative). The box's
 mask is segmented again from the model's probabilities, the current mask (so brush edits and
-earlier clicks stay) and every click so far, on a crop of the box downscaled to ``WORK_SIDE``.
-Only the changed regions that touch the newest click are taken, at full resolution elsewhere
-the mask keeps its own pixels, and a small disk around every click always has its click's label.
+earlier clicks stay: a pixel the mask and the model disagree on is taken as the mask has it)
+and the clicks, on a crop of the box downscaled to ``WORK_SIDE``. Only the changed regions that
+touch the newest click are taken; elsewhere the mask keeps its own full-resolution pixels, and
+a small disk around every click always has its click's label.
 
-- ``bump`` (the default): the probabilities as logits, plus at each click a bump toward its
-  label whose height flips the clicked pixel and whose width follows the image: it falls off
-  with the geodesic distance from the click (steps across strong colour edges are long), so a
-  click fills or clears the image region it lands in; then the guided filter of
-  ``hcviewer.refine`` snaps the result to the image's edges.
-- ``grabcut``: OpenCV GrabCut seeded by the probabilities (p >= 0.9 fixed foreground, <= 0.1
-  fixed background, the rest probable as the current mask says), the surroundings of the box as
-  background and disks of fixed foreground / background at the clicks.
+- ``bump`` (the default): the probabilities as logits, plus a bump toward the newest click's
+  label, high enough to flip the clicked pixel, falling off with the geodesic distance from the
+  click (a step across a strong grey-level edge counts as ``EDGE_COST`` pixels), so a click fills
+  or clears the image region it lands in; then the guided filter of ``hcviewer.refine`` snaps
+  the result to the image's edges.
+- ``grabcut``: OpenCV GrabCut on the box and its surroundings (fixed background), seeded by the
+  current mask (probable foreground / background), the model's sure pixels of the newest
+  click's label (p >= 0.9 foreground for a positive click, <= 0.1 background for a negative
+  one: the click says the model erred on the other side) and disks of fixed label at the clicks.
 
-Measured on coco-val-dev with the interactive-segmentation protocol (NoC@85 / NoC@90, each click
-at the centre of the largest error): docs/performance.md, "Click to correct".
+The parameters were chosen on 30 objects of coco-val-kp-dev; measured on coco-val-dev with the
+interactive-segmentation protocol (NoC@85 / NoC@90, each click at the centre of the largest
+error) against the brush: docs/performance.md, "Click to correct".
 """
 
 from __future__ import annotations
@@ -33,16 +36,16 @@ from hcviewer.refine import GUIDED_EPS, guided_filter, padded_crop
 
 CLICK_METHODS = ("bump", "grabcut")
 DEFAULT_CLICK_METHOD = "bump"
-WORK_SIDE = 256  # the box is corrected at most this many pixels a side (about 20-60 ms per click)
+WORK_SIDE = 256  # the box is corrected at most this many pixels a side: the cost per click is bounded
 CLICK_RADIUS = 0.012  # of the work crop's long side (at least 1 px): the disk a click always sets
 CONFIDENT_LOGIT = 6.0  # logits are clipped to +-this (p within 0.0025 of 0 or 1)
 FLIP_MARGIN = 3.0  # logit units a bump goes past the clicked pixel's own logit
 BUMP_WIDTH = 0.25  # of the work crop's diagonal: geodesic distance where a bump is exp(-1/2) high
-EDGE_COST = 40.0  # geodesic cost of crossing a grey-level step of 1 (vs 1 per pixel in flat areas)
+EDGE_COST = 150.0  # geodesic cost of crossing a grey-level step of 1 (vs 1 per pixel in flat areas)
 EDGE_BLUR = 1.5  # pixels: the grey image is smoothed this much before its edges are taken
 GUIDED_RADIUS = 0.02  # of the work crop's long side
 GRABCUT_ITERATIONS = 3
-GRABCUT_SURE = 0.9
+GRABCUT_SURE = 0.9  # model probabilities >= this (<= 1 - this) are sure foreground (background)
 GRABCUT_MARGIN = 0.1  # of the box's long side: background around the box that GrabCut learns from
 
 
@@ -142,6 +145,7 @@ def _bump(image: np.ndarray, prior: np.ndarray, click: Click) -> np.ndarray:
     Earlier clicks are in the prior already (the mask they made)."""
     h, w = prior.shape
     grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    prior = prior.clip(1e-6, 1 - 1e-6)  # the model may be exactly sure
     logits = np.log(prior / (1 - prior)).clip(-CONFIDENT_LOGIT, CONFIDENT_LOGIT)
     smooth = cv2.GaussianBlur(grey, (0, 0), EDGE_BLUR)  # edges of regions, not of the noise in them
     edges = np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)) / 4

@@ -5,9 +5,10 @@
 Under a real X server (or Xvfb) the grabs include pop-up menus; with QT_QPA_PLATFORM=offscreen
 they do not (the class menu shot then shows no menu). Writes brush_edit.png (a brush edit on an
 accepted mask), accepted_colors.png (one colour per object, with the legend), class_menu.png (Set
-class), shortcuts.png (Help > Keyboard shortcuts) and keypoint_threshold.png (the Min. keypoint
-score slider in use: the astronaut's keypoints above it, a rocket box without keypoints), main.png
-(the astronaut with parts and skeleton) and motorcycle.png (no person heads on a motorcycle).
+class), shortcuts.png (Help > Keyboard shortcuts), click_correct.png (a Shift+click and a Ctrl+click
+on the cup) and keypoint_threshold.png (the Min. keypoint score slider in use: the astronaut's
+keypoints above it, a rocket box without keypoints), main.png (the astronaut with parts and
+skeleton) and motorcycle.png (no person heads on a motorcycle).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     window.canvas.select_box(cup)
     wait(app, lambda: cup in state.views and bool(state.views[cup].contributions))
+    click_correct_shot(app, window, cup, args.out / "click_correct.png")
     window.annotation.set_mode(Mode.BRUSH_ADD)
     window.view.brush_radius = 11
     window.annotation.stroke_started()
@@ -115,8 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     keypoint_threshold_shot(app, window, args.out / "keypoint_threshold.png")
     main_view_shots(app, window, args.out)
     window.close()
-    print(f"wrote 7 screenshots to {args.out}")
+    print(f"wrote 8 screenshots to {args.out}")
     return 0
+
+
+def click_correct_shot(app: QApplication, window: MainWindow, cup: int, path: Path) -> None:
+    """click_correct.png: a Ctrl+click on the spoon (which the model's mask of the cup takes in) and
+    a Shift+click on its handle, then undone (the next shots start from the model's mask)."""
+    for x, y, positive in ((365, 292, False), (228, 300, True)):
+        window.clicks.click(cup, x, y, positive)
+        wait(app, lambda: not window.clicks.waiting())
+    settle(app)
+    save(window.grab(), path)
+    while window.project.history.undo_name() in ("click to add", "click to remove"):
+        window.annotation.undo()
 
 
 def keypoint_threshold_shot(app: QApplication, window: MainWindow, path: Path, threshold: int = 6) -> None:

@@ -35,12 +35,12 @@ def _dots(window) -> list[tuple[int, int, tuple[int, int, int]]]:
 
 
 def test_shift_and_ctrl_clicks_correct_the_mask_one_undo_step_each(window, qtbot, monkeypatch):
-    threads = []
+    threads, unchanged = [], []
     correct = clicks_module.correct_in_box
 
-    def recorded(*args, **kwargs):
+    def recorded(image, box, box_map, mask, clicks):
         threads.append(threading.current_thread())
-        return correct(*args, **kwargs)
+        return mask if unchanged else correct(image, box, box_map, mask, clicks)
 
     monkeypatch.setattr(clicks_module, "correct_in_box", recorded)
     box_id = _segment_first_box(qtbot, window)
@@ -51,6 +51,11 @@ def test_shift_and_ctrl_clicks_correct_the_mask_one_undo_step_each(window, qtbot
     assert added.accepted and added.mask[40, 100]  # the proposal, corrected, is the annotation now
     assert window.undo_action.text() == "Undo click to add"
     assert _dots(window) == [(100, 40, POSITIVE_COLOR)]
+    unchanged.append(True)  # a click that changes nothing: no step to undo, no dot
+    _click(window, 90.5, 40.5, Qt.KeyboardModifier.ShiftModifier)
+    _wait(qtbot, lambda: "changes nothing" in window.statusBar().currentMessage())
+    assert _box(window, box_id).mask_rle is added.mask_rle and _dots(window) == [(100, 40, POSITIVE_COLOR)]
+    unchanged.clear()
     _click(window, 60.5, 80.5, Qt.KeyboardModifier.ControlModifier)
     _wait(qtbot, lambda: history.undo_name() == "click to remove")
     assert not _box(window, box_id).mask[80, 60] and _box(window, box_id).mask[40, 100]

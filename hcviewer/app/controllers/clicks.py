@@ -37,7 +37,7 @@ class ClickController(QObject):
         self._made_by: dict[tuple[int, str], tuple[Click, ...]] = {}  # (box id, mask RLE counts) -> its clicks
         self._pending: list[tuple[str, int, Click]] = []  # (image key, box id, click) not corrected yet
         self._running = False
-        self.dots = pg.ScatterPlotItem(size=9, pen=pg.mkPen("w", width=1.5))
+        self.dots = pg.ScatterPlotItem(size=11, pen=pg.mkPen("w", width=1.5))
         self.dots.setZValue(DOTS_Z)
         window.view.viewbox.addItem(self.dots, ignoreBounds=True)
         self.state.subscribe(lambda _: self.draw_dots())
@@ -48,6 +48,10 @@ class ClickController(QObject):
         if box is None or box.mask_rle is None:
             return ()
         return self._made_by.get((box_id, box.mask_rle["counts"]), ())
+
+    def waiting(self) -> bool:
+        """Clicks are being corrected or wait for it."""
+        return bool(self._pending)
 
     def click(self, box_id: int, x: float, y: float, positive: bool) -> None:
         """A Shift (positive) or Ctrl (negative) click at image point (x, y) on box ``box_id``."""
@@ -90,8 +94,11 @@ class ClickController(QObject):
         if self._pending and self._pending[0][1] == box_id:
             self._pending.pop(0)
         box = self.window.canvas.visible_boxes().get(box_id) if key == self.state.image_key else None
-        if box is not None and box.mask_rle is before:
-            crop, rle = made
+        crop, rle = made
+        if box is not None and box.mask_rle is before and before is not None and rle["counts"] == before["counts"]:
+            self.window.statusBar().showMessage("The click changes nothing: the mask already has that pixel "
+                                                "as you marked it.", 5000)
+        elif box is not None and box.mask_rle is before:
             remember_crop(crop, rle)
             self._made_by[(box_id, rle["counts"])] = clicks
             self.window.project.paint(self.state.image_index, box_id, rle,
