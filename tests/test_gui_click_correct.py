@@ -70,6 +70,22 @@ def test_shift_and_ctrl_clicks_correct_the_mask_one_undo_step_each(window, qtbot
     assert _box(window, box_id).mask_rle is added.mask_rle and len(_dots(window)) == 1  # redo brings both back
 
 
+def test_a_failed_correction_is_said_and_the_next_click_works(window, qtbot, monkeypatch):
+    correct = clicks_module.correct_in_box
+
+    def failing(*args):
+        raise ValueError("no memory left")
+
+    monkeypatch.setattr(clicks_module, "correct_in_box", failing)
+    box_id = _segment_first_box(qtbot, window)
+    _click(window, 100.5, 40.5, Qt.KeyboardModifier.ShiftModifier)
+    _wait(qtbot, lambda: any("no memory left" in m for m in window.messages))
+    assert not _box(window, box_id).accepted and _dots(window) == []
+    monkeypatch.setattr(clicks_module, "correct_in_box", correct)
+    _click(window, 100.5, 40.5, Qt.KeyboardModifier.ShiftModifier)
+    _wait(qtbot, lambda: window.project.history.undo_name() == "click to add")
+
+
 def test_a_modified_click_on_another_box_only_selects_it(window, qtbot):
     first = _segment_first_box(qtbot, window)
     second = sorted(window.canvas.box_items)[1]

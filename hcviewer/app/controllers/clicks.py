@@ -33,7 +33,7 @@ class ClickController(QObject):
         self.window = window
         self.state = window.state
         self.jobs = MaskJobs(self)  # corrections are made off the GUI thread, one at a time
-        self.jobs.failed = window.show_message
+        self.jobs.failed = self._failed
         self._made_by: dict[tuple[int, str], tuple[Click, ...]] = {}  # (box id, mask RLE counts) -> its clicks
         self._pending: list[tuple[str, int, Click]] = []  # (image key, box id, click) not corrected yet
         self._running = False
@@ -107,11 +107,18 @@ class ClickController(QObject):
             self._pending = [p for p in self._pending if p[1] != box_id]  # undone or moved meanwhile
         self._correct_next()
 
+    def _failed(self, message: str) -> None:
+        """A correction raised: said, and the clicks waiting are dropped (the mask stays as it was)."""
+        self._pending.clear()
+        self._running = False
+        self.draw_dots()
+        self.window.show_message(message, "Click to correct")
+
     def draw_dots(self) -> None:
         """The selected box's clicks (those that made its mask, then those waiting)."""
-        box_id = self.state.selected_id
-        clicks = () if box_id is None else (*self.clicks_of(box_id),
-                                            *(c for key, i, c in self._pending if i == box_id and key == self.state.image_key))
+        box_id, key = self.state.selected_id, self.state.image_key
+        waiting = (c for image_key, i, c in self._pending if i == box_id and image_key == key)
+        clicks = () if box_id is None else (*self.clicks_of(box_id), *waiting)
         self.dots.setData([c.x for c in clicks], [c.y for c in clicks],
                           brush=[pg.mkBrush(*(POSITIVE_COLOR if c.positive else NEGATIVE_COLOR)) for c in clicks])
 
