@@ -105,3 +105,9 @@ def test_a_correction_keeps_the_mask_outside_the_box():
     corrected = corrected_crop(image, box, None, crop_mask(painted), (Click(50.5, 30.5, True),)).full()
     assert corrected[2:6, 70:78].all()
     assert corrected[12:48, 22:58].mean() > 0.9
+
+
+def test_closing_the_window_stops_the_correction_thread(window):
+    window.close()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        window.clicks.jobs._pool.submit(print)  # the pool takes no more work: its thread ends

@@ -197,6 +197,7 @@ class MainWindow(QMainWindow):
         self.model.shutdown()
         self.loader.shutdown()
         self.annotation.jobs.shutdown()
+        self.clicks.jobs.shutdown()
         self.saving.stop()  # a clean exit removes the recovery file
         super().closeEvent(event)
 
