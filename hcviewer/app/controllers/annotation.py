@@ -223,6 +223,8 @@ class AnnotationController(QObject):
         box_id = self.project.add_box(self.state.image_index, xyxy, self.default_label())
         self.set_mode(Mode.SELECT)
         self.window.canvas.select_box(box_id)
+        if self._last_label is None:  # no class chosen yet: the user picks one at once (Escape keeps "object")
+            self.show_class_menu()
 
     def delete_selected(self) -> None:
         if self.state.selected_id is not None:
@@ -238,8 +240,11 @@ class AnnotationController(QObject):
         return list(dict.fromkeys(names))
 
     def default_label(self) -> str:
-        """The class of a new box: the last one set, else the first class offered."""
-        return self._last_label or next(iter(self.class_names()), "object")
+        """The class of a new box: the last one the user set, else ``object``, which names no
+        class: no head trained on people gives it keypoints or parts (``categories.head_applies``).
+        Not the first class offered: a COCO box file's is ``person``, and a plane drawn before
+        any class was chosen was saved as a person."""
+        return self._last_label or "object"
 
     def show_class_menu(self) -> None:
         """Set class (C): a menu of the classes at the selected box, and New class…."""

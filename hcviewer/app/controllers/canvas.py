@@ -51,7 +51,6 @@ class CanvasController(QObject):
         # recomputed only when they change, not at every click (a large photo's: tens of ms each).
         self._annotation_drawn: tuple | None = None
         self._last_iou: tuple[np.ndarray, float, MaskCrop, float] | None = None  # result, threshold, gt, IoU
-        window.project.keypoint_threshold = self.display.keypoint_min_score  # saved as shown
         canvas.sigRangeChanged.connect(lambda *_: self.stack_labels())  # label sizes are in screen pixels
         window.view.hovered.connect(self.probe_at)
         window.view.left.connect(self.probe_left)
@@ -245,7 +244,6 @@ class CanvasController(QObject):
 
     def display_changed(self) -> None:
         self.window.settings.save_display(self.display)
-        self.window.project.keypoint_threshold = self.display.keypoint_min_score  # saved as shown
         self.draw_annotation()
         self.draw_results()
 
