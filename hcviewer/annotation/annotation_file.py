@@ -254,8 +254,9 @@ def keypoint_fields(keypoints: np.ndarray) -> dict:
 
     The rule is a constant, not the display's *Min. keypoint score*: what is saved must not
     depend on how the annotator chose to look at it (at 0.00 every point of every person was
-    saved as visible). A setting of its own in the file was not chosen either: one model, one
-    score scale, and two files of one project should mean the same by ``v`` = 2."""
+    saved as visible). Nor a per-project setting: ``v`` = 2 should mean the same in every file
+    the app writes, and the threshold belongs to the model's score scale (chosen on held-out
+    people, docs/performance.md), not to a project; anyone needing another cut has every score."""
     points = np.asarray(keypoints, np.float64).reshape(-1, 3)
     visible = np.isfinite(points).all(axis=1) & (points[:, 2] >= DEFAULT_KEYPOINT_THRESHOLD)
     flat = []
