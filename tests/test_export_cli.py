@@ -19,10 +19,11 @@ from PIL import Image
 from hcviewer.annotation.annotation_file import (
     Annotation, SavedImage, SavedObject, decode_mask, encode_mask, write_annotation,
 )
+from hcviewer.annotation.export_command import EXPORT_FORMATS
 from hcviewer.app.cli import main
 from hcviewer.app.main_window import MainWindow
 
-FORMATS = ("coco", "yolo", "voc", "labelme")
+FORMATS = tuple(EXPORT_FORMATS)  # a format added there is tested here
 H, W = 60, 80
 
 
@@ -99,7 +100,7 @@ def test_an_annotation_exports_the_files_the_window_writes(blank_window, annotat
     assert capsys.readouterr().err.startswith("Wrote ")
     expected = {"coco": "annotation_masks/a/00001_person.png", "yolo": "yolo/labels/a.txt",
                 "voc": "voc/SegmentationObject/a.png", "labelme": "labelme/a.json"}[kind]
-    assert expected in files and "yolo/labels/b.txt" not in files
+    assert expected in files and not any("b." in name for name in files)  # b.png has nothing accepted
 
 
 def test_an_annotation_whose_images_moved_is_exported_with_images(annotation_file, tmp_path, capsys):
@@ -245,11 +246,14 @@ def test_nothing_accepted_is_an_error_for_folder_formats(tmp_path, capsys):
     one_line_error(capsys, "no image has an accepted object")
 
 
-def test_export_imports_no_qt(annotation_file, tmp_path):
+def test_export_imports_neither_qt_nor_torch(annotation_file, tmp_path):
+    """Measured (loaded 2-core machine): exporting 44 predicted masks of 4 COCO photos to YOLO took 0.9 s;
+    importing torch, as finding the images through annotation.batch did, alone took 4.3-4.9 s."""
     code = ("import sys\nfrom hcviewer.app.cli import main\n"
-            f"assert main(['export', {str(annotation_file)!r}, '--to', 'labelme', {str(tmp_path / 'o')!r}]) == 0\n"
+            f"assert main(['export', {str(annotation_file)!r}, '--images', {str(tmp_path / 'photos')!r}, '--to', "
+            f"'labelme', {str(tmp_path / 'o')!r}]) == 0\n"
             "assert main(['export', '--help']) == 0\n"
-            "print(sorted(m for m in ('PySide6', 'pyqtgraph') if m in sys.modules))")
+            "print(sorted(m for m in ('PySide6', 'pyqtgraph', 'torch') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.returncode == 0, done.stderr

@@ -29,6 +29,7 @@ from hcviewer.cocomask import decode_segmentation, segmentation_problem
 from hcviewer.data.coco_json import (
     CocoFileError, bbox_xyxy, category_of, finite, image_id_of, keypoints, parse_json, read_text, require,
 )
+from hcviewer.imageio import find_images
 
 EXPORT_FORMATS = {"coco": "COCO annotation JSON, as File > Save annotation", **FORMATS}
 SOURCE_KINDS = "an hcviewer annotation (or COCO) file, or the results JSON of 'hcviewer predict'"
@@ -122,8 +123,6 @@ def _image_folder(folder: str | None) -> list[Path] | None:
         return None
     if not Path(folder).exists():
         raise ExportCommandError(f"--images {folder}: no such folder; give the folder that holds the images")
-    from hcviewer.annotation.batch import find_images  # imports torch: only when images are searched
-
     return find_images([folder])
 
 
