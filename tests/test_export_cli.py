@@ -206,6 +206,8 @@ def test_bad_inputs_exit_2_with_one_line(annotation_file, tmp_path, capsys):
     one_line_error(capsys, "none.json: no such file; check the path")
     assert main(["export", str(annotation_file), "--images", str(tmp_path / "nowhere"), "--to", "yolo", out]) == 2
     one_line_error(capsys, "--images", "nowhere: no such folder")
+    assert main(["export", str(annotation_file), "--boxes", str(annotation_file), "--to", "yolo", out]) == 2
+    one_line_error(capsys, str(annotation_file), "is an annotation", "leave it out")
     assert main(["export", str(annotation_file), "--to", "tiff", out]) == 2
     assert "invalid choice: 'tiff'" in capsys.readouterr().err
     assert main(["export", str(annotation_file), "--to", "yolo", "--tolerance", "-1", out]) == 2

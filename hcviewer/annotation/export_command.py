@@ -107,6 +107,9 @@ def read_source(path: Path, images: list[Path] | None, boxes: str | None = None)
                 raise ExportCommandError(f"{path} holds results, which name images by id only; pass --images DIR, "
                                          "the images given to 'hcviewer predict'")
             return _ResultsReader(path, images, _read_boxes(boxes)).read(data)
+        if boxes is not None:
+            raise ExportCommandError(f"{path} is an annotation, which names its images and categories; --boxes is "
+                                     "for the results of 'hcviewer predict': leave it out")
         annotation = read_annotation(path)
     except (CocoFileError, AnnotationError) as exc:
         raise ExportCommandError(str(exc)) from None
