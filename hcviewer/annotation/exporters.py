@@ -23,9 +23,8 @@ again), each piece simplified by Douglas-Peucker (``cv2.approxPolyDP``) to withi
 pixels: a mask traced pixel by pixel has hundreds of vertices (979 for one object); the default
 1 px keeps a quarter of them or fewer at a median mask IoU of 0.976 (the model's masks of 200
 coco-val-dev boxes: 132 vertices on average, 970 at most, become 33 and 226;
-benchmarks/bench_export_polygons.py).
-Holes are not representable in these polygon formats and are filled. Only images with at least
-one accepted object are exported.
+benchmarks/bench_export_polygons.py). Holes are not representable in these polygon formats and
+are filled. Only images with at least one accepted object are exported.
 """
 
 from __future__ import annotations
