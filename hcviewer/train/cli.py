@@ -128,7 +128,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", default=None, help="write the table here")
     parser.add_argument("--subsets", choices=("standard", "all"), default="standard",
                         help="tap subsets: the paper's (all, top alone, each left out) or every subset")
-    parser.add_argument("--baselines", default="box,ellipse,grabcut", help="comma-separated, or 'none'")
+    parser.add_argument("--baselines", default="box,ellipse,grabcut",
+                        help="comma-separated, or 'none': box, ellipse, grabcut (masks); mean-pose (the average COCO "
+                             "training pose stretched to the box), grid-ceiling (the ground truth through the "
+                             "keypoint grid: the most the head can score) (keypoints)")
     parser.add_argument("--min-area", type=float, default=32 * 32)
     parser.add_argument("--refine", default=None, metavar="METHOD",
                         help="add a row: all taps with edge-refined masks, METHOD guided or grabcut "
