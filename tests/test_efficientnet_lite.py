@@ -16,7 +16,7 @@ import torch
 
 from conftest import tiny_person_config
 from hcviewer.data.synthetic import make_synthetic_dataset
-from hcviewer.modeling import BACKBONES, build_hypercolumn, get_backbone_spec
+from hcviewer.modeling import BACKBONES, build_hypercolumn, build_person_model, get_backbone_spec
 from hcviewer.modeling import efficientnet_lite as lite
 from hcviewer.modeling.checkpoint import load_checkpoint, save_checkpoint
 from hcviewer.modeling.hypercolumn import inference_copy
@@ -77,7 +77,7 @@ def test_the_backbone_table_and_the_command_line_offer_the_variants() -> None:
     assert get_backbone_spec("efficientnet_lite0").default_taps == ("s4", "s8", "s16", "top")
 
 
-def test_a_trained_configuration_normalises_as_the_weights_expect() -> None:
+def test_trained_and_built_configurations_normalise_as_the_weights_expect() -> None:
     """(x - 127) / 128 on 0-255 pixels for EfficientNet-Lite; ImageNet mean/std for MobileNetV2."""
     dataset = make_synthetic_dataset(2, seed=0)
     config = model_config(TrainConfig(backbone="efficientnet_lite1", tasks=("figure_ground",)), dataset)
@@ -86,6 +86,9 @@ def test_a_trained_configuration_normalises_as_the_weights_expect() -> None:
     torch.testing.assert_close(normalised.flatten(), torch.tensor([-127 / 128, 0.0, 1.0]))
     mobilenet = model_config(TrainConfig(tasks=("figure_ground",)), dataset)
     assert mobilenet.mean == (0.485, 0.456, 0.406)
+    person = build_person_model("efficientnet_lite0").config
+    assert (person.mean, person.std) == (lite.INPUT_MEAN, lite.INPUT_STD)
+    assert build_person_model().config.std == (0.229, 0.224, 0.225)
 
 
 def test_missing_weight_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
