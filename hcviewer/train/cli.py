@@ -19,6 +19,10 @@ from hcviewer.data.records import AnnotatedDataset, DataError, concatenate
 from hcviewer.threads import ThreadsError, add_threads_argument, apply_thread_policy
 from hcviewer.train.sources import add_data_arguments, data_sources, load_sources, split_sources
 
+# modeling.backbones.BACKBONES, spelt out: importing it loads torch before the thread policy is set
+BACKBONE_NAMES = ("alexnet", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2", "vgg16")
+
+
 def _categories(args: argparse.Namespace) -> tuple[str, ...] | None:
     return _split_names(args.categories)
 
@@ -79,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("network")
-    group.add_argument("--backbone", default="mobilenet_v2", choices=("mobilenet_v2", "vgg16", "alexnet"))
+    group.add_argument("--backbone", default="mobilenet_v2", choices=BACKBONE_NAMES)
     group.add_argument("--taps", default=None, help="comma-separated tap names (default: the backbone's)")
     group.add_argument("--grid", type=int, default=5, help="K of the K x K grid of location-specific classifiers")
     group.add_argument("--tasks", default="figure_ground,keypoints",
@@ -124,7 +128,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", default=None, help="write the table here")
     parser.add_argument("--subsets", choices=("standard", "all"), default="standard",
                         help="tap subsets: the paper's (all, top alone, each left out) or every subset")
-    parser.add_argument("--baselines", default="box,ellipse,grabcut", help="comma-separated, or 'none'")
+    parser.add_argument("--baselines", default="box,ellipse,grabcut",
+                        help="comma-separated, or 'none': box, ellipse, grabcut (masks); mean-pose (the average COCO "
+                             "training pose stretched to the box), grid-ceiling (the ground truth through the "
+                             "keypoint grid: the most the head can score) (keypoints)")
     parser.add_argument("--min-area", type=float, default=32 * 32)
     parser.add_argument("--refine", default=None, metavar="METHOD",
                         help="add a row: all taps with edge-refined masks, METHOD guided or grabcut "

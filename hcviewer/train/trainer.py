@@ -33,6 +33,7 @@ from tqdm import tqdm
 from hcviewer.data.records import AnnotatedDataset, ObjectAnnotation
 from hcviewer.data.training import BoxTrainingDataset, TargetSpec, TrainingSample
 from hcviewer.fileio import write_atomic
+from hcviewer.modeling.backbones import get_backbone_spec
 from hcviewer.modeling.build import build_hypercolumn
 from hcviewer.modeling.checkpoint import save_checkpoint
 from hcviewer.modeling.config import HypercolumnConfig
@@ -119,8 +120,9 @@ def model_config(config: TrainConfig, dataset: AnnotatedDataset) -> HypercolumnC
         raise ValueError(f"the training data has no labels for {sorted(dropped)}; "
                          "drop the task or add data that labels it")
     categories = sorted({o.category for im in dataset.images for o in im.objects})
+    trunk = get_backbone_spec(config.backbone)  # its weights' input normalisation
     return HypercolumnConfig(
-        backbone=config.backbone, taps=config.taps, grid_size=config.grid_size,
+        backbone=config.backbone, mean=trunk.mean, std=trunk.std, taps=config.taps, grid_size=config.grid_size,
         output_size=config.output_size, tasks=tasks,
         class_names=tuple(categories) if config.class_specific else ("object",),
         class_specific=config.class_specific,
