@@ -130,13 +130,29 @@ class CanvasController(QObject):
             item.shift_label(shift, pixel_height)
 
     def select_box(self, box_id: int) -> None:
-        if box_id == self.state.selected_id:
-            return
-        self.state.select(box_id)
+        """Select and segment a box (a click, Tab). A click on the selected box does nothing,
+        unless its result was rejected: then the click asks for a proposal again."""
         view = self.state.views.get(box_id)
+        if box_id == self.state.selected_id:
+            box = self.visible_boxes().get(box_id)
+            if box is None or not box.rejected or view is not None:
+                return
+        self.state.select(box_id)
         segmentation = self.window.segmentation
         if view is None or view.taps != segmentation.taps() or not view.contributions:
             segmentation.segment_selected()  # "segment all" results lack the probe's per-tap contributions
+
+    def select_next(self, step: int) -> None:
+        """Tab / Shift+Tab: select the next (``step`` 1) or previous (-1) shown box by number,
+        round the end; the first or the last when none is selected."""
+        numbers = sorted(self.visible_boxes())
+        if not numbers:
+            return
+        if self.state.selected_id in numbers:
+            at = (numbers.index(self.state.selected_id) + step) % len(numbers)
+        else:
+            at = 0 if step > 0 else -1
+        self.select_box(numbers[at])
 
     # ------------------------------------------------------------------------------ results
     def drop_result(self, box_id: int) -> None:
@@ -287,9 +303,10 @@ class CanvasController(QObject):
 
 
 def box_label(box: "Box") -> str:
-    """The text drawn at a box: its class and detector score."""
+    """The text drawn at a box: its number (as the legend and the result panel name it, kept
+    in the saved file), class and detector score."""
     score = "" if box.score is None else f" {box.score:.2f}"
-    return f"{box.label}{score}"
+    return f"#{box.id} {box.label}{score}"
 
 
 def head_outputs(view: "BoxView", label: str, heads: HeadScope) -> tuple[np.ndarray | None, ...]:
