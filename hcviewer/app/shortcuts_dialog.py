@@ -10,10 +10,11 @@ from PySide6.QtWidgets import (
 COMMAND = "command"  # an action's fixed name, where its text changes (Undo paint mask)
 MOUSE = (  # what the canvas does with the mouse (no menu command to read it from)
     ("Canvas", "Wheel", "Zoom"),
-    ("Canvas", "Drag (select mode)", "Pan (also inside a box)"),
-    ("Canvas", "Drag the selected box's top square, or Alt+drag inside it", "Move the box"),
-    ("Canvas", "Drag the selected box's corners", "Resize the box"),
-    ("Canvas", "Click a box", "Select and segment it (again, after Reject)"),
+    ("Canvas", "Drag (select mode)", "Pan, also inside a box"),
+    ("Canvas", "Alt+drag a box", "Move the box"),
+    ("Canvas", "Drag the top square", "Move the selected box"),
+    ("Canvas", "Drag a corner", "Resize the selected box"),
+    ("Canvas", "Click a box", "Select and segment it (again after Reject)"),
     ("Canvas", "Drag (draw mode, D)", "Draw a new box"),
     ("Canvas", "Drag (brush, B / E)", "Paint on / erase from the mask"),
 )
