@@ -5,7 +5,7 @@ boxes, the class picker, 1:1 zoom."""
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QRectF, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -94,6 +94,21 @@ def test_tab_and_shift_tab_walk_the_boxes_by_number_round_the_end_while_the_canv
     _wait(qtbot, lambda: QApplication.focusWidget() is window.file_list, 5000)
     QTest.keyClick(window.file_list, Qt.Key.Key_Tab)
     assert window.state.selected_id == numbers[1]
+
+
+def test_tab_to_a_box_out_of_sight_pans_to_it_at_the_same_zoom(window, qtbot):
+    viewbox = window.view.viewbox
+    viewbox.setRange(QRectF(0, 0, 16, 12), padding=0)  # the top-left corner, far in
+    scale = viewbox.viewPixelSize()
+    window.canvas.select_next(1)
+    x0, y0, x1, y1 = _box(window, window.state.selected_id).xyxy
+    centre = viewbox.viewRect().center()
+    assert centre.x() == pytest.approx((x0 + x1) / 2, abs=1) and centre.y() == pytest.approx((y0 + y1) / 2, abs=1)
+    assert viewbox.viewPixelSize() == pytest.approx(scale)
+    window.view.fit()
+    shown = viewbox.viewRect()
+    window.canvas.select_next(1)  # a box wholly in view: the view stays
+    assert viewbox.viewRect() == shown
 
 
 def test_the_class_picker_at_the_box_filters_and_enter_sets_the_class(window, qtbot):

@@ -84,7 +84,8 @@ class SavedObject:
     rejected: bool = False
     gt: Any = None  # the source box file's COCO segmentation (polygons or RLE)
     result: SavedResult | None = None
-    number: Any = None  # the box's number (the app's box id), saved as its record's id; None: a new one
+    number: Any = None  # the box's number (its id in the app), saved as the record's id; as read, so
+    # anything but a positive whole number used once gets a new one (``object_numbers``)
 
 
 @dataclass

@@ -153,6 +153,15 @@ class CanvasController(QObject):
         else:
             at = 0 if step > 0 else -1
         self.select_box(numbers[at])
+        self._bring_into_view(self.visible_boxes()[numbers[at]].xyxy)
+
+    def _bring_into_view(self, xyxy: np.ndarray) -> None:
+        """Pan (at the same zoom) to centre a box that is not wholly in view: Tab at 1:1 zoom."""
+        viewbox = self.window.view.viewbox
+        shown, (x0, y0, x1, y1) = viewbox.viewRect(), (float(v) for v in xyxy)
+        if not shown.contains(QRectF(x0, y0, x1 - x0, y1 - y0)):
+            centre = shown.center()
+            viewbox.translateBy(((x0 + x1) / 2 - centre.x(), (y0 + y1) / 2 - centre.y()))
 
     # ------------------------------------------------------------------------------ results
     def drop_result(self, box_id: int) -> None:
