@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 import cv2
@@ -50,6 +51,18 @@ class ImageReadError(ValueError):
 class DecodedImage(NamedTuple):
     rgb: np.ndarray  # [H', W', 3] uint8, EXIF orientation applied
     scale: float  # returned pixel = original pixel * scale (1.0, 0.5, 0.25 or 0.125)
+
+
+def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Image files among ``paths``, folders searched recursively (sorted, without repeats)."""
+    found: dict[Path, None] = {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files = [path]
+        found.update(dict.fromkeys(files))
+    return list(found)
 
 
 def max_image_pixels() -> int:

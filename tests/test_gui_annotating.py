@@ -124,3 +124,35 @@ def test_the_class_menu_offers_the_box_files_and_the_checkpoints_classes_and_new
     _wait(qtbot, lambda: len(window.canvas.box_items) == 3, 5000)
     new = max(window.canvas.box_items)
     assert _box(window, new).label == "kite"
+
+
+def test_a_box_drawn_before_any_class_is_chosen_asks_for_its_class(window, qtbot):
+    """It took the first class offered (a COCO file's ``person``) or ``object``, silently: a plane
+    was saved with a person's keypoints."""
+    from test_gui_widgets import _drag, _widget_point
+
+    picker = window.annotation.class_picker
+
+    def draw(x0: float, y0: float) -> int:
+        count = len(window.canvas.box_items)
+        QTest.keyClick(window, Qt.Key.Key_D)
+        _drag(window.view, _widget_point(window.view, x0, y0), _widget_point(window.view, x0 + 40, y0 + 40))
+        _wait(qtbot, lambda: len(window.canvas.box_items) == count + 1, 5000)
+        return max(window.canvas.box_items)
+
+    first = draw(100, 20)
+    _wait(qtbot, picker.isVisible, 5000)  # the class is asked at once
+    assert _box(window, first).label == "object" and window.state.selected_id == first
+    QTest.keyClick(picker.filter, Qt.Key.Key_Escape)  # dismissed: the box names no class
+    assert _box(window, first).label == "object"
+    window.activateWindow()
+    _wait(qtbot, lambda: QApplication.activeWindow() is window, 5000)
+    second = draw(110, 60)
+    _wait(qtbot, picker.isVisible, 5000)  # still no class chosen: asked again
+    QTest.keyClicks(picker.filter, "pers")
+    QTest.keyClick(picker.filter, Qt.Key.Key_Return)
+    assert _box(window, second).label == "person"
+    window.activateWindow()
+    _wait(qtbot, lambda: QApplication.activeWindow() is window and not picker.isVisible(), 5000)
+    third = draw(5, 5)
+    assert _box(window, third).label == "person" and not picker.isVisible()  # the class chosen last

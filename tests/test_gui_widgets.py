@@ -189,9 +189,8 @@ def test_compare_panel_titles_carry_iou(qtbot):
     panel = ComparePanel()
     qtbot.addWidget(panel)
     crop = np.zeros((40, 30, 3), np.uint8)
-    masks = {"all taps": np.full((5, 5), 0.9, np.float32), "top alone": np.full((5, 5), 0.1, np.float32)}
-    panel.show_result(crop, np.array([0, 0, 30, 40.0]), masks, {"all taps": 0.75, "top alone": None}, 0.5,
-                      np.ones((40, 30), bool))
+    masks = {"all taps": np.ones((40, 30), bool), "top alone": np.zeros((40, 30), bool)}
+    panel.show_result(crop, masks, {"all taps": 0.75, "top alone": None}, np.ones((40, 30), bool))
     assert panel.titles == {"all taps": "all taps  IoU 0.75", "top alone": "top alone"}
 
 

@@ -2,9 +2,12 @@
 
 An annotation is a COCO JSON file: every accepted object is an annotation with its mask as
 compressed RLE (pycocotools), its box and, for the categories the keypoint head applies to
-(``HeadScope``), its keypoints (``v`` = 2 when the keypoint's score reaches the threshold, else
-0 with x = y = 0; every score kept in ``keypoint_scores``). What COCO has no place for goes
-where COCO readers ignore it, so that loading the file continues the work where it stopped:
+(``HeadScope``), its keypoints: ``v`` = 2 when the keypoint's score reaches
+``DEFAULT_KEYPOINT_THRESHOLD``, else 0 with x = y = 0, whatever the display shows (the rule is
+written in the file as ``hcviewer.keypoint_visible_min_score``); every score is kept in
+``keypoint_scores`` and every point as the model placed it in ``hcviewer_keypoints``. What COCO
+has no place for goes where COCO readers ignore it, so that loading the file continues the work
+where it stopped:
 
 - image ids are the source box file's (new images get new ids), ``file_name`` is relative to
   the annotation's folder (with ``..`` when the images lie elsewhere);
@@ -104,7 +107,6 @@ class Annotation:
     skeleton: tuple[tuple[int, int], ...] = ()  # 0-based pairs
     extra: dict = field(default_factory=dict)  # other keys under "hcviewer" (the recovery file's)
     heads: HeadScope = field(default_factory=HeadScope)
-    keypoint_threshold: float = DEFAULT_KEYPOINT_THRESHOLD
 
 
 # ------------------------------------------------------------------------------------ masks
@@ -201,7 +203,8 @@ def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tu
             category["skeleton"] = [[a + 1, b + 1] for a, b in annotation.skeleton]  # COCO is 1-based
     coco = {"info": {"description": "hcviewer annotation"}, "images": images, "annotations": annotations,
             "categories": categories,
-            "hcviewer": {"version": FORMAT_VERSION, "pending": pending, **annotation.extra}}
+            "hcviewer": {"version": FORMAT_VERSION, "pending": pending, **annotation.extra,
+                         "keypoint_visible_min_score": DEFAULT_KEYPOINT_THRESHOLD}}
     return coco, pngs
 
 
@@ -256,22 +259,33 @@ def _object_record(obj: SavedObject, image_id: int | str, ann_id: int, category_
               "area": rle_area(obj.mask_rle), "bbox": rle_bbox(obj.mask_rle), "iscrowd": 0,
               "hcviewer_box": _rounded(obj.xyxy), "score": obj.score}
     if obj.keypoints is not None and annotation.heads.keypoints_apply(obj.label):
-        record.update(keypoint_fields(obj.keypoints, annotation.keypoint_threshold))
+        record.update(keypoint_fields(obj.keypoints))
     if obj.gt is not None:
         record["hcviewer_gt"] = obj.gt
     return record
 
 
-def keypoint_fields(keypoints: np.ndarray, threshold: float) -> dict:
-    """COCO ``keypoints`` (x, y, v: 2 when the score reaches ``threshold``, else 0 0 0),
-    ``num_keypoints`` and every score (``keypoint_scores``) of [J, 3] (x, y, score) points."""
+def keypoint_fields(keypoints: np.ndarray) -> dict:
+    """COCO ``keypoints`` (x, y, v: 2 when the score reaches ``DEFAULT_KEYPOINT_THRESHOLD``, else
+    0 0 0), ``num_keypoints``, every score (``keypoint_scores``) and every point as the model
+    placed it (``hcviewer_keypoints``, [x, y, score] each: reopening the file shows the points
+    hidden in ``keypoints`` again) of [J, 3] (x, y, score) points.
+
+    The rule is a constant, not the display's *Min. keypoint score*: what is saved must not
+    depend on how the annotator chose to look at it (at 0.00 every point of every person was
+    saved as visible). Nor a per-project setting: ``v`` = 2 should mean the same in every file
+    the app writes, and the threshold belongs to the model's score scale (chosen on held-out
+    people, docs/performance.md), not to a project; anyone needing another cut has every score."""
     points = np.asarray(keypoints, np.float64).reshape(-1, 3)
-    visible = np.isfinite(points).all(axis=1) & (points[:, 2] >= threshold)
+    visible = np.isfinite(points).all(axis=1) & (points[:, 2] >= DEFAULT_KEYPOINT_THRESHOLD)
     flat = []
     for (x, y, _), shown in zip(points, visible):
         flat += [round(float(x), 2), round(float(y), 2), 2] if shown else [0, 0, 0]
     scores = [round(float(s), 4) if math.isfinite(s) else 0.0 for s in points[:, 2]]
-    return {"keypoints": flat, "num_keypoints": int(visible.sum()), "keypoint_scores": scores}
+    placed = [[round(float(x), 2), round(float(y), 2), score] if math.isfinite(x) and math.isfinite(y)
+              else [0.0, 0.0, 0.0] for (x, y, _), score in zip(points, scores)]
+    return {"keypoints": flat, "num_keypoints": int(visible.sum()), "keypoint_scores": scores,
+            "hcviewer_keypoints": placed}
 
 
 def _pending_record(obj: SavedObject, image_id: int | str) -> dict:

@@ -21,7 +21,7 @@ from hcviewer.annotation.annotation_file import (
     Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask, object_numbers,
 )
 from hcviewer.annotation.boxfiles import BoxFileError, LoadedBox, read_boxes
-from hcviewer.annotation.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
+from hcviewer.annotation.head_scope import HeadScope
 from hcviewer.annotation.history import Edit, History
 from hcviewer.annotation.mask_crops import MaskCrop, crop_from_rle, crop_from_segmentation
 from hcviewer.annotation.project_file import ProjectFile
@@ -184,7 +184,6 @@ class Project:
         self.keypoint_names: tuple[str, ...] = ()  # set by the window from the checkpoint
         self.skeleton: tuple[tuple[int, int], ...] = ()
         self.heads = HeadScope()  # set by the window from the checkpoint: whom keypoints are saved for
-        self.keypoint_threshold = DEFAULT_KEYPOINT_THRESHOLD  # saved keypoints below it are v=0
         self.history = History()
         self._listeners: list[Callable[[Change], None]] = []
         self._next_id = 1
@@ -438,7 +437,7 @@ class Project:
         """What a save writes: every image with its boxes (results too, while not accepted)."""
         images = [SavedImage(d.path, d.size, [_saved(b) for b in d.boxes], d.image_id) for d in self.images]
         return Annotation(images, dict(self.category_ids), self.keypoint_names, self.skeleton, extra or {},
-                          self.heads, self.keypoint_threshold)
+                          self.heads)
 
     def reset(self, annotation: Annotation) -> None:
         """An opened (or recovered) annotation replaces the project: its images, accepted masks

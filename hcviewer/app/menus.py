@@ -55,6 +55,8 @@ def _file_menu(window: "MainWindow", menu: QMenu) -> None:
     export = menu.addMenu("Export")
     for kind, text in FORMATS.items():
         add_action(window, export, f"{text}…", lambda _=False, k=kind: window.exporting.export_dialog(k))
+    export.addSeparator()
+    add_action(window, export, "Polygon tolerance…", window.exporting.ask_tolerance)
     menu.addSeparator()
     add_action(window, menu, "Quit", window.close, QKeySequence.StandardKey.Quit)
 

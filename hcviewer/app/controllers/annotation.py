@@ -38,7 +38,7 @@ class AnnotationController(QObject):
         self._busy: set[int] = set()  # boxes being accepted in the background
         self._queued_strokes: dict[int, list] = {}  # box id -> strokes to paint after the one painting
         self._last_label: str | None = None  # the class last set (C): new boxes take it
-        self._added_classes: list[str] = []  # New class… this session
+        self._added_classes: list[str] = []  # new names typed in the class picker this session
         self.class_picker = ClassPicker(window)
         self.class_picker.picked.connect(self._class_picked)
         self.stroke_curve = pg.PlotCurveItem()  # the brush stroke being painted
@@ -224,6 +224,8 @@ class AnnotationController(QObject):
         box_id = self.project.add_box(self.state.image_index, xyxy, self.default_label())
         self.set_mode(Mode.SELECT)
         self.window.canvas.select_box(box_id)
+        if self._last_label is None:  # no class chosen yet: the user picks one at once (Escape keeps "object")
+            self.show_class_menu()
 
     def delete_selected(self) -> None:
         if self.state.selected_id is not None:
@@ -239,8 +241,11 @@ class AnnotationController(QObject):
         return list(dict.fromkeys(names))
 
     def default_label(self) -> str:
-        """The class of a new box: the last one set, else the first class offered."""
-        return self._last_label or next(iter(self.class_names()), "object")
+        """The class of a new box: the last one the user set, else ``object``, which names no
+        class: no head trained on people gives it keypoints or parts (``categories.head_applies``).
+        Not the first class offered: a COCO box file's is ``person``, and a plane drawn before
+        any class was chosen was saved as a person."""
+        return self._last_label or "object"
 
     def show_class_menu(self) -> None:
         """Set class (C): the class picker (type to filter, or a new name) at the selected box."""

@@ -12,7 +12,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QRectF
 
 from hcviewer.annotation.head_scope import HeadScope
-from hcviewer.annotation.mask_crops import MaskCrop, box_map_iou, compose_crops, rle_area
+from hcviewer.annotation.mask_crops import MaskCrop, compose_crops, rle_area
 from hcviewer.app.box_items import BoxItem, stack_labels
 from hcviewer.app.image_loader import DISPLAY_MAX_SIDE
 from hcviewer.app.overlays import (
@@ -47,11 +47,9 @@ class CanvasController(QObject):
             canvas.addItem(item, ignoreBounds=True)
         self.probe_marker.setZValue(60)
         self.result_layer = ResultLayer(canvas)
-        # What the accepted layer shows (crops, colours, opacity) and the selected result's IoU:
-        # recomputed only when they change, not at every click (a large photo's: tens of ms each).
+        # What the accepted layer shows (crops, colours, opacity): redrawn only when it changes,
+        # not at every click (a large photo's: tens of ms).
         self._annotation_drawn: tuple | None = None
-        self._last_iou: tuple[np.ndarray, float, MaskCrop, float] | None = None  # result, threshold, gt, IoU
-        window.project.keypoint_threshold = self.display.keypoint_min_score  # saved as shown
         canvas.sigRangeChanged.connect(lambda *_: self.stack_labels())  # label sizes are in screen pixels
         window.view.hovered.connect(self.probe_at)
         window.view.left.connect(self.probe_left)
@@ -260,17 +258,8 @@ class CanvasController(QObject):
             self.annotation_item.setVisible(False)
         self._annotation_drawn = (crops, tuple(colors), self.display.opacity)
 
-    def _iou(self, view: "BoxView", gt: MaskCrop) -> float:
-        """IoU of the view's result (at the display threshold) and the ground truth; the last one is remembered."""
-        threshold, last = self.display.threshold, self._last_iou
-        if last is None or last[0] is not view.figure_ground or last[1] != threshold or last[2] is not gt:
-            last = (view.figure_ground, threshold, gt, box_map_iou(view.figure_ground, view.box, threshold, gt))
-            self._last_iou = last
-        return last[3]
-
     def display_changed(self) -> None:
         self.window.settings.save_display(self.display)
-        self.window.project.keypoint_threshold = self.display.keypoint_min_score  # saved as shown
         self.draw_annotation()
         self.draw_results()
 
@@ -287,10 +276,8 @@ class CanvasController(QObject):
         state = "accepted" if box.accepted else "segmented" if view is not None else "not segmented"
         taps = "" if view is None else f" — taps {'+'.join(view.taps)}"
         area = f", mask {rle_area(box.mask_rle)} px" if box.accepted else ""
-        iou = ""
-        if box.gt_crop is not None and view is not None and view.figure_ground is not None:
-            iou = f"<br>IoU vs ground truth: {self._iou(view, box.gt_crop):.2f}"
-        window.result_label.setText(f"<b>{box.label}</b> box {box.id}: {state}{taps}{area}{iou}")
+        iou = window.segmentation.ground_truth_iou_text(box, view)
+        window.result_label.setText(f"<b>{box.label}</b> box {box.id}: {state}{taps}{area}{iou and '<br>' + iou}")
 
     # ------------------------------------------------------------------------------ probe
     def probe_at(self, x: float, y: float) -> None:

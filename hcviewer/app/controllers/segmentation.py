@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from hcviewer.annotation.document import ModelResult
 from hcviewer.annotation.head_scope import HeadScope
-from hcviewer.annotation.mask_crops import as_crop
+from hcviewer.annotation.mask_crops import as_crop, box_map_iou, box_map_pixels, crop_iou
 from hcviewer.annotation.wording import plural
 from hcviewer.app.compare_view import CompareWindow, crop_box, place_over, standard_subsets
 from hcviewer.app.gui_gc import freeze_long_lived, hold_collections, release_collections
@@ -37,6 +37,9 @@ class SegmentationController(QObject):
         self.window = window
         self.state = window.state
         self.compare_window: CompareWindow | None = None
+        # The result panel's last IoUs by kind ("accepted", "prediction"): (what was scored,
+        # threshold, IoU); a large photo's takes tens of ms, and the panel is redrawn at every click.
+        self._last_iou: dict[str, tuple[tuple, float, float]] = {}
         self._load_started = time.perf_counter()
         worker = window.model.worker
         worker.modelLoaded.connect(self._model_loaded)
@@ -204,30 +207,63 @@ class SegmentationController(QObject):
         if box is None or not self._ready_for_model():
             self.compare_window.caption.setText("Select a box first (and wait for the model to load).")
             return
-        _, clipped = crop_box(self.state.image, box.xyxy)  # compare over the visible part of the box
         taps, checked = self.state.model_info.taps, self.taps()
         subsets = standard_subsets(taps, custom=checked if checked != taps else None)
         self.compare_window.caption.setText(f"{box.label} box {box.id}: computing {len(subsets)} subsets…")
+        display = self.window.display  # the subsets are cut and scored as the result panel's mask
         self.window.model.compare(CompareRequest(
-            self.state.image_key, box.id, np.array(clipped, np.float64), subsets,
-            gt_mask=box.gt_crop, category=(self._categories([box]) or [None])[0]))
+            self.state.image_key, box.id, np.array(box.xyxy, np.float64), subsets, gt_mask=box.gt_crop,
+            category=(self._categories([box]) or [None])[0], threshold=display.threshold,
+            refine=display.refine_edges))
 
     def _compared(self, result) -> None:
         request, image = result.request, self.state.image
         if request.image_key != self.state.image_key or self.compare_window is None or image is None:
             return
-        crop, clipped = crop_box(image, request.box)
+        crop, (x0, y0, x1, y1) = crop_box(image, request.box)  # the visible part of the box
+        xs = x0 + ((np.arange(crop.shape[1]) + 0.5) * (x1 - x0) / max(1, crop.shape[1])).astype(np.int64)
+        ys = y0 + ((np.arange(crop.shape[0]) + 0.5) * (y1 - y0) / max(1, crop.shape[0])).astype(np.int64)
+        masks = {name: box_map_pixels(box_map, request.box, request.threshold, xs, ys, image.shape[:2])
+                 for name, box_map in result.masks.items()}  # the pixels scored: Accept's mask
         gt_crop = None
         if request.gt_mask is not None:
-            x0, y0, x1, y1 = clipped
             gt = as_crop(request.gt_mask).region(x0, y0, x1, y1).astype(np.uint8)
             gt_crop = cv2.resize(gt, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
-        self.compare_window.panel.show_result(crop, request.box, result.masks, result.iou,
-                                              self.window.display.threshold, gt_crop)
-        gt_note = "IoU against the ground-truth mask" if request.gt_mask is not None else "no ground truth for this box"
+        self.compare_window.panel.show_result(crop, masks, result.iou, gt_crop)
+        gt_note = (f"IoU against the ground-truth mask at mask threshold {request.threshold:.2f}"
+                   f"{', edges refined' if request.refine else ''}, as the result panel scores it"
+                   if request.gt_mask is not None else "no ground truth for this box")
         self.compare_window.caption.setText(
             f"Box {request.box_id}: {len(result.masks)} tap subsets from cached features in "
             f"{result.seconds * 1000:.0f} ms; {gt_note}")
+
+    # ------------------------------------------------------------------------------ ground truth
+    def ground_truth_iou_text(self, box: "Box", view: BoxView | None) -> str:
+        """The result panel's IoU line, naming each mask it scores: the accepted one (brush edits
+        included; toggling taps does not change it) and the shown prediction as Accept would keep
+        it (display threshold, edges refined as shown): ``box_map_iou``, as Compare scores its
+        subsets. Empty without ground truth."""
+        gt = box.gt_crop
+        if gt is None:
+            return ""
+        scores = []
+        if box.accepted:
+            iou = self._remembered_iou("accepted", (box.mask_rle, gt), 0.0, lambda: crop_iou(box.mask_crop, gt))
+            scores.append(f"accepted mask {iou:.2f}")
+        if view is not None and view.figure_ground is not None:
+            threshold = self.window.display.threshold
+            iou = self._remembered_iou("prediction", (view.figure_ground, view.box, gt), threshold,
+                                       lambda: box_map_iou(view.figure_ground, view.box, threshold, gt))
+            scores.append(f"{'shown' if box.accepted else 'this'} prediction {iou:.2f} (taps {'+'.join(view.taps)}, "
+                          f"threshold {threshold:.2f})")
+        return "IoU vs ground truth: " + "; ".join(scores) if scores else ""
+
+    def _remembered_iou(self, kind: str, scored: tuple, threshold: float, compute) -> float:
+        last = self._last_iou.get(kind)
+        if last is None or last[1] != threshold or any(a is not b for a, b in zip(last[0], scored)):
+            last = (scored, threshold, compute())
+            self._last_iou[kind] = last
+        return last[2]
 
     def close_compare(self) -> None:
         if self.compare_window is not None:
