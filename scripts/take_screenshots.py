@@ -2,12 +2,13 @@
 
     xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python scripts/take_screenshots.py [--out DIR]
 
-Under a real X server (or Xvfb) the grabs include pop-up menus; with QT_QPA_PLATFORM=offscreen
-they do not (the class menu shot then shows no menu). Writes brush_edit.png (a brush edit on an
-accepted mask), accepted_colors.png (one colour per object, with the legend), class_menu.png (Set
-class), shortcuts.png (Help > Keyboard shortcuts) and keypoint_threshold.png (the Min. keypoint
-score slider in use: the astronaut's keypoints above it, a rocket box without keypoints), main.png
-(the astronaut with parts and skeleton) and motorcycle.png (no person heads on a motorcycle).
+Under a real X server (or Xvfb) the grabs include pop-up windows; with QT_QPA_PLATFORM=offscreen
+they do not (the class picker shot then shows no picker). Writes brush_edit.png (a brush edit on
+an accepted mask), accepted_colors.png (one colour per object, with the legend), class_menu.png
+(Set class: the class picker, narrowed by typing), shortcuts.png (Help > Keyboard shortcuts) and
+keypoint_threshold.png (the Min. keypoint score slider in use: the astronaut's keypoints above it,
+a rocket box without keypoints), main.png (the astronaut with parts and skeleton) and
+motorcycle.png (no person heads on a motorcycle).
 """
 
 from __future__ import annotations
@@ -104,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
     window.canvas.select_box(spoon)
     window.annotation.show_class_menu()
+    window.annotation.class_picker.filter.setText("sp")  # typed: the list narrows
     settle(app, 1.0)
     save(grab_screen_area(app, window), args.out / "class_menu.png")
-    window.annotation.class_menu.close()
+    window.annotation.class_picker.hide()
 
     show_shortcuts(window)
     settle(app)

@@ -189,3 +189,40 @@ def test_head_scope_follows_the_checkpoint_config_rule():
             assert scope.parts_apply(label) == config.applies_to("parts", label), (categories, label)
     assert not HeadScope().keypoints_apply("bench") and HeadScope().keypoints_apply("person")
     assert not HeadScope().keypoints_apply("object") and not HeadScope().parts_apply("unknown")
+
+
+def _numbers(project: Project) -> list[list[tuple[int, str]]]:
+    return [[(b.id, b.label) for b in d.boxes] for d in project.images]
+
+
+def test_box_numbers_are_kept_through_save_and_reopen_whatever_is_accepted(opened, tmp_path):
+    """Issue 22: "bus box 33 became 39". Accepted objects are read back before pending ones, and
+    the numbers were handed out again in that order."""
+    dog = opened.add_box(0, np.array([30, 2, 50, 20]), "dog")
+    opened.add_box(1, np.array([1, 1, 9, 9]), "cat")
+    opened.delete_box(0, opened.images[0].boxes[0].id)  # a gap in the numbers
+    mask = np.zeros((H, W), bool)
+    mask[5:15, 32:45] = True
+    opened.accept(0, dog, mask)
+    opened.reject(1, opened.images[1].boxes[-1].id)
+    numbers = _numbers(opened)
+    opened.file.save(tmp_path / "out.json")
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert [a["id"] for a in saved["annotations"]] == [dog]  # the COCO id is the box's number
+    again = _reopen(tmp_path / "out.json", tmp_path)
+    assert sorted(map(sorted, _numbers(again))) == sorted(map(sorted, numbers))
+    again.file.save(tmp_path / "again.json")
+    assert sorted(map(sorted, _numbers(_reopen(tmp_path / "again.json", tmp_path)))) == sorted(map(sorted, numbers))
+    assert again.add_box(0, np.array([1, 1, 5, 5]), "cat") == max(i for d in numbers for i, _ in d) + 1
+
+
+def test_objects_saved_without_a_number_or_with_one_used_twice_get_new_ones_above_the_others(tmp_path):
+    image = _image(tmp_path, "a.png")
+    mask = encode_mask(np.ones((H, W), bool))
+    objects = [SavedObject((1, 1, 9, 9), "person", None, mask, number=7),
+               SavedObject((2, 2, 9, 9), "person", None, mask, number=7),
+               SavedObject((3, 3, 9, 9), "cat", number=None), SavedObject((4, 4, 9, 9), "cat", number=3),
+               SavedObject((5, 5, 9, 9), "cat", number=True)]
+    write_annotation(tmp_path / "old.json", Annotation([SavedImage(image, (H, W), objects)], {"person": 1}))
+    project = _reopen(tmp_path / "old.json", tmp_path)
+    assert [b.id for b in project.images[0].boxes] == [7, 8, 9, 3, 10]

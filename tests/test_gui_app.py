@@ -245,7 +245,7 @@ def test_the_score_slider_hides_weak_detections(make_window, qtbot, tmp_path):
     _wait(qtbot, lambda: len(window.canvas.box_items) == 2)
     window.display_panel.score.setValue(50)
     assert len(window.canvas.box_items) == 1
-    assert next(iter(window.canvas.box_items.values())).label.toPlainText() == "person 0.90"
+    assert next(iter(window.canvas.box_items.values())).label.toPlainText() == "#1 person 0.90"
 
 
 def test_segment_all_draws_every_box_in_one_layer_and_accept_all_is_one_undo_step(window, qtbot):

@@ -87,6 +87,8 @@ class SavedObject:
     rejected: bool = False
     gt: Any = None  # the source box file's COCO segmentation (polygons or RLE)
     result: SavedResult | None = None
+    number: Any = None  # the box's number (its id in the app), saved as the record's id; as read, so
+    # anything but a positive whole number used once gets a new one (``object_numbers``)
 
 
 @dataclass
@@ -182,14 +184,15 @@ def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tu
     category_ids = dict(annotation.category_ids)
     image_ids = image_id_list(annotation.images)
     png_folders = unique_stems(annotation.images, image_ids)
-    for image, image_id, png_folder in zip(annotation.images, image_ids, png_folders):
+    numbers = object_numbers(annotation.images)
+    for image, image_id, png_folder, image_numbers in zip(annotation.images, image_ids, png_folders, numbers):
         images.append(_image_record(image, image_id, folder, read_sizes and bool(image.objects)))
-        for obj in image.objects:
+        for obj, number in zip(image.objects, image_numbers):
             category_ids.setdefault(obj.label, max(category_ids.values(), default=0) + 1)
             if obj.mask_rle is None:
-                pending.append(_pending_record(obj, image_id))
+                pending.append({"id": number, **_pending_record(obj, image_id)})
                 continue
-            record = _object_record(obj, image_id, len(annotations) + 1, category_ids[obj.label], annotation)
+            record = _object_record(obj, image_id, number, category_ids[obj.label], annotation)
             annotations.append(record)
             pngs[f"{png_folder}/{record['id']:05d}_{safe_name(obj.label)}.png"] = obj.mask_rle
     categories = [{"id": cid, "name": name} for name, cid in sorted(category_ids.items(), key=lambda kv: kv[1])]
@@ -207,14 +210,30 @@ def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tu
 
 def image_id_list(images: list[SavedImage]) -> list[int | str]:
     """The source ids where there are (each once), new ids above them for the rest."""
-    given = [image.image_id for image in images]
-    numbers = [i for i in given if isinstance(i, int) and not isinstance(i, bool)]
+    return _kept_ids([image.image_id for image in images])
+
+
+def object_numbers(images: list[SavedImage]) -> list[list[int]]:
+    """Each image's objects' numbers: the saved ones (positive whole numbers, each once), new
+    numbers above them for the rest. Saved as the records' ids, so a box keeps its number."""
+    kept = iter(_kept_ids([o.number if _whole(o.number) and o.number > 0 else None
+                           for image in images for o in image.objects]))
+    return [[next(kept) for _ in image.objects] for image in images]
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kept_ids(given: list) -> list:
+    """``given`` with each None or repeated id replaced by a new whole number above the others."""
+    numbers = [i for i in given if _whole(i)]
     next_id, used, ids = max(numbers, default=0) + 1, set(), []
-    for image_id in given:
-        if image_id is None or image_id in used:
-            image_id, next_id = next_id, next_id + 1
-        used.add(image_id)
-        ids.append(image_id)
+    for given_id in given:
+        if given_id is None or given_id in used:
+            given_id, next_id = next_id, next_id + 1
+        used.add(given_id)
+        ids.append(given_id)
     return ids
 
 

@@ -68,7 +68,7 @@ class _Reader:
             image.objects.append(SavedObject(
                 self._box(where, record["box"]), str(record["label"]), self._score(where, record.get("score")),
                 rejected=bool(record.get("rejected", False)), gt=self._gt(where, record.get("gt")),
-                result=self._result(where, record.get("result"), image)))
+                result=self._result(where, record.get("result"), image), number=record.get("id")))
         for key in ("version", "pending", "keypoint_visible_min_score"):  # written again at every save
             extra.pop(key, None)
         keypoint_category = next((c.fields for c in coco.categories.values() if c.fields.get("keypoints")), {})
@@ -117,7 +117,8 @@ class _Reader:
     def _object(self, ann: CocoAnnotation, label: str, image: SavedImage) -> SavedObject:
         xyxy = self._box(ann.where, ann.fields["hcviewer_box"]) if "hcviewer_box" in ann.fields else ann.xyxy
         return SavedObject(xyxy, label, ann.score, self._mask(ann.where, ann.fields.get("segmentation"), image),
-                           self._keypoints(ann), gt=self._gt(ann.where, ann.fields.get("hcviewer_gt")))
+                           self._keypoints(ann), gt=self._gt(ann.where, ann.fields.get("hcviewer_gt")),
+                           number=ann.fields.get("id"))
 
     def _keypoints(self, ann: CocoAnnotation) -> np.ndarray | None:
         """[J, 3] (x, y, score): every point as the model placed it where hcviewer saved them

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hcviewer.annotation.annotation_file import (
-    Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask,
+    Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask, object_numbers,
 )
 from hcviewer.annotation.boxfiles import BoxFileError, LoadedBox, read_boxes
 from hcviewer.annotation.head_scope import HeadScope
@@ -27,7 +27,6 @@ from hcviewer.annotation.mask_crops import MaskCrop, crop_from_rle, crop_from_se
 from hcviewer.annotation.project_file import ProjectFile
 from hcviewer.annotation.wording import plural
 from hcviewer.boxes import box_problem
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -443,9 +442,11 @@ class Project:
     def reset(self, annotation: Annotation) -> None:
         """An opened (or recovered) annotation replaces the project: its images, accepted masks
         and pending boxes; nothing to undo."""
+        numbers = object_numbers(annotation.images)  # a box keeps the number it was saved with
         self.images = [ImageDocument(Path(image.path), size=image.size, image_id=image.image_id,
-                                     boxes=tuple(_box_from_saved(o, self._new_id()) for o in image.objects))
-                       for image in annotation.images]
+                                     boxes=tuple(_box_from_saved(o, n) for o, n in zip(image.objects, ns)))
+                       for image, ns in zip(annotation.images, numbers)]
+        self._next_id = max((n for ns in numbers for n in ns), default=0) + 1
         self.category_ids = dict(annotation.category_ids)
         self.keypoint_names = self.keypoint_names or annotation.keypoint_names
         self.skeleton = self.skeleton or annotation.skeleton
@@ -476,7 +477,7 @@ def _saved(box: Box) -> SavedObject:
     saved_result = None if result is None else SavedResult(result.figure_ground, result.mask_rle,
                                                            result.keypoints, result.score)
     return SavedObject(tuple(float(v) for v in box.xyxy), box.label, box.score, box.mask_rle, box.keypoints,
-                       box.rejected, None if box.gt is None else box.gt.segmentation, saved_result)
+                       box.rejected, None if box.gt is None else box.gt.segmentation, saved_result, box.id)
 
 
 def _box_from_file(loaded: LoadedBox, box_id: int, size: tuple[int, int] | None) -> Box:

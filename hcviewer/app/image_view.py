@@ -102,6 +102,16 @@ class ImageView(pg.GraphicsView):
             h, w = self.image_shape
             self.viewbox.setRange(QRectF(0, 0, w, h), padding=0.02)
 
+    def zoom_actual_pixels(self) -> None:
+        """1:1: one image pixel per screen pixel (device pixels on a high-DPI screen), about the
+        centre of what is shown."""
+        if self.image_shape is None:
+            return
+        centre = self.viewbox.viewRect().center()
+        scale = self.devicePixelRatioF()  # logical pixels are this many screen pixels
+        width, height = self.viewbox.width() * scale, self.viewbox.height() * scale
+        self.viewbox.setRange(QRectF(centre.x() - width / 2, centre.y() - height / 2, width, height), padding=0)
+
     def set_mode(self, mode: Mode) -> None:
         self.viewbox.mode = mode
         self.brush_cursor.setVisible(False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from PySide6.QtCore import QEvent, QObject
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QCheckBox, QDockWidget, QMenu
 
@@ -70,8 +70,13 @@ def _edit_menu(window: "MainWindow", menu: QMenu) -> None:
     menu.addSeparator()
     add_action(window, menu, "Set class of box…", annotation.show_class_menu, "C")
     add_action(window, menu, "Delete box", annotation.delete_selected, QKeySequence.StandardKey.Delete)
+    for text, step, key in (("Select next box", 1, "Tab"), ("Select previous box", -1, "Shift+Tab")):
+        action = add_action(window, menu, text, lambda _=False, s=step: window.canvas.select_next(s), key)
+        # Only while the canvas has the focus: elsewhere Tab moves the focus, as in every window.
+        action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        window.view.addAction(action)
     menu.addSeparator()
-    modes = ((Mode.SELECT, "Select / move boxes", "V"), (Mode.DRAW, "Draw a new box", "D"),
+    modes = ((Mode.SELECT, "Select boxes", "V"), (Mode.DRAW, "Draw a new box", "D"),
              (Mode.BRUSH_ADD, "Brush: add to mask", "B"), (Mode.BRUSH_ERASE, "Brush: erase from mask", "E"))
     window.mode_actions = {
         mode: add_action(window, menu, text, lambda _=False, m=mode: annotation.set_mode(m), key, True)
@@ -102,6 +107,7 @@ def _segment_menu(window: "MainWindow", menu: QMenu) -> None:
 def _view_menu(window: "MainWindow", menu: QMenu) -> None:
     files, panel = window.files, window.display_panel
     add_action(window, menu, "Fit image", window.view.fit, "F")
+    add_action(window, menu, "Zoom 1:1 (actual pixels)", window.view.zoom_actual_pixels, "Ctrl+1")
     add_action(window, menu, "Next image", lambda: files.step_image(1), QKeySequence.StandardKey.MoveToNextPage)
     add_action(window, menu, "Previous image", lambda: files.step_image(-1), QKeySequence.StandardKey.MoveToPreviousPage)
     menu.addSeparator()

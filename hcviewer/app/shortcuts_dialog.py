@@ -10,8 +10,11 @@ from PySide6.QtWidgets import (
 COMMAND = "command"  # an action's fixed name, where its text changes (Undo paint mask)
 MOUSE = (  # what the canvas does with the mouse (no menu command to read it from)
     ("Canvas", "Wheel", "Zoom"),
-    ("Canvas", "Drag (select mode)", "Pan, or move a box; its corners resize it"),
-    ("Canvas", "Click a box", "Select and segment it"),
+    ("Canvas", "Drag (select mode)", "Pan, also inside a box"),
+    ("Canvas", "Alt+drag a box", "Move the box"),
+    ("Canvas", "Drag the top square", "Move the selected box"),
+    ("Canvas", "Drag a corner", "Resize the selected box"),
+    ("Canvas", "Click a box", "Select and segment it (again after Reject)"),
     ("Canvas", "Drag (draw mode, D)", "Draw a new box"),
     ("Canvas", "Drag (brush, B / E)", "Paint on / erase from the mask"),
 )

@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, Qt
-from PySide6.QtWidgets import QInputDialog, QMenu
 
 from hcviewer.annotation.annotation_file import encode_mask
 from hcviewer.annotation.document import Change
 from hcviewer.annotation.mask_crops import MaskCrop, box_map_crop, crop_from_rle, crop_mask, remember_crop
 from hcviewer.annotation.wording import plural
+from hcviewer.app.class_picker import ClassPicker
 from hcviewer.app.image_view import Mode
 from hcviewer.app.mask_jobs import SYNC_PIXELS, MaskJobs
 from hcviewer.app.overlays import ACCEPTED_COLOR
@@ -38,8 +38,9 @@ class AnnotationController(QObject):
         self._busy: set[int] = set()  # boxes being accepted in the background
         self._queued_strokes: dict[int, list] = {}  # box id -> strokes to paint after the one painting
         self._last_label: str | None = None  # the class last set (C): new boxes take it
-        self._added_classes: list[str] = []  # New class… this session
-        self.class_menu = QMenu(window)
+        self._added_classes: list[str] = []  # new names typed in the class picker this session
+        self.class_picker = ClassPicker(window)
+        self.class_picker.picked.connect(self._class_picked)
         self.stroke_curve = pg.PlotCurveItem()  # the brush stroke being painted
         self.stroke_curve.setZValue(50)
         canvas = window.view.viewbox
@@ -247,29 +248,19 @@ class AnnotationController(QObject):
         return self._last_label or "object"
 
     def show_class_menu(self) -> None:
-        """Set class (C): a menu of the classes at the selected box, and New class…."""
+        """Set class (C): the class picker (type to filter, or a new name) at the selected box."""
         box = self.window.canvas.selected_box()
         if box is None:
             self.window.statusBar().showMessage("Select a box to set its class.", 5000)
             return
-        menu = self.class_menu
-        menu.clear()
-        for name in self.class_names():
-            action = menu.addAction(name)
-            action.setCheckable(True)
-            action.setChecked(name == box.label)
-            action.triggered.connect(lambda _=False, n=name: self.set_label(n))
-        menu.addSeparator()
-        menu.addAction("New class…").triggered.connect(self._new_class)
         view = self.window.view
         corner = view.mapFromScene(view.viewbox.mapViewToScene(QPointF(float(box.xyxy[0]), float(box.xyxy[1]))))
-        menu.popup(view.mapToGlobal(corner))  # not exec(): the window stays responsive
+        self.class_picker.popup(self.class_names(), box.label, view.mapToGlobal(corner))
 
-    def _new_class(self) -> None:
-        name, ok = QInputDialog.getText(self.window, "New class", "Name of the new class:")
-        if ok and name.strip():
-            self._added_classes.append(name.strip())
-            self.set_label(name.strip())
+    def _class_picked(self, name: str) -> None:
+        if name not in self.class_names():
+            self._added_classes.append(name)
+        self.set_label(name)
 
     def set_label(self, label: str) -> None:
         """Set the selected box's class; new boxes take it too."""

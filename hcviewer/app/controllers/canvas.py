@@ -128,13 +128,38 @@ class CanvasController(QObject):
             item.shift_label(shift, pixel_height)
 
     def select_box(self, box_id: int) -> None:
-        if box_id == self.state.selected_id:
-            return
-        self.state.select(box_id)
+        """Select and segment a box (a click, Tab). A click on the selected box does nothing,
+        unless its result was rejected: then the click asks for a proposal again."""
         view = self.state.views.get(box_id)
+        if box_id == self.state.selected_id:
+            box = self.visible_boxes().get(box_id)
+            if box is None or not box.rejected or view is not None:
+                return
+        self.state.select(box_id)
         segmentation = self.window.segmentation
         if view is None or view.taps != segmentation.taps() or not view.contributions:
             segmentation.segment_selected()  # "segment all" results lack the probe's per-tap contributions
+
+    def select_next(self, step: int) -> None:
+        """Tab / Shift+Tab: select the next (``step`` 1) or previous (-1) shown box by number,
+        round the end; the first or the last when none is selected."""
+        numbers = sorted(self.visible_boxes())
+        if not numbers:
+            return
+        if self.state.selected_id in numbers:
+            at = (numbers.index(self.state.selected_id) + step) % len(numbers)
+        else:
+            at = 0 if step > 0 else -1
+        self.select_box(numbers[at])
+        self._bring_into_view(self.visible_boxes()[numbers[at]].xyxy)
+
+    def _bring_into_view(self, xyxy: np.ndarray) -> None:
+        """Pan (at the same zoom) to centre a box that is not wholly in view: Tab at 1:1 zoom."""
+        viewbox = self.window.view.viewbox
+        shown, (x0, y0, x1, y1) = viewbox.viewRect(), (float(v) for v in xyxy)
+        if not shown.contains(QRectF(x0, y0, x1 - x0, y1 - y0)):
+            centre = shown.center()
+            viewbox.translateBy(((x0 + x1) / 2 - centre.x(), (y0 + y1) / 2 - centre.y()))
 
     # ------------------------------------------------------------------------------ results
     def drop_result(self, box_id: int) -> None:
@@ -274,9 +299,10 @@ class CanvasController(QObject):
 
 
 def box_label(box: "Box") -> str:
-    """The text drawn at a box: its class and detector score."""
+    """The text drawn at a box: its number (as the legend and the result panel name it, kept
+    in the saved file), class and detector score."""
     score = "" if box.score is None else f" {box.score:.2f}"
-    return f"{box.label}{score}"
+    return f"#{box.id} {box.label}{score}"
 
 
 def head_outputs(view: "BoxView", label: str, heads: HeadScope) -> tuple[np.ndarray | None, ...]:
