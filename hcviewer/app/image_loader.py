@@ -3,11 +3,13 @@
 A photo larger than the screen is also shrunk there for display (``display_image``): drawing a
 12000 x 9000 photo itself cost the GUI thread seconds at every zoom. A large JPEG is first
 decoded reduced by libjpeg for that display (``previewed``: the picture in 0.5 s, not 1.3 s),
-then whole for the model, whose boxes and masks are in the photo's own pixels."""
+while another thread decodes it whole for the model, whose boxes and masks are in the photo's
+own pixels."""
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, Sequence
 
 import cv2
@@ -54,19 +56,22 @@ class ImageLoader(QObject):
     def __init__(self) -> None:
         super().__init__()
         self.wanted_key: str | None = None  # written by the GUI thread; stale loads are skipped
+        # The whole decode, on another core meanwhile (OpenCV releases the GIL while decoding).
+        self.whole_decoder = ThreadPoolExecutor(1, thread_name_prefix="hcviewer-decode")
 
     @Slot(str, object, object)
     def load(self, key: str, path: str | os.PathLike, ground_truths: Sequence[GroundTruthMask]) -> None:
         if key != self.wanted_key:
             return
+        whole = self.whole_decoder.submit(read_image, path)
         try:
             preview = read_jpeg_preview(path, DISPLAY_MAX_SIDE)
             display = None if preview is None else display_image(preview[0].rgb)
             if preview is not None:
                 self.previewed.emit(key, display, preview[1])
             if key != self.wanted_key:
-                return  # another image was asked for meanwhile
-            image = read_image(path).rgb
+                return  # another image was asked for meanwhile (its decode waits for this one's)
+            image = whole.result().rgb
         except ImageReadError as exc:
             self.failed.emit(key, readable(str(exc)))  # a str signal would drop undecodable bytes
             return
@@ -95,4 +100,6 @@ class ImageLoaderService(QObject):
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         self.loader.wanted_key = None
         self.thread.quit()
-        return self.thread.wait(timeout_ms)
+        stopped = self.thread.wait(timeout_ms)
+        self.loader.whole_decoder.shutdown(wait=False, cancel_futures=True)
+        return stopped
