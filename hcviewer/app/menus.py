@@ -112,7 +112,8 @@ def _view_menu(window: "MainWindow", menu: QMenu) -> None:
     add_action(window, menu, "Previous image", lambda: files.step_image(-1), QKeySequence.StandardKey.MoveToPreviousPage)
     menu.addSeparator()
     toggles = (("Figure-ground mask", panel.show_mask), ("Parts", panel.show_parts),
-               ("Keypoints", panel.show_keypoints), ("Ground truth", panel.show_gt))
+               ("Keypoints", panel.show_keypoints), ("Ground truth", panel.show_gt),
+               ("Selected box only", panel.selected_only))
     for key, (text, box) in enumerate(toggles, start=1):
         _mirror(add_action(window, menu, f"Show {text.lower()}", None, str(key), checkable=True), box)
     menu.addSeparator()

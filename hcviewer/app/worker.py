@@ -112,6 +112,7 @@ class ModelWorker(QObject):
 
     modelLoaded = Signal(object)  # ModelInfo
     modelFailed = Signal(str)
+    featuresStarted = Signal(str)  # image key: the trunk runs (seconds on a large photo)
     imageReady = Signal(str, float)  # image key, trunk seconds
     predicted = Signal(object)  # BoxResult
     compared = Signal(object)  # CompareResult
@@ -165,6 +166,7 @@ class ModelWorker(QObject):
             return 0.0
         if self._image is None or self._image.key != key:
             raise LookupError(f"image {key} is not loaded in the worker")
+        self.featuresStarted.emit(key)
         seconds = self._predictor.set_image(self._image.rgb)
         self._features_key = key
         self.imageReady.emit(key, seconds)

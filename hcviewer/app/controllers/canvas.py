@@ -80,6 +80,8 @@ class CanvasController(QObject):
             if box is not None:
                 item.set_state(box_id == self.state.selected_id, self.accepted_color(box) if box.accepted else None,
                                box_label(box))
+        if self.display.selected_only:
+            self.draw_annotation()  # the newly selected box's accepted mask and ground truth
         self.draw_results()
         self.update_result_panel()
 
@@ -203,7 +205,7 @@ class CanvasController(QObject):
         boxes, heads = self.visible_boxes(), self.window.project.heads
         entries, key = [], [self.state.image_key, self.display.key(), skeleton, heads]
         for box_id, view in self.state.views.items():
-            if box_id == self.state.selected_id or box_id not in boxes:
+            if box_id == self.state.selected_id or box_id not in boxes or self.display.selected_only:
                 continue
             # An accepted mask is drawn by the annotation layer; the model's mask would hide edits.
             accepted, label = boxes[box_id].accepted, boxes[box_id].label
@@ -231,6 +233,8 @@ class CanvasController(QObject):
         """Accepted masks (the annotation) over the model's results, each in its colour, with
         their legend; ground truth outlines when asked for."""
         boxes = self.visible_boxes().values()
+        if self.display.selected_only:  # View > Show selected box only
+            boxes = [b for b in boxes if b.id == self.state.selected_id]
         accepted = [b for b in boxes if b.accepted]
         colors = [self.accepted_color(b) for b in accepted]
         crops = tuple(b.mask_crop for b in accepted)

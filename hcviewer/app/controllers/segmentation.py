@@ -69,6 +69,7 @@ class SegmentationController(QObject):
         self._load_started = time.perf_counter()
         hold_collections()  # until it has loaded: see gui_gc
         self.window.device_label.setText(f"Model: loading {Path(path).name}…")
+        self.window.layers.model_loading(Path(path).name)
         self.window.model.load(str(path), self.window.device)
 
     def _model_loaded(self, info: ModelInfo) -> None:
@@ -97,6 +98,7 @@ class SegmentationController(QObject):
         release_collections()
         info = self.state.model_info  # a model loaded before keeps working
         self.window.device_label.setText("Model: not loaded" if info is None else f"Device: {info.device}")
+        self.window.layers.model_failed(message)
         self.window.show_message(message, "Model")
 
     def _image_ready(self, key: str, seconds: float) -> None:
@@ -126,8 +128,8 @@ class SegmentationController(QObject):
         bad = [b for b in boxes if problems[b.id] is not None]
         if bad and report:
             lines = [f"{describe_box(b.label, b.xyxy)} {problems[b.id]}: skipped." for b in bad[:MAX_LISTED]]
-            self.window.show_message("\n".join(line[0].upper() + line[1:] for line in lines)
-                                     + "\nMove such a box onto the image, or delete it (Del).", "Segment")
+            self.window.show_notice("\n".join(line[0].upper() + line[1:] for line in lines)
+                                    + "\nMove such a box onto the image, or delete it (Del).")
         boxes = [b for b in boxes if problems[b.id] is None]
         if not boxes:
             return
@@ -135,6 +137,7 @@ class SegmentationController(QObject):
             self.state.image_key, [b.id for b in boxes], np.array([b.xyxy for b in boxes], np.float64),
             taps=self.taps(), categories=self._categories(boxes), contributions=contributions,
             refine=self.window.display.refine_edges))
+        self.window.busy.start("segment", "Segmenting…")
         self.window.result_label.setText("Segmenting…")
 
     def _categories(self, boxes: list["Box"]) -> list[str] | None:
@@ -311,8 +314,7 @@ class SegmentationController(QObject):
                                 "Segment all images")
         skipped = [f"{Path(r.image_path).name}: {box.describe()}" for r in batch.results for box in r.skipped]
         if skipped:
-            window.show_message(f"{plural(len(skipped), 'box')} skipped (move such a box onto its image or delete it):\n"
-                                + "\n".join(skipped[:MAX_LISTED]) + ("\n…" if len(skipped) > MAX_LISTED else ""),
-                                "Segment all images")
+            window.show_notice(f"{plural(len(skipped), 'box')} skipped (move such a box onto its image or delete it):\n"
+                               + "\n".join(skipped[:MAX_LISTED]) + ("\n…" if len(skipped) > MAX_LISTED else ""))
         if self.state.image is not None:
             self.redraw_results()
