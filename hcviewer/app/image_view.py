@@ -20,6 +20,7 @@ class Mode(Enum):
     DRAW = "draw"
     BRUSH_ADD = "brush_add"
     BRUSH_ERASE = "brush_erase"
+    POLYGON = "polygon"  # edit the selected accepted mask's polygon (app/polygon_items.py)
 
 
 class CanvasViewBox(pg.ViewBox):
@@ -40,7 +41,7 @@ class CanvasViewBox(pg.ViewBox):
         self.addItem(self._band_item, ignoreBounds=True)
 
     def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt naming
-        if ev.button() != Qt.MouseButton.LeftButton or self.mode == Mode.SELECT:
+        if ev.button() != Qt.MouseButton.LeftButton or self.mode in (Mode.SELECT, Mode.POLYGON):
             super().mouseDragEvent(ev, axis)
             return
         ev.accept()

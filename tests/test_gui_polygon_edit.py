@@ -1,0 +1,155 @@
+"""Edit polygon mode (issue 22 item 11) in the real window, with real mouse events: entering it
+changes nothing; dragging a vertex, dragging an edge (a new vertex) and deleting a vertex each
+change the mask as ONE undo step; Ctrl+Z gives back the exact mask; a save keeps the edit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+
+from hcviewer.app.image_view import Mode
+from test_gui_app import (  # noqa: F401
+    _saved_and_reopened_masks, _segment_first_box, _wait, _write_dataset, make_window, window,
+)
+from test_gui_widgets import _widget_point
+
+pytestmark = pytest.mark.slow
+
+# The accepted mask: image pixels x 50..99, y 40..79, a rectangle whose corners are the pixels'
+# centres (50.5, 40.5) .. (99.5, 79.5).
+X0, Y0, X1, Y1 = 50, 40, 100, 80
+
+
+def _box(window):
+    return next(b for b in window.current_document().boxes if b.id == window.state.selected_id)
+
+
+@pytest.fixture
+def editing(window, qtbot):
+    """The window with the first box's mask accepted as the rectangle, in Edit polygon mode (P)."""
+    box_id = _segment_first_box(qtbot, window)
+    mask = np.zeros((120, 160), bool)
+    mask[Y0:Y1, X0:X1] = True
+    window.project.accept(0, box_id, mask)
+    window.activateWindow()
+    QTest.keyClick(window, Qt.Key.Key_P)
+    assert window.view.viewbox.mode == Mode.POLYGON
+    return window
+
+
+def _vertices(window) -> list[list[tuple[float, float]]]:
+    return [[(round(h.pos().x(), 1), round(h.pos().y(), 1)) for h in ring] for ring in window.annotation.polygons._handles]
+
+
+def _point(window, x: float, y: float) -> QPoint:
+    return _widget_point(window.view, x, y)
+
+
+def _drag(window, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Press at image point ``start``, move to ``end`` and release, as a hand does (the pointer
+    hovers first: pyqtgraph gives the press to the item the last hover found)."""
+    viewport, a, b = window.view.viewport(), _point(window, *start), _point(window, *end)
+    QTest.mouseMove(viewport, a)
+    QTest.qWait(30)
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a)
+    for t in np.linspace(0, 1, 6)[1:]:
+        QTest.mouseMove(viewport, a + (b - a) * float(t))
+        QTest.qWait(30)  # pyqtgraph's scene drops move events that come faster than its frame rate
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, b)
+
+
+def _undo(window) -> None:
+    QTest.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+
+
+def test_entering_the_mode_shows_the_masks_polygon_and_changes_nothing(editing):
+    window = editing
+    box = _box(window)
+    assert sorted(_vertices(window)[0]) == [(50.5, 40.5), (50.5, 79.5), (99.5, 40.5), (99.5, 79.5)]
+    edits = window.project.history.edits()
+    assert edits[-1].name == "accept"
+    assert window.finish_polygon_action.isEnabled()
+    QTest.keyClick(window, Qt.Key.Key_Return)  # Enter leaves the mode, as Escape does
+    assert window.view.viewbox.mode == Mode.SELECT and _vertices(window) == []
+    QTest.keyClick(window, Qt.Key.Key_P)
+    QTest.keyClick(window, Qt.Key.Key_Escape)
+    assert window.view.viewbox.mode == Mode.SELECT
+    assert _box(window).mask_rle is box.mask_rle and window.project.history.edits() == edits
+
+
+def test_dragging_a_vertex_moves_the_mask_in_one_undo_step_and_ctrl_z_restores_it_exactly(editing, qtbot):
+    window = editing
+    before = _box(window).mask.copy()
+    edits = len(window.project.history.edits())
+    _drag(window, (99.5, 79.5), (109.5, 89.5))  # the bottom-right corner, 10 px down and right
+    _wait(qtbot, lambda: window.project.history.undo_name() == "move vertex", 5000)
+    after = _box(window).mask
+    assert len(window.project.history.edits()) == edits + 1
+    assert after[84, 104] and not before[84, 104]  # on the diagonal it was dragged along
+    assert np.array_equal(after[Y0:Y1, X0:X1], before[Y0:Y1, X0:X1]) and not after[:, :X0].any()
+    corner = next(v for v in _vertices(window)[0] if v[0] > 100)
+    assert corner == pytest.approx((109.5, 89.5), abs=1.0)
+    assert window.undo_action.text() == "Undo move vertex"
+    _undo(window)
+    assert np.array_equal(_box(window).mask, before)
+    assert sorted(_vertices(window)[0])[-1] == (99.5, 79.5)  # the polygon as it was
+    QTest.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert np.array_equal(_box(window).mask, after)
+
+
+def test_dragging_an_edge_adds_a_vertex_there_in_one_undo_step(editing, qtbot):
+    window = editing
+    before = _box(window).mask.copy()
+    _drag(window, (99.5, 60.0), (114.5, 60.0))  # the right edge's middle pulled out 15 px
+    _wait(qtbot, lambda: window.project.history.undo_name() == "add vertex", 5000)
+    assert len(_vertices(window)[0]) == 5
+    after = _box(window).mask
+    assert after[60, 110] and not after[42, 110] and not before[60, 110]
+    _undo(window)
+    assert np.array_equal(_box(window).mask, before) and len(_vertices(window)[0]) == 4
+
+
+def test_deleting_vertices_by_right_click_and_del_each_one_undo_step_down_to_three(editing, qtbot):
+    window = editing
+    before = _box(window).mask.copy()
+    viewport = window.view.viewport()
+    corner = _point(window, 99.5, 79.5)
+    QTest.mouseMove(viewport, corner)
+    QTest.qWait(30)
+    QTest.mouseClick(viewport, Qt.MouseButton.RightButton, Qt.KeyboardModifier.NoModifier, corner)
+    _wait(qtbot, lambda: window.project.history.undo_name() == "delete vertex", 5000)
+    triangle = _box(window).mask.copy()
+    assert len(_vertices(window)[0]) == 3 and not triangle[78, 98] and triangle[41, 51]
+    corner = _point(window, 50.5, 40.5)
+    QTest.mouseMove(viewport, corner)
+    QTest.qWait(30)
+    QTest.mouseClick(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, corner)
+    assert window.annotation.polygons.selected is not None
+    edits = len(window.project.history.edits())
+    QTest.keyClick(window, Qt.Key.Key_Delete)  # a triangle keeps its vertices; the box stays too
+    assert len(_vertices(window)[0]) == 3 and len(window.project.history.edits()) == edits
+    assert "at least 3" in window.statusBar().currentMessage() and len(window.current_document().boxes) == 2
+    _undo(window)
+    assert np.array_equal(_box(window).mask, before) and len(_vertices(window)[0]) == 4
+    window.annotation.polygons.select_vertex(0, 0)
+    QTest.keyClick(window, Qt.Key.Key_Delete)
+    assert window.project.history.undo_name() == "delete vertex" and len(_vertices(window)[0]) == 3
+
+
+def test_an_edit_is_saved_and_reopened(editing, qtbot, make_window, tmp_path):
+    window = editing
+    _drag(window, (50.5, 40.5), (45.5, 30.5))
+    _wait(qtbot, lambda: window.project.history.undo_name() == "move vertex", 5000)
+    edited = _box(window).mask.copy()
+    masks = _saved_and_reopened_masks(window, make_window, qtbot, tmp_path / "annotation.json")
+    assert len(masks) == 1 and np.array_equal(masks[0], edited)
+
+
+def test_the_mode_needs_an_accepted_mask(window, qtbot):
+    _segment_first_box(qtbot, window)
+    window.activateWindow()
+    QTest.keyClick(window, Qt.Key.Key_P)
+    assert window.view.viewbox.mode == Mode.SELECT
+    assert "accepted mask" in window.statusBar().currentMessage()
