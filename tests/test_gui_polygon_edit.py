@@ -40,7 +40,14 @@ def editing(window, qtbot):
 
 
 def _vertices(window) -> list[list[tuple[float, float]]]:
-    return [[(round(h.pos().x(), 1), round(h.pos().y(), 1)) for h in ring] for ring in window.annotation.polygons._handles]
+    """Each ring's vertices as drawn (the vertex layer's points), ring after ring."""
+    editor = window.annotation.polygons
+    x, y = editor.vertices.getData()
+    drawn, rings = list(zip(np.round(x, 1).tolist(), np.round(y, 1).tolist())), []
+    for ring in editor.polygons:
+        rings.append(drawn[:len(ring.points)])
+        drawn = drawn[len(ring.points):]
+    return rings if editor.vertices.isVisible() else []
 
 
 def _point(window, x: float, y: float) -> QPoint:
@@ -153,3 +160,34 @@ def test_the_mode_needs_an_accepted_mask(window, qtbot):
     QTest.keyClick(window, Qt.Key.Key_P)
     assert window.view.viewbox.mode == Mode.SELECT
     assert "accepted mask" in window.statusBar().currentMessage()
+
+
+def test_double_clicking_an_edge_adds_a_vertex_to_drag_and_no_undo_step(editing, qtbot):
+    window = editing
+    edits = window.project.history.edits()
+    viewport, edge = window.view.viewport(), _point(window, 75.0, 79.5)  # the bottom edge's middle
+    QTest.mouseMove(viewport, edge)
+    QTest.qWait(30)
+    # what a double-click sends: press, release, double-click, release (QTest's sends the third alone)
+    QTest.mouseClick(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, edge)
+    QTest.mouseDClick(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, edge)
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, edge)
+    _wait(qtbot, lambda: len(_vertices(window)[0]) == 5, 5000)
+    assert window.project.history.edits() == edits  # the mask is as it was
+    added = next(v for v in _vertices(window)[0] if 60 < v[0] < 90)
+    assert added == pytest.approx((75.0, 79.5), abs=1.0)
+    _drag(window, added, (added[0], 100.5))
+    _wait(qtbot, lambda: window.project.history.undo_name() == "move vertex", 5000)
+    assert _box(window).mask[95, 75] and not _box(window).mask[95, 55]
+
+
+def test_another_accepted_box_shows_its_polygon_and_undoing_the_accept_ends_the_mode(editing, qtbot):
+    window = editing
+    other = max(window.canvas.box_items)
+    mask = np.zeros((120, 160), bool)
+    mask[70:100, 15:40] = True
+    window.project.accept(0, other, mask)
+    window.canvas.select_box(other)
+    _wait(qtbot, lambda: sorted(_vertices(window)[0]) == [(15.5, 70.5), (15.5, 99.5), (39.5, 70.5), (39.5, 99.5)])
+    _undo(window)  # the accept: nothing left to edit
+    assert window.view.viewbox.mode == Mode.SELECT and _vertices(window) == []

@@ -103,11 +103,31 @@ def test_moving_a_vertex_in_leaves_no_sliver_of_the_old_boundary():
     assert np.array_equal(edited[far], mask[far])
 
 
+@pytest.mark.parametrize("edit", ["move", "insert", "delete"])
+def test_an_edit_of_any_vertex_redraws_what_drawing_everything_would(edit):
+    """``apply_edit`` redraws only near the changed vertices: the same mask as redrawing the
+    whole image would give, whichever vertex (the first and last too) and whichever ring."""
+    mask = _disc(60, 60, 40) & ~_disc(60, 60, 15) | _disc(135, 30, 12)
+    crop = crop_mask(mask)
+    polygons = mask_to_polygons(crop)
+    for ring, points in enumerate(r.points for r in polygons):
+        for index in range(len(points)):
+            if edit == "move":
+                after = move_vertex(polygons, ring, index, points[index] + (7.3, -5.1))
+            elif edit == "insert":
+                after = insert_vertex(polygons, ring, index, points[index - 1] + (4.0, 6.0))
+            else:
+                after = delete_vertex(polygons, ring, index)
+            drawn = rasterize(after, 0, 0, SIZE[1], SIZE[0])
+            expected = np.where(_near(drawn != rasterize(polygons, 0, 0, SIZE[1], SIZE[0])), drawn, mask)
+            assert np.array_equal(apply_edit(crop, polygons, after).full(), expected), (ring, index)
+
+
 def test_inserting_a_vertex_on_an_edge_changes_no_pixel_and_deleting_it_neither():
     crop = _square()
     polygons = mask_to_polygons(crop)
-    index, point, distance = nearest_edge(polygons[0].points, (41.0, 15.0))
-    assert distance == pytest.approx(1.5) and point.tolist() == [39.5, 15.0]
+    ring, index, point, distance = nearest_edge(polygons, (41.0, 15.0))
+    assert ring == 0 and distance == pytest.approx(1.5) and point.tolist() == [39.5, 15.0]
     added = insert_vertex(polygons, 0, index, point)
     assert len(added[0].points) == 5 and added[0].points[index].tolist() == [39.5, 15.0]
     assert apply_edit(crop, polygons, added) is crop

@@ -101,20 +101,30 @@ def rasterize(polygons: Polygons, x0: int, y0: int, width: int, height: int) -> 
     runs through the part's pixels around the hole, as ``mask_to_polygons`` traces it)."""
     canvas = np.zeros((height, width), np.uint8)
     for ring in sorted(polygons, key=lambda r: r.depth):
-        points = [np.round((ring.points - (x0 + 0.5, y0 + 0.5)) * (1 << _SHIFT)).astype(np.int32)]
-        if not ring.is_hole:
-            cv2.fillPoly(canvas, points, 1, cv2.LINE_8, _SHIFT)
-            continue
-        hole = np.zeros_like(canvas)
-        cv2.fillPoly(hole, points, 1, cv2.LINE_8, _SHIFT)
-        cv2.polylines(hole, points, True, 0, 1, cv2.LINE_8, _SHIFT)
-        canvas[hole > 0] = 0
+        pixels = ring.points - 0.5  # pixel centres at whole numbers, as cv2 draws
+        (lx, ly), (hx, hy) = np.floor(pixels.min(0)).astype(int) - 1, np.ceil(pixels.max(0)).astype(int) + 2
+        ix0, iy0, ix1, iy1 = max(lx, x0), max(ly, y0), min(hx, x0 + width), min(hy, y0 + height)
+        if ix1 <= ix0 or iy1 <= iy0:
+            continue  # covers none of these pixels (an edit redraws a small region of a large mask)
+        # Each ring is drawn whole on its own bounding box: cv2 draws an edge it clips a little
+        # differently, so drawing on the region alone made an edit flip pixels of edges it left.
+        own, points = np.zeros((hy - ly, hx - lx), np.uint8), [_fixed(pixels - (lx, ly))]
+        cv2.fillPoly(own, points, 1, cv2.LINE_8, _SHIFT)
+        if ring.is_hole:
+            cv2.polylines(own, points, True, 0, 1, cv2.LINE_8, _SHIFT)
+        inside = own[iy0 - ly:iy1 - ly, ix0 - lx:ix1 - lx] > 0
+        canvas[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0][inside] = 0 if ring.is_hole else 1
     return canvas.astype(bool)
+
+
+def _fixed(pixels: np.ndarray) -> np.ndarray:
+    """int32 [N, 2] in cv2's fixed point (``_SHIFT`` fractional bits)."""
+    return np.round(pixels * (1 << _SHIFT)).astype(np.int32)
 
 
 def polygons_mask(polygons: Polygons, image_size: tuple[int, int]) -> MaskCrop:
     """The polygons drawn over an image of ``image_size`` (height, width), as a crop."""
-    x0, y0, x1, y1 = _bounds(polygons, image_size)
+    x0, y0, x1, y1 = _bounds(np.concatenate([r.points for r in polygons] or [np.zeros((0, 2))]), image_size)
     return crop_mask(rasterize(polygons, x0, y0, x1 - x0, y1 - y0), x0, y0, image_size)
 
 
@@ -122,10 +132,10 @@ def apply_edit(crop: MaskCrop, before: Polygons, after: Polygons) -> MaskCrop:
     """The mask ``crop`` after its polygons changed from ``before`` to ``after``: the pixels
     whose drawing changed, and those within ``EDIT_MARGIN`` px of them, take the ``after``
     drawing; every other pixel keeps its value."""
-    changed = [r for r in before + after if not any(r is s for s in before) or not any(r is s for s in after)]
-    if not changed:
+    changed = _changed_points(before, after)
+    if not len(changed):
         return crop
-    x0, y0, x1, y1 = _bounds(tuple(changed), crop.image_size, margin=EDIT_MARGIN + 1)
+    x0, y0, x1, y1 = _bounds(changed, crop.image_size, margin=EDIT_MARGIN + 1)
     if x1 <= x0 or y1 <= y0:
         return crop
     drawn = rasterize(after, x0, y0, x1 - x0, y1 - y0)
@@ -144,12 +154,34 @@ def apply_edit(crop: MaskCrop, before: Polygons, after: Polygons) -> MaskCrop:
     return crop_mask(whole, ux0, uy0, crop.image_size)
 
 
-def _bounds(polygons: Polygons, image_size: tuple[int, int], margin: int = 1) -> tuple[int, int, int, int]:
-    """The pixels (x0, y0, x1, y1), clipped to the image, that the polygons may cover, ``margin`` px around."""
+def _changed_points(before: Polygons, after: Polygons) -> np.ndarray:
+    """[K, 2]: the vertices an edit moved, added or removed, with their neighbours (the edges
+    that changed run between them); only these bound the pixels to redraw (a large photo's
+    mask has thousands of vertices)."""
+    runs = [r.points for r in before[len(after):] + after[len(before):]]  # rings added or removed: whole
+    for old, new in zip(before, after):
+        if old is not new:
+            runs += _changed_run(old.points, new.points)
+    return np.concatenate(runs) if runs else np.zeros((0, 2))
+
+
+def _changed_run(old: np.ndarray, new: np.ndarray) -> list[np.ndarray]:
+    """Of two versions of a ring, the vertices between their common start and common end, and
+    the vertex either side."""
+    n = min(len(old), len(new))
+    same = np.all(old[:n] == new[:n], axis=1)
+    start = int(np.argmin(same)) if not same.all() else n
+    same_end = np.all(old[len(old) - n:][::-1] == new[len(new) - n:][::-1], axis=1)
+    end = min(int(np.argmin(same_end)) if not same_end.all() else n, n - start)
+    return [points[np.arange(start - 1, len(points) - end + 1) % len(points)] for points in (old, new)]
+
+
+def _bounds(points: np.ndarray, image_size: tuple[int, int], margin: int = 1) -> tuple[int, int, int, int]:
+    """The pixels (x0, y0, x1, y1), clipped to the image, that polygons through ``points`` may
+    cover near them, ``margin`` px around."""
     height, width = image_size
-    if not polygons:
+    if not len(points):
         return 0, 0, 0, 0
-    points = np.concatenate([r.points for r in polygons])
     x0, y0 = np.floor(points.min(0)).astype(int) - margin
     x1, y1 = np.ceil(points.max(0)).astype(int) + margin
     return max(0, x0), max(0, y0), min(width, x1), min(height, y1)
@@ -181,15 +213,18 @@ def _replaced(polygons: Polygons, ring: int, points: np.ndarray) -> Polygons:
     return polygons[:ring] + (Ring(points, polygons[ring].depth),) + polygons[ring + 1:]
 
 
-def nearest_edge(points: np.ndarray, xy: tuple[float, float]) -> tuple[int, np.ndarray, float]:
-    """Of a closed ring's edges, the one nearest ``xy``: (the index its end vertex has, so that
-    ``insert_vertex`` at that index splits it; the nearest point on it; the distance)."""
-    start, end = points, np.roll(points, -1, axis=0)
-    along = end - start
-    length2 = np.maximum((along ** 2).sum(1), 1e-12)
-    t = np.clip(((np.asarray(xy, np.float64) - start) * along).sum(1) / length2, 0.0, 1.0)
-    nearest = start + t[:, None] * along
-    distances = np.hypot(*(nearest - xy).T)
-    edge = int(np.argmin(distances))
-    return edge + 1, nearest[edge], float(distances[edge])
+def nearest_edge(polygons: Polygons, xy: tuple[float, float]) -> tuple[int, int, np.ndarray, float]:
+    """Of the rings' edges, the one nearest ``xy``: (its ring; the index its end vertex has, so
+    that ``insert_vertex`` at that index splits it; the nearest point on it; the distance)."""
+    best = (0, 0, np.asarray(xy, np.float64), np.inf)
+    for ring, points in enumerate(r.points for r in polygons):
+        start, along = points, np.roll(points, -1, axis=0) - points
+        length2 = np.maximum((along ** 2).sum(1), 1e-12)
+        t = np.clip(((np.asarray(xy, np.float64) - start) * along).sum(1) / length2, 0.0, 1.0)
+        nearest = start + t[:, None] * along
+        distances = np.hypot(*(nearest - xy).T)
+        edge = int(np.argmin(distances))
+        if distances[edge] < best[3]:
+            best = (ring, edge + 1, nearest[edge], float(distances[edge]))
+    return best
 

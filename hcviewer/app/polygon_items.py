@@ -1,7 +1,7 @@
 """Edit polygon mode (P): the selected accepted mask's boundaries as polygons with vertex handles.
 
 Drag a vertex to move it, press on an edge and drag to add a vertex there, right-click a vertex
-(or select it and press Del) to delete it; double-click an edge to add a vertex on it without
+(or click it and press Del) to delete it; double-click an edge to add a vertex on it without
 changing the mask. The mask follows when the mouse is released (``polygons.apply_edit``), as ONE
 undoable ``Project.paint`` step, so save, autosave, recovery and undo treat it as a brush edit.
 Entering the mode changes nothing: the polygons are traced from the mask and kept here only.
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QPointF, QRectF, Qt
+from PySide6.QtCore import QObject, QPointF, Qt
 
 from hcviewer.annotation.annotation_file import encode_mask
 from hcviewer.annotation.mask_crops import remember_crop
@@ -36,65 +36,65 @@ POLYGON_Z = 40  # above the boxes (20, 30): a vertex on a box's corner is the ve
 KEPT_POLYGONS = 100  # masks whose polygons are remembered (undo shows the polygons edited, not retraced)
 
 
-class VertexHandle(pg.GraphicsObject):
-    """One vertex: a square of constant screen size. Drag moves it; a click selects it; a
-    right-click deletes it."""
+class VertexLayer(pg.ScatterPlotItem):
+    """Every vertex as a square of constant screen size, in ONE item (an item per vertex took
+    0.4 s per thousand to make). Dragging a vertex moves it; a click selects it; a right-click
+    deletes it. Presses away from the vertices pass on (to an edge, or to pan)."""
 
-    def __init__(self, editor: "PolygonEditor", ring: int, index: int) -> None:
-        super().__init__()
-        self.editor, self.ring, self.index = editor, ring, index
-        self.setFlag(self.GraphicsItemFlag.ItemIgnoresTransformations)
-        self.setAcceptedMouseButtons(Qt.MouseButton.LeftButton | Qt.MouseButton.RightButton)
+    def __init__(self, editor: "PolygonEditor") -> None:
+        super().__init__(size=HANDLE_PX, symbol="s", pen=pg.mkPen((0, 0, 0), width=1),
+                         brush=pg.mkBrush(255, 255, 255))
+        self.editor = editor
         self.setZValue(POLYGON_Z + 1)
-
-    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt naming
-        half = HANDLE_PX / 2 + 1
-        return QRectF(-half, -half, 2 * half, 2 * half)
-
-    def paint(self, painter, *_) -> None:
-        selected = self.editor.selected == (self.ring, self.index)
-        painter.setPen(pg.mkPen((0, 0, 0), width=1))
-        painter.setBrush(pg.mkBrush(SELECTED_COLOR if selected else (255, 255, 255)))
-        half = HANDLE_PX / 2
-        painter.drawRect(QRectF(-half, -half, 2 * half, 2 * half))
+        self._dragged: tuple[int, int] | None = None
 
     def hoverEvent(self, ev) -> None:  # noqa: N802 - pyqtgraph naming
-        if not ev.isExit():
+        if not ev.isExit() and self.editor.vertex_at(ev.scenePos()) is not None:
             ev.acceptDrags(Qt.MouseButton.LeftButton)
             ev.acceptClicks(Qt.MouseButton.LeftButton)
             ev.acceptClicks(Qt.MouseButton.RightButton)
 
     def mouseClickEvent(self, ev) -> None:  # noqa: N802 - pyqtgraph naming
-        ev.accept()
-        if ev.button() == Qt.MouseButton.RightButton:
-            self.editor.delete_vertex(self.ring, self.index)
-        else:
-            self.editor.select_vertex(self.ring, self.index)
-
-    def mouseDragEvent(self, ev) -> None:  # noqa: N802 - pyqtgraph naming
-        if ev.button() != Qt.MouseButton.LeftButton:
+        vertex = self.editor.vertex_at(ev.scenePos())
+        if vertex is None:
             ev.ignore()
             return
         ev.accept()
-        self.editor.drag_vertex(self.ring, self.index, self.editor.image_point(ev.scenePos()), ev.isStart(),
-                                ev.isFinish())
+        if ev.button() == Qt.MouseButton.RightButton:
+            self.editor.delete_vertex(*vertex)
+        else:
+            self.editor.select_vertex(*vertex)
+
+    def mouseDragEvent(self, ev) -> None:  # noqa: N802 - pyqtgraph naming
+        if ev.isStart() and ev.button() == Qt.MouseButton.LeftButton:
+            self._dragged = self.editor.vertex_at(ev.buttonDownScenePos())
+        if self._dragged is None or ev.button() != Qt.MouseButton.LeftButton:
+            ev.ignore()
+            return
+        ev.accept()
+        self.editor.drag_vertex(*self._dragged, self.editor.image_point(ev.scenePos()), ev.isStart(), ev.isFinish())
+        if ev.isFinish():
+            self._dragged = None
 
 
 class EdgeCurve(pg.PlotCurveItem):
-    """One ring's outline. Pressing near an edge and dragging adds a vertex there (moved with the
-    pointer); double-clicking adds one on the edge."""
+    """The outlines of the parts (or of the holes, dashed), in one item. Pressing near an edge
+    and dragging adds a vertex there, moved with the pointer; double-clicking adds one on it."""
 
-    def __init__(self, editor: "PolygonEditor", ring: int, hole: bool) -> None:
-        super().__init__(pen=brush_pen(OUTLINE_COLOR, width=2, dashed=hole), clickable=True)
+    def __init__(self, editor: "PolygonEditor", holes: bool) -> None:
+        super().__init__(pen=brush_pen(OUTLINE_COLOR, width=2, dashed=holes), connect="finite")
         self.setClickable(True, width=EDGE_PX)
-        self.editor, self.ring = editor, ring
+        self.editor = editor
+        self._vertex: tuple[int, int] | None = None  # the vertex a drag that began here moves
         self.setZValue(POLYGON_Z)
 
-    def set_points(self, points: np.ndarray) -> None:
-        closed = np.vstack([points, points[:1]])
-        self.setData(closed[:, 0], closed[:, 1])
+    def set_rings(self, rings: list[np.ndarray]) -> None:
+        """Closed rings, NaN between them."""
+        gap = np.full((1, 2), np.nan)
+        points = np.concatenate([np.vstack([r, r[:1], gap]) for r in rings]) if rings else np.zeros((0, 2))
+        self.setData(points[:, 0], points[:, 1])
 
-    def shape(self):  # only presses near an edge reach it, not those inside the polygon
+    def shape(self):  # only presses near an edge reach it, not those inside a polygon
         return self.mouseShape()
 
     def _near(self, pos: QPointF) -> bool:
@@ -111,20 +111,27 @@ class EdgeCurve(pg.PlotCurveItem):
             return
         ev.accept()
         if ev.double():
-            self.editor.add_vertex_on_edge(self.ring, self.editor.image_point(ev.scenePos()))
+            self.editor.add_vertex_on_edge(self.editor.image_point(ev.scenePos()))
 
     def mouseDragEvent(self, ev) -> None:  # noqa: N802 - pyqtgraph naming
         if ev.button() != Qt.MouseButton.LeftButton or (ev.isStart() and not self._near(ev.buttonDownPos())):
             ev.ignore()
             return
         ev.accept()
-        start = self.editor.image_point(ev.buttonDownScenePos())
-        self.editor.drag_edge(self.ring, start, self.editor.image_point(ev.scenePos()), ev.isStart(), ev.isFinish())
+        if ev.isStart():
+            # a vertex the pointer has not moved over since it appeared (a double-click made it)
+            # is not the hovered item yet: the press is still the vertex's
+            self._vertex = self.editor.vertex_at(ev.buttonDownScenePos())
+        point = self.editor.image_point(ev.scenePos())
+        if self._vertex is not None:
+            self.editor.drag_vertex(*self._vertex, point, ev.isStart(), ev.isFinish())
+        else:
+            self.editor.drag_edge(self.editor.image_point(ev.buttonDownScenePos()), point, ev.isStart(), ev.isFinish())
 
 
 class PolygonEditor(QObject):
     """The polygons of the selected accepted mask while the mode is on: traced from the mask,
-    drawn as ``EdgeCurve`` and ``VertexHandle`` items, edited and written back."""
+    drawn as two ``EdgeCurve`` and one ``VertexLayer``, edited and written back."""
 
     def __init__(self, window: "MainWindow") -> None:
         super().__init__(window)
@@ -136,9 +143,18 @@ class PolygonEditor(QObject):
         self._box_id: int | None = None
         self._known: OrderedDict[int, tuple[dict, Polygons]] = OrderedDict()  # id(mask_rle) -> (it, polygons)
         self._before_drag: Polygons | None = None  # the polygons when the drag began
-        self._edge_vertex = 0  # the vertex a drag from an edge added
-        self._curves: list[EdgeCurve] = []
-        self._handles: list[list[VertexHandle]] = []
+        self._edge_vertex = (0, 0)  # the vertex a drag from an edge added
+        self.outlines = EdgeCurve(self, holes=False)
+        self.hole_outlines = EdgeCurve(self, holes=True)
+        self.vertices = VertexLayer(self)
+        self.marker = pg.ScatterPlotItem(size=HANDLE_PX, symbol="s", pen=pg.mkPen((0, 0, 0), width=1),
+                                         brush=pg.mkBrush(*SELECTED_COLOR))  # the selected vertex
+        self.marker.setZValue(POLYGON_Z + 2)
+        self.marker.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        self.marker.mouseClickEvent = lambda ev: ev.ignore()  # clicks reach the vertex layer under it
+        for item in (self.outlines, self.hole_outlines, self.vertices, self.marker):
+            item.setVisible(False)
+            self.viewbox.addItem(item, ignoreBounds=True)
         window.state.subscribe(lambda _what: self.refresh())
 
     # ------------------------------------------------------------------------------ mode
@@ -153,10 +169,11 @@ class PolygonEditor(QObject):
         if active:
             self.window.statusBar().showMessage("Edit polygon: drag a vertex, or an edge to add one; right-click a "
                                                 "vertex to delete it. Enter or Esc when done.", 10000)
-        if not active:
+        else:
             self._known.clear()
-            self._clear()
-            self._box_id, self.selected = None, None
+            self._box_id, self.selected, self.polygons = None, None, ()
+        for item in (self.outlines, self.hole_outlines, self.vertices, self.marker):
+            item.setVisible(active)
         self.refresh()
 
     def refresh(self) -> None:
@@ -171,9 +188,8 @@ class PolygonEditor(QObject):
             return
         polygons = self._polygons_of(box)
         if polygons is not self.polygons or box.id != self._box_id:
-            self._box_id = box.id
-            self.selected = None
-            self._show(polygons)
+            self._box_id, self.selected, self.polygons = box.id, None, polygons
+            self._draw()
 
     def _polygons_of(self, box: "Box") -> Polygons:
         known = self._known.get(id(box.mask_rle))
@@ -189,35 +205,35 @@ class PolygonEditor(QObject):
         while len(self._known) > KEPT_POLYGONS:
             self._known.popitem(last=False)
 
-    # ------------------------------------------------------------------------------ items
-    def _clear(self) -> None:
-        for item in self._curves + [h for ring in self._handles for h in ring]:
-            self.viewbox.removeItem(item)
-        self._curves, self._handles, self.polygons = [], [], ()
+    # ------------------------------------------------------------------------------ drawing
+    def _draw(self) -> None:
+        self.outlines.set_rings([r.points for r in self.polygons if not r.is_hole])
+        self.hole_outlines.set_rings([r.points for r in self.polygons if r.is_hole])
+        points = self.all_points()
+        self.vertices.setData(pos=points)
+        self.marker.setData(pos=points[[self._flat(*self.selected)]] if self.selected else np.zeros((0, 2)))
 
-    def _show(self, polygons: Polygons) -> None:
-        self._clear()
-        self.polygons = polygons
-        for r, ring in enumerate(polygons):
-            curve = EdgeCurve(self, r, ring.is_hole)
-            curve.set_points(ring.points)
-            self.viewbox.addItem(curve, ignoreBounds=True)
-            self._curves.append(curve)
-            self._handles.append([])
-            for i in range(len(ring.points)):
-                self._add_handle(r, i)
+    def all_points(self) -> np.ndarray:
+        """[N, 2] every ring's vertices, ring after ring."""
+        return np.concatenate([r.points for r in self.polygons]) if self.polygons else np.zeros((0, 2))
 
-    def _add_handle(self, ring: int, index: int) -> None:
-        handle = VertexHandle(self, ring, index)
-        handle.setPos(QPointF(*self.polygons[ring].points[index]))
-        self.viewbox.addItem(handle, ignoreBounds=True)
-        self._handles[ring].insert(index, handle)
-        for i, later in enumerate(self._handles[ring]):
-            later.index = i
+    def _flat(self, ring: int, index: int) -> int:
+        return sum(len(r.points) for r in self.polygons[:ring]) + index
 
-    def _moved(self, ring: int, index: int) -> None:
-        self._curves[ring].set_points(self.polygons[ring].points)
-        self._handles[ring][index].setPos(QPointF(*self.polygons[ring].points[index]))
+    def vertex_at(self, scene_pos: QPointF) -> tuple[int, int] | None:
+        """(ring, index) of the vertex whose handle is at a scene position, None when none is."""
+        points = self.all_points()
+        if not len(points):
+            return None
+        point = self.viewbox.mapSceneToView(scene_pos)
+        pixel_w, pixel_h = self.viewbox.viewPixelSize()  # image px per screen pixel
+        screen = np.maximum(np.abs(points[:, 0] - point.x()) / pixel_w, np.abs(points[:, 1] - point.y()) / pixel_h)
+        nearest = int(np.argmin(screen))
+        if screen[nearest] > HANDLE_PX / 2 + 1:
+            return None
+        ends = np.cumsum([len(r.points) for r in self.polygons])
+        ring = int(np.searchsorted(ends, nearest, side="right"))
+        return ring, nearest - (int(ends[ring - 1]) if ring else 0)
 
     def image_point(self, scene_pos: QPointF) -> np.ndarray:
         """The image point (x, y) at a scene position, kept on the image."""
@@ -228,39 +244,35 @@ class PolygonEditor(QObject):
     # ------------------------------------------------------------------------------ edits
     def select_vertex(self, ring: int, index: int) -> None:
         self.selected = (ring, index)
-        for handles in self._handles:
-            for handle in handles:
-                handle.update()
+        self._draw()
 
     def drag_vertex(self, ring: int, index: int, point: np.ndarray, start: bool, finish: bool,
                     name: str = "move vertex") -> None:
         """Move a vertex with the pointer; the mask follows when the drag ends."""
         if start:
             self._before_drag = self.polygons
-            self.select_vertex(ring, index)
+            self.selected = (ring, index)
         if self._before_drag is None:
             return  # the drag began before the polygons were redrawn (an undo meanwhile)
         self.polygons = move_vertex(self.polygons, ring, index, point)
-        self._moved(ring, index)
+        self._draw()
         if finish:
             before, self._before_drag = self._before_drag, None
             self._commit(before, name)
 
-    def drag_edge(self, ring: int, pressed: np.ndarray, point: np.ndarray, start: bool, finish: bool) -> None:
+    def drag_edge(self, pressed: np.ndarray, point: np.ndarray, start: bool, finish: bool) -> None:
         """A drag from an edge: a vertex added where it was pressed, moved with the pointer."""
         if start:
-            index, on_edge, _ = nearest_edge(self.polygons[ring].points, pressed)
+            ring, index, on_edge, _ = nearest_edge(self.polygons, pressed)
             self._before_drag = self.polygons
             self.polygons = insert_vertex(self.polygons, ring, index, on_edge)
-            self._add_handle(ring, index)
-            self._edge_vertex = index
-        self.drag_vertex(ring, self._edge_vertex, point, False, finish, "add vertex")
+            self._edge_vertex = (ring, index)
+        self.drag_vertex(*self._edge_vertex, point, False, finish, "add vertex")
 
-    def add_vertex_on_edge(self, ring: int, point: np.ndarray) -> None:
+    def add_vertex_on_edge(self, point: np.ndarray) -> None:
         """Double-click: a vertex on the edge, ready to drag; the mask is unchanged (no undo step)."""
-        index, on_edge, _ = nearest_edge(self.polygons[ring].points, point)
+        ring, index, on_edge, _ = nearest_edge(self.polygons, point)
         self.polygons = insert_vertex(self.polygons, ring, index, on_edge)
-        self._add_handle(ring, index)
         self.select_vertex(ring, index)
         box = self.window.canvas.selected_box()
         self._remember(box.mask_rle, self.polygons)  # the polygons of the mask as it is
@@ -271,8 +283,8 @@ class PolygonEditor(QObject):
             self.window.statusBar().showMessage(f"A polygon keeps at least {MIN_VERTICES} vertices.", 5000)
             return
         before = self.polygons
-        self.polygons = delete_vertex(before, ring, index)
-        self._show(self.polygons)  # the ring's handles are renumbered
+        self.polygons, self.selected = delete_vertex(before, ring, index), None
+        self._draw()
         self._commit(before, "delete vertex")
 
     def delete_selected(self) -> None:
@@ -280,9 +292,7 @@ class PolygonEditor(QObject):
         if self.selected is None:
             self.window.statusBar().showMessage("Click a vertex to select it, then press Del to delete it.", 5000)
             return
-        ring, index = self.selected
-        self.selected = None
-        self.delete_vertex(ring, index)
+        self.delete_vertex(*self.selected)
 
     def _commit(self, before: Polygons, name: str) -> None:
         """Write the edit into the mask as one undo step (none when no pixel changed: the
