@@ -9,6 +9,8 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
+from hcviewer.annotation.annotation_file import decode_mask
+from hcviewer.annotation.annotation_reader import read_annotation
 from hcviewer.app.image_view import Mode
 from test_gui_app import (  # noqa: F401
     _saved_and_reopened_masks, _segment_first_box, _wait, _write_dataset, make_window, window,
@@ -78,6 +80,12 @@ def test_entering_the_mode_shows_the_masks_polygon_and_changes_nothing(editing):
     edits = window.project.history.edits()
     assert edits[-1].name == "accept"
     assert window.finish_polygon_action.isEnabled()
+    viewport = window.view.viewport()
+    for (x, y), cursor in (((99.5, 40.5), Qt.CursorShape.SizeAllCursor), ((75.0, 40.5), Qt.CursorShape.CrossCursor),
+                           ((75.0, 60.0), Qt.CursorShape.ArrowCursor)):  # a vertex, an edge, inside
+        QTest.mouseMove(viewport, _point(window, x, y))
+        QTest.qWait(30)
+        assert viewport.cursor().shape() == cursor
     QTest.keyClick(window, Qt.Key.Key_Return)  # Enter leaves the mode, as Escape does
     assert window.view.viewbox.mode == Mode.SELECT and _vertices(window) == []
     QTest.keyClick(window, Qt.Key.Key_P)
@@ -145,11 +153,20 @@ def test_deleting_vertices_by_right_click_and_del_each_one_undo_step_down_to_thr
     assert window.project.history.undo_name() == "delete vertex" and len(_vertices(window)[0]) == 3
 
 
-def test_an_edit_is_saved_and_reopened(editing, qtbot, make_window, tmp_path):
+def test_an_edit_is_autosaved_saved_and_reopened_and_entering_the_mode_is_not(editing, qtbot, make_window, tmp_path):
     window = editing
+    QTest.keyClick(window, Qt.Key.Key_Escape)
+    assert window.saving.save_to(tmp_path / "before.json")
+    QTest.keyClick(window, Qt.Key.Key_P)
+    assert window.view.viewbox.mode == Mode.POLYGON
+    assert not window.project.file.modified and window.project.file.autosave() is None  # nothing to save
     _drag(window, (50.5, 40.5), (45.5, 30.5))
     _wait(qtbot, lambda: window.project.history.undo_name() == "move vertex", 5000)
     edited = _box(window).mask.copy()
+    assert window.project.file.modified
+    recovery = read_annotation(window.project.file.autosave())  # what a crash now would give back
+    recovered = [o.mask_rle for o in recovery.images[0].objects if o.mask_rle is not None]
+    assert len(recovered) == 1 and np.array_equal(decode_mask(recovered[0]), edited)
     masks = _saved_and_reopened_masks(window, make_window, qtbot, tmp_path / "annotation.json")
     assert len(masks) == 1 and np.array_equal(masks[0], edited)
 

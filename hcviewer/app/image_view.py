@@ -1,6 +1,7 @@
 """The image canvas: a pyqtgraph view (pan with the mouse, zoom with the wheel) holding the
-image, the boxes, the prediction overlay and the annotation masks. Three pointer modes:
-select (click boxes; drag pans), draw (drag a new box) and brush (paint add / erase)."""
+image, the boxes, the prediction overlay and the annotation masks. Pointer modes: select (click
+boxes; drag pans), draw (drag a new box), brush (paint add / erase) and polygon (drags pan; the
+polygon's own items take the drags on its vertices and edges)."""
 
 from __future__ import annotations
 

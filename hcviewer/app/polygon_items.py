@@ -156,6 +156,7 @@ class PolygonEditor(QObject):
             item.setVisible(False)
             self.viewbox.addItem(item, ignoreBounds=True)
         window.state.subscribe(lambda _what: self.refresh())
+        window.view.scene().sigMouseMoved.connect(self._pointer_moved)
 
     # ------------------------------------------------------------------------------ mode
     def can_edit(self) -> bool:
@@ -234,6 +235,17 @@ class PolygonEditor(QObject):
         ends = np.cumsum([len(r.points) for r in self.polygons])
         ring = int(np.searchsorted(ends, nearest, side="right"))
         return ring, nearest - (int(ends[ring - 1]) if ring else 0)
+
+    def _pointer_moved(self, scene_pos: QPointF) -> None:
+        """The pointer shows what a press would do: move a vertex, add one on an edge, or pan."""
+        if not self.active or self._before_drag is not None:
+            return
+        near_edge = any(c.mouseShape().contains(c.mapFromScene(scene_pos)) for c in (self.outlines, self.hole_outlines))
+        shape = (Qt.CursorShape.SizeAllCursor if self.vertex_at(scene_pos) is not None else
+                 Qt.CursorShape.CrossCursor if near_edge else Qt.CursorShape.ArrowCursor)
+        viewport = self.window.view.viewport()
+        if viewport.cursor().shape() != shape:
+            viewport.setCursor(shape)
 
     def image_point(self, scene_pos: QPointF) -> np.ndarray:
         """The image point (x, y) at a scene position, kept on the image."""
