@@ -121,8 +121,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def polygon_shot(app: QApplication, window: MainWindow, box_id: int, path: Path) -> None:
-    """Edit polygon mode (P) on the box's accepted mask, zoomed to the box."""
+    """Edit polygon mode (P) on the box's accepted mask, zoomed to the box, after its topmost
+    vertex was dragged 12 px up (the mask follows; the vertex stays selected)."""
     window.annotation.set_mode(Mode.POLYGON)
+    editor = window.annotation.polygons
+    ring = max(range(len(editor.polygons)), key=lambda r: len(editor.polygons[r].points))
+    top = int(np.argmin(editor.polygons[ring].points[:, 1]))
+    editor.drag_vertex(ring, top, editor.polygons[ring].points[top] - (0, 12), start=True, finish=True)
     x0, y0, x1, y1 = (float(v) for v in window.current_document().box(box_id).xyxy)
     window.view.viewbox.setRange(QRectF(x0, y0, x1 - x0, y1 - y0), padding=0.15)
     settle(app)
