@@ -307,8 +307,8 @@ class Project:
         self._replace(index, box_id, "accept", mask_rle=encode_mask(mask), keypoints=keypoints, rejected=False)
 
     def paint(self, index: int, box_id: int, mask: np.ndarray, erased: bool = False, name: str | None = None) -> None:
-        """Make the brush- (or polygon-, ``name``d) edited ``mask`` (bool [H, W]) the box's
-        annotation; a box painted before it was accepted takes its result's keypoints, as on accepting."""
+        """Make the edited ``mask`` (bool [H, W]: brush strokes, or the polygon edit ``name`` names) the
+        box's annotation; a box painted before it was accepted takes its result's keypoints, as on accepting."""
         box = self.images[index].box(box_id)
         keypoints = box.keypoints
         if not box.accepted and box.result is not None and box.result.keypoints is not None:
