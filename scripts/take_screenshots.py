@@ -4,7 +4,7 @@
 
 Under a real X server (or Xvfb) the grabs include pop-up windows; with QT_QPA_PLATFORM=offscreen
 they do not (the class picker shot then shows no picker). Writes brush_edit.png (a brush edit on
-an accepted mask), accepted_colors.png (one colour per object, with the legend), class_menu.png
+an accepted mask), polygon_edit.png (Edit polygon mode on it), accepted_colors.png (one colour per object, with the legend), class_menu.png
 (Set class: the class picker, narrowed by typing), shortcuts.png (Help > Keyboard shortcuts) and
 keypoint_threshold.png (the Min. keypoint score slider in use: the astronaut's keypoints above it,
 a rocket box without keypoints), main.png (the astronaut with parts and skeleton) and
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QRectF, QSettings
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QApplication, QScrollArea
 
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     window.annotation.set_mode(Mode.SELECT)
     settle(app)
     save(window.grab(), args.out / "brush_edit.png")
+    polygon_shot(app, window, cup, args.out / "polygon_edit.png")
 
     window.canvas.select_box(spoon)
     window.annotation.show_class_menu()
@@ -117,8 +118,24 @@ def main(argv: list[str] | None = None) -> int:
     keypoint_threshold_shot(app, window, args.out / "keypoint_threshold.png")
     main_view_shots(app, window, args.out)
     window.close()
-    print(f"wrote 7 screenshots to {args.out}")
+    print(f"wrote 8 screenshots to {args.out}")
     return 0
+
+
+def polygon_shot(app: QApplication, window: MainWindow, box_id: int, path: Path) -> None:
+    """Edit polygon mode (P) on the box's accepted mask, zoomed to the box, after its topmost
+    vertex was dragged 12 px up (the mask follows; the vertex stays selected)."""
+    window.annotation.set_mode(Mode.POLYGON)
+    editor = window.annotation.polygons
+    ring = max(range(len(editor.polygons)), key=lambda r: len(editor.polygons[r].points))
+    top = int(np.argmin(editor.polygons[ring].points[:, 1]))
+    editor.drag_vertex(ring, top, editor.polygons[ring].points[top] - (0, 12), start=True, finish=True)
+    x0, y0, x1, y1 = (float(v) for v in window.current_document().box(box_id).xyxy)
+    window.view.viewbox.setRange(QRectF(x0, y0, x1 - x0, y1 - y0), padding=0.15)
+    settle(app)
+    save(window.grab(), path)
+    window.annotation.set_mode(Mode.SELECT)
+    window.view.fit()
 
 
 def keypoint_threshold_shot(app: QApplication, window: MainWindow, path: Path, threshold: int = 6) -> None:

@@ -157,13 +157,17 @@ def test_accept_save_and_reload_the_annotation(window, qtbot, make_window, tmp_p
     window.annotation.undo()
     assert next(b for b in window.current_document().boxes if b.id == box_id).mask is None
     window.annotation.redo()
-    assert window.saving.save_to(tmp_path / "annotation.json")
-
-    reopened = make_window()
-    reopened.saving.open_annotation(tmp_path / "annotation.json")
-    _wait(qtbot, lambda: reopened.state.image is not None and reopened.canvas.box_items)
-    masks = [b.mask for b in reopened.current_document().boxes if b.mask is not None]
+    masks = _saved_and_reopened_masks(window, make_window, qtbot, tmp_path / "annotation.json")
     assert len(masks) == 1 and np.array_equal(masks[0], accepted)
+
+
+def _saved_and_reopened_masks(window: MainWindow, make_window, qtbot, path: Path) -> list[np.ndarray]:
+    """The accepted masks of the shown image, as saved to ``path`` and opened in a new window."""
+    assert window.saving.save_to(path)
+    reopened = make_window()
+    reopened.saving.open_annotation(path)
+    _wait(qtbot, lambda: reopened.state.image is not None and reopened.canvas.box_items)
+    return [b.mask for b in reopened.current_document().boxes if b.mask is not None]
 
 
 def test_brush_adds_to_the_mask_and_undo_takes_it_back(window, qtbot):

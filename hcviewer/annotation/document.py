@@ -304,14 +304,14 @@ class Project:
         keypoints = box.keypoints if box.result is None or box.result.keypoints is None else box.result.keypoints
         self._replace(index, box_id, "accept", mask_rle=encode_mask(mask), keypoints=keypoints, rejected=False)
 
-    def paint(self, index: int, box_id: int, mask: np.ndarray, erased: bool = False) -> None:
-        """Make the brush-edited ``mask`` (bool [H, W]) the box's annotation; a box painted
-        before it was accepted takes its result's keypoints, as on accepting."""
+    def paint(self, index: int, box_id: int, mask: np.ndarray, erased: bool = False, name: str | None = None) -> None:
+        """Make the edited ``mask`` (bool [H, W]: brush strokes, or the polygon edit ``name`` names) the
+        box's annotation; a box painted before it was accepted takes its result's keypoints, as on accepting."""
         box = self.images[index].box(box_id)
         keypoints = box.keypoints
         if not box.accepted and box.result is not None and box.result.keypoints is not None:
             keypoints = box.result.keypoints
-        self._replace(index, box_id, "erase from mask" if erased else "paint mask",
+        self._replace(index, box_id, name or ("erase from mask" if erased else "paint mask"),
                       mask_rle=encode_mask(mask), keypoints=keypoints, rejected=False)
 
     def accept_many(self, index: int, masks: dict[int, np.ndarray]) -> None:

@@ -1,6 +1,7 @@
 """The image canvas: a pyqtgraph view (pan with the mouse, zoom with the wheel) holding the
-image, the boxes, the prediction overlay and the annotation masks. Three pointer modes:
-select (click boxes; drag pans), draw (drag a new box) and brush (paint add / erase)."""
+image, the boxes, the prediction overlay and the annotation masks. Pointer modes: select (click
+boxes; drag pans), draw (drag a new box), brush (paint add / erase) and polygon (drags pan; the
+polygon's own items take the drags on its vertices and edges)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Mode(Enum):
     DRAW = "draw"
     BRUSH_ADD = "brush_add"
     BRUSH_ERASE = "brush_erase"
+    POLYGON = "polygon"  # edit the selected accepted mask's polygon (app/polygon_items.py)
 
 
 class CanvasViewBox(pg.ViewBox):
@@ -40,7 +42,7 @@ class CanvasViewBox(pg.ViewBox):
         self.addItem(self._band_item, ignoreBounds=True)
 
     def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt naming
-        if ev.button() != Qt.MouseButton.LeftButton or self.mode == Mode.SELECT:
+        if ev.button() != Qt.MouseButton.LeftButton or self.mode in (Mode.SELECT, Mode.POLYGON):
             super().mouseDragEvent(ev, axis)
             return
         ev.accept()

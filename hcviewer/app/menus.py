@@ -30,7 +30,7 @@ def add_action(window: "MainWindow", menu: QMenu, text: str, slot: Callable | No
 
 def build_menus(window: "MainWindow") -> None:
     """File, Edit, Segment, View and Help menus; sets the window's ``recent_menu``, ``undo_action``,
-    ``redo_action``, ``mode_actions``, ``accept_action`` and ``reject_action``."""
+    ``redo_action``, ``mode_actions``, ``finish_polygon_action``, ``accept_action`` and ``reject_action``."""
     bar = window.menuBar()
     _file_menu(window, bar.addMenu("&File"))
     _edit_menu(window, bar.addMenu("&Edit"))
@@ -77,10 +77,14 @@ def _edit_menu(window: "MainWindow", menu: QMenu) -> None:
         window.view.addAction(action)
     menu.addSeparator()
     modes = ((Mode.SELECT, "Select boxes", "V"), (Mode.DRAW, "Draw a new box", "D"),
-             (Mode.BRUSH_ADD, "Brush: add to mask", "B"), (Mode.BRUSH_ERASE, "Brush: erase from mask", "E"))
+             (Mode.BRUSH_ADD, "Brush: add to mask", "B"), (Mode.BRUSH_ERASE, "Brush: erase from mask", "E"),
+             (Mode.POLYGON, "Edit polygon of mask", "P"))
     window.mode_actions = {
         mode: add_action(window, menu, text, lambda _=False, m=mode: annotation.set_mode(m), key, True)
         for mode, text, key in modes}
+    window.finish_polygon_action = add_action(window, menu, "Finish polygon editing",
+                                              lambda: annotation.set_mode(Mode.SELECT), "Return")
+    window.finish_polygon_action.setEnabled(False)  # only while editing: Return stays the widgets' elsewhere
     add_action(window, menu, "Larger brush", lambda: annotation.scale_brush(1.25), "]")
     add_action(window, menu, "Smaller brush", lambda: annotation.scale_brush(0.8), "[")
     window.mode_actions[Mode.SELECT].setChecked(True)

@@ -17,6 +17,9 @@ MOUSE = (  # what the canvas does with the mouse (no menu command to read it fro
     ("Canvas", "Click a box", "Select and segment it (again after Reject)"),
     ("Canvas", "Drag (draw mode, D)", "Draw a new box"),
     ("Canvas", "Drag (brush, B / E)", "Paint on / erase from the mask"),
+    ("Canvas", "Drag a vertex / an edge (polygon, P)", "Move the vertex / add one there; the mask follows"),
+    ("Canvas", "Right-click a vertex (polygon, P)", "Delete it (Del: the selected vertex)"),
+    ("Canvas", "Double-click an edge (polygon, P)", "Add a vertex on it"),
 )
 
 

@@ -18,6 +18,7 @@ from hcviewer.app.class_picker import ClassPicker
 from hcviewer.app.image_view import Mode
 from hcviewer.app.mask_jobs import SYNC_PIXELS, MaskJobs
 from hcviewer.app.overlays import ACCEPTED_COLOR
+from hcviewer.app.polygon_items import PolygonEditor
 
 if TYPE_CHECKING:
     from hcviewer.annotation.document import Box
@@ -50,6 +51,7 @@ class AnnotationController(QObject):
         canvas.strokePoint.connect(self.stroke_point)
         canvas.strokeFinished.connect(self.stroke_finished)
         self.project.add_listener(self._document_changed)
+        self.polygons = PolygonEditor(window)  # Edit polygon mode (P)
 
     # ------------------------------------------------------------------------------ results
     def _result_mask(self, box_id: int) -> MaskCrop | None:
@@ -199,11 +201,15 @@ class AnnotationController(QObject):
         if mode in (Mode.BRUSH_ADD, Mode.BRUSH_ERASE) and self._editable_mask() is None:
             window.statusBar().showMessage("Select a segmented box to paint its mask.", 5000)
             mode = Mode.SELECT
+        if mode == Mode.POLYGON and not self.polygons.can_edit():
+            window.statusBar().showMessage("Select a box with an accepted mask to edit its polygon.", 5000)
+            mode = Mode.SELECT
         for key, action in window.mode_actions.items():
             action.setChecked(key == mode)
         window.view.set_mode(mode)
         for item in window.canvas.box_items.values():
             item.translatable = mode == Mode.SELECT  # boxes stay put while drawing or painting
+        self.polygons.set_active(mode == Mode.POLYGON)
 
     # ------------------------------------------------------------------------------ boxes
     def box_edited(self, box_id: int, xyxy: np.ndarray) -> None:
@@ -228,7 +234,9 @@ class AnnotationController(QObject):
             self.show_class_menu()
 
     def delete_selected(self) -> None:
-        if self.state.selected_id is not None:
+        if self.window.view.viewbox.mode == Mode.POLYGON:  # Del deletes the selected vertex
+            self.polygons.delete_selected()
+        elif self.state.selected_id is not None:
             self.project.delete_box(self.state.image_index, self.state.selected_id)
 
     def class_names(self) -> list[str]:
