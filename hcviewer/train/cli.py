@@ -118,6 +118,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                             "trunk unless it is frozen too)")
     group.add_argument("--no-augment", action="store_true",
                        help="train on the images as they are: no flips, scale or colour jitter, no box jitter")
+    group.add_argument("--copy-paste", type=float, default=0.0, metavar="P",
+                       help="probability that a training image gets a random subset of another training image's "
+                            "masked objects pasted on, scaled 0.1-2x (Ghiasi et al. 2021; default 0: off)")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--device", default="auto", help="auto, cpu or cuda")
     group.add_argument("--export", default=None, help="write the best weights (fp16) to this file at the end")
@@ -147,7 +150,8 @@ def train_config(args: argparse.Namespace, sources: list[dict], taps: tuple[str,
         tasks=_names(args.tasks), class_specific=args.class_specific, epochs=args.epochs, batch_images=args.batch,
         lr=args.lr, max_side=args.image_size, inference_side=args.inference_size, layer_dropout=args.layer_dropout, seed=args.seed, device=args.device,
         pretrained=not args.no_pretrained, loss_weights=_loss_weights(args.loss_weights),
-        augment=not args.no_augment, freeze_trunk=args.freeze_trunk, freeze_heads=_names(args.freeze_heads),
+        augment=not args.no_augment, copy_paste=args.copy_paste,
+        freeze_trunk=args.freeze_trunk, freeze_heads=_names(args.freeze_heads),
         init_from=str(Path(args.init).resolve()) if args.init else "",
         data={"sources": sources, "categories": args.categories, "val_fraction": args.val_fraction,
               "split_seed": args.split_seed, "limit": args.limit})
@@ -377,6 +381,7 @@ NUMBER_RULES = {
     "image_size": (lambda v: v >= 32, "32 or more (pixels; the network's coarsest layer is 1/32 of the image)"),
     "inference_size": (lambda v: v >= 32, "32 or more (pixels; the network's coarsest layer is 1/32 of the image)"),
     "layer_dropout": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    "copy_paste": (lambda v: 0 <= v <= 1, "from 0 to 1"),
     "val_fraction": (lambda v: 0 <= v <= 1, "from 0 to 1"),
     "grid": (lambda v: v >= 1, "1 or more"),
     "synthetic": (lambda v: v >= 0, "0 or more"),

@@ -73,6 +73,7 @@ class TrainConfig:
     device: str = "auto"
     pretrained: bool = True
     augment: bool = True  # flips, scale and colour jitter of the images, jittered training boxes
+    copy_paste: float = 0.0  # probability that an augmented image gets another training image's objects pasted on
     freeze_trunk: str = "none"  # "none", a tap name (its layer and all before it stay ImageNet's) or "all"
     freeze_heads: tuple[str, ...] = ()  # tasks whose heads keep their starting weights
     init_from: str = ""  # checkpoint whose weights the run starts from instead of ImageNet's
@@ -223,7 +224,7 @@ class Trainer:
                           len(self.model_config.part_names), self.model_config.class_names,
                           self.model_config.class_specific, "figure_ground" in self.model_config.tasks)
         self.dataset = BoxTrainingDataset(train_set, spec, config.max_side, config.boxes_per_object,
-                                          augment=config.augment, seed=config.seed)
+                                          augment=config.augment, seed=config.seed, copy_paste=config.copy_paste)
         if len(self.dataset) == 0:
             raise ValueError("the training data has no usable objects (objects need a side >= 8 px and a mask, "
                              "part labels or keypoints of a trained task)")
