@@ -33,7 +33,7 @@ def draw(image: PreparedImage) -> np.ndarray:
         colour = (0, 0, 255) if category.endswith(PASTED) else (0, 200, 0)
         region = object_region(image, i)
         if region is not None:
-            contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
             cv2.drawContours(canvas, contours, -1, colour, 1)
         x0, y0, x1, y1 = (int(round(v)) for v in image.boxes[i])
         cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), colour, 1)

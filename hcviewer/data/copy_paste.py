@@ -101,11 +101,15 @@ def place(image: PreparedImage, size: tuple[int, int], offset: tuple[int, int], 
     region left or a box side under ``min_object_side`` are left out."""
     (height, width), (top, left) = size, offset
     scale_y, scale_x = height / image.rgb.shape[0], width / image.rgb.shape[1]
-    rgb = _onto_canvas(cv2.resize(image.rgb, (width, height), interpolation=cv2.INTER_LINEAR), offset, canvas)
-    # Label maps take the nearest pixel centre (cv2's plain INTER_NEAREST shifts them by up to a
-    # pixel against the image and the keypoints).
-    masks, parts = (np.stack([_onto_canvas(cv2.resize(m, (width, height), interpolation=cv2.INTER_NEAREST_EXACT),
-                                           offset, canvas) for m in maps])
+    # One warp per map straight onto the canvas (a resize to 2x and then a crop would fill 4x the
+    # canvas); pixel centres map onto pixel centres, and label maps take the nearest one.
+    warp = np.array([[scale_x, 0, left + (scale_x - 1) / 2], [0, scale_y, top + (scale_y - 1) / 2]])
+
+    def onto_canvas(pixels: np.ndarray, interpolation: int) -> np.ndarray:
+        return cv2.warpAffine(pixels, warp, canvas[::-1], flags=interpolation, borderMode=cv2.BORDER_CONSTANT)
+
+    rgb = onto_canvas(image.rgb, cv2.INTER_LINEAR)
+    masks, parts = (np.stack([onto_canvas(m, cv2.INTER_NEAREST) for m in maps])
                     if len(maps) else np.zeros((0,) + canvas, np.uint8) for maps in (image.masks, image.parts))
     keypoints = image.keypoints.copy()
     keypoints[..., 0] = keypoints[..., 0] * scale_x + left
@@ -129,9 +133,7 @@ def paste(target: PreparedImage, pasted: PreparedImage, min_object_side: float =
     cover = np.zeros(target.rgb.shape[:2], bool)
     for i in range(len(pasted.categories)):
         cover |= object_region(pasted, i)
-    masks, parts = target.masks.copy(), target.parts.copy()
-    masks[:, cover] = 0
-    parts[:, cover] = 0
+    uncovered = replace(target, masks=target.masks * ~cover, parts=target.parts * ~cover)
     boxes, keypoints = target.boxes.copy(), target.keypoints.copy()
     keep = []
     for i in range(len(target.categories)):
@@ -140,16 +142,17 @@ def paste(target: PreparedImage, pasted: PreparedImage, min_object_side: float =
             x0, y0, x1, y1 = np.round(boxes[i]).astype(int).clip(0)
             covered = cover[y0:y1, x0:x1].mean() if x1 > x0 and y1 > y0 else 0.0
         else:
-            visible = region & ~cover
-            covered = 1.0 - visible.sum() / max(1, region.sum())
-            if covered > 0 and visible.any():
+            visible = object_region(uncovered, i)
+            area, shown = np.count_nonzero(region), np.count_nonzero(visible)
+            covered = 1.0 - shown / max(1, area)
+            if 0 < shown < area:
                 boxes[i] = _extent(visible)
         _hide_covered(keypoints[i], cover)
         side = min(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1])
         if covered <= drop_covered and side >= min_object_side:
             keep.append(i)
-    updated = replace(target, rgb=np.where(cover[..., None], pasted.rgb, target.rgb), boxes=boxes, masks=masks,
-                      parts=parts, keypoints=keypoints)
+    updated = replace(uncovered, rgb=np.where(cover[..., None], pasted.rgb, target.rgb), boxes=boxes,
+                      keypoints=keypoints)
     return _concatenate(select_objects(updated, np.array(keep, np.int64)), pasted)
 
 
@@ -181,17 +184,6 @@ def _take_maps(maps: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
     index = np.full(len(rows), -1, np.int64)
     index[present] = np.arange(int(present.sum()))
     return maps[rows[present]], index
-
-
-def _onto_canvas(image: np.ndarray, offset: tuple[int, int], canvas: tuple[int, int]) -> np.ndarray:
-    """``image`` with its top-left corner at ``offset`` (y, x) of a zero canvas (h, w), cropped."""
-    out = np.zeros(canvas + image.shape[2:], image.dtype)
-    top, left = offset
-    y0, x0 = max(0, top), max(0, left)
-    y1, x1 = min(canvas[0], top + image.shape[0]), min(canvas[1], left + image.shape[1])
-    if y1 > y0 and x1 > x0:
-        out[y0:y1, x0:x1] = image[y0 - top:y1 - top, x0 - left:x1 - left]
-    return out
 
 
 def _extent(region: np.ndarray) -> np.ndarray:
