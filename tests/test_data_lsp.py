@@ -68,6 +68,16 @@ def test_invisible_joints_are_unlabelled_and_left_out_of_the_box(tmp_path):
     assert not TargetSpec(keypoint_names=()).trains_on(person)  # no mask: it trains the keypoint head only
 
 
+def test_people_train_the_keypoint_head_only(tmp_path):
+    from hcviewer.data.training import BoxTrainingDataset
+
+    dataset = read_lsp(write_lsp(tmp_path / "lsp", [standing_person()]))
+    spec = TargetSpec(output_size=8, keypoint_names=COCO_PERSON_KEYPOINTS, num_parts=2)
+    sample = BoxTrainingDataset(dataset, spec, max_side=128, augment=False)[0]
+    assert len(sample.boxes) == 1 and (sample.figure_ground == -1).all() and (sample.parts == -1).all()
+    assert (sample.keypoints[0] >= 0).sum() == 12
+
+
 def test_box_is_the_limb_extent_with_the_coco_margins(tmp_path):
     person = read_lsp(write_lsp(tmp_path / "lsp", [standing_person()]), scale=1.0).images[0].objects[0]
     x0, y0, x1, y1 = 14, 28, 46, 80  # limb joints' extent; the head top (y 15) is inside the top margin
