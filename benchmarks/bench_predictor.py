@@ -25,6 +25,8 @@ them); the thread count is the app's policy (``hcviewer.threads``) unless ``--th
     .venv/bin/python benchmarks/bench_predictor.py            # idle, 4 photos x 5 rounds
     .venv/bin/python benchmarks/bench_predictor.py --both
     .venv/bin/python benchmarks/bench_predictor.py --quick    # 2 photos x 1 round: does it work
+    .venv/bin/python benchmarks/bench_predictor.py --threads 2 --skip vgg16 alexnet maskrcnn sam \
+        --trunks efficientnet_lite0 efficientnet_lite1 efficientnet_lite2   # trunk choice vs mobilenet_v2
 """
 
 from __future__ import annotations
@@ -348,6 +350,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the app's policy)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["vgg16", "alexnet", "maskrcnn", "sam"],
                         help="models to leave out")
+    parser.add_argument("--trunks", nargs="*", default=[], metavar="BACKBONE",
+                        choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+                        help="also time the hypercolumn model on these trunks")
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.rounds = 2, 1
@@ -372,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         source = f"scikit-image sample photos ({len(samples)}; {args.data} not found)"
     torch.manual_seed(0)
     contenders = [hypercolumn("mobilenet_v2", device), bare_mobilenet(device)]
+    contenders += [hypercolumn(b, device) for b in args.trunks]
     contenders += [hypercolumn(b, device) for b in ("vgg16", "alexnet") if b not in args.skip]
     if "maskrcnn" not in args.skip:
         contenders.append(mask_rcnn(device))

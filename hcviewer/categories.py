@@ -10,16 +10,20 @@ these fields: people).
 from __future__ import annotations
 
 DEFAULT_HEAD_CATEGORIES = ("person",)
-# Box labels that name no category (box files without a label column, boxes drawn in the app):
-# every head answers them, as it answers a box with no label at all.
-CLASS_AGNOSTIC_LABELS = ("", "object", "unknown")
 
 
 def head_applies(label: str | None, categories: tuple[str, ...]) -> bool:
     """Whether a head trained on ``categories`` answers a box labelled ``label``
-    (case-insensitive; empty ``categories``: every box)."""
-    name = (label or "").strip().casefold()
-    return not categories or name in CLASS_AGNOSTIC_LABELS or name in {c.casefold() for c in categories}
+    (case-insensitive; empty ``categories``: every box; ``label`` None: the caller names no
+    category, as ``HypercolumnPredictor.predict`` without ``categories``).
+
+    A box whose label names no class (``object`` from a box file without labels or drawn in
+    the app, ``unknown``, empty) is answered only by a head trained on every category: a person
+    head's 17 points on a box that may be a plane would be saved as a person's. Relabel the box
+    ``person`` to get them."""
+    if label is None:
+        return True
+    return not categories or label.strip().casefold() in {c.casefold() for c in categories}
 
 
 # COCO person keypoint names and skeleton (0-based), as in person_keypoints_*.json.

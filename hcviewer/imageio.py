@@ -7,7 +7,7 @@ torch-free.
   above the largest phone photos (200 MP, 16320 x 12240) and costs at most 750 MB as RGB;
   ``$HCVIEWER_MAX_IMAGE_PIXELS`` or the ``max_pixels`` argument changes it.
 - **Reduced decoding**: when the caller needs only ``max_side`` pixels on the long side (the
-  model's ``max_image_side``), a JPEG is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (OpenCV's
+  app's display: ``read_jpeg_preview``), a JPEG is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (OpenCV's
   ``IMREAD_REDUCED_COLOR_*``), which reads a 12000 x 9000 photo at a fraction of the time and
   memory; other formats are decoded whole and shrunk by the same factor. The returned ``scale``
   maps original pixel coordinates onto the returned image exactly: ``x_returned = x * scale``.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 import cv2
@@ -50,6 +51,18 @@ class ImageReadError(ValueError):
 class DecodedImage(NamedTuple):
     rgb: np.ndarray  # [H', W', 3] uint8, EXIF orientation applied
     scale: float  # returned pixel = original pixel * scale (1.0, 0.5, 0.25 or 0.125)
+
+
+def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Image files among ``paths``, folders searched recursively (sorted, without repeats)."""
+    found: dict[Path, None] = {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files = [path]
+        found.update(dict.fromkeys(files))
+    return list(found)
 
 
 def max_image_pixels() -> int:
@@ -93,22 +106,50 @@ def read_image(path: str | os.PathLike, max_side: int | None = None,
     ``max_pixels``: refuse larger images (default ``max_image_pixels()``), checked before decoding.
     """
     data = _read_file(path)
-    with _open_header(path, data) as header:
-        width, height = header.size
-        orientation = _orientation(header)
-        file_format = header.format
-    check_pixel_count(path, width, height, max_pixels)
-    factor = _reduction_factor(max(width, height), max_side)
-    is_jpeg = file_format in ("JPEG", "MPO")  # MPO: a camera's JPEG with extra frames
-    if file_format == "TIFF" and orientation != 1:
+    header = _checked_header(path, data, max_pixels)
+    factor = _reduction_factor(max(header.size), max_side)
+    if header.format == "TIFF" and header.orientation != 1:
         # OpenCV's TIFF decoder fails on orientations 5-8; Pillow's turns the pixels upright itself
         rgb = _decode_with_pillow(path, data)
     else:
-        rgb = _apply_orientation(_decode(path, data, factor if is_jpeg else 1), orientation)
-    if factor > 1 and not is_jpeg:
+        rgb = _apply_orientation(_decode(path, data, factor if header.is_jpeg else 1), header.orientation)
+    if factor > 1 and not header.is_jpeg:
         # fx = fy = 1/factor makes OpenCV map coordinates by exactly that factor
         rgb = cv2.resize(rgb, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
     return DecodedImage(rgb, 1.0 / factor)
+
+
+def read_jpeg_preview(path: str | os.PathLike, max_side: int,
+                      max_pixels: int | None = None) -> tuple[DecodedImage, tuple[int, int]] | None:
+    """A JPEG at least twice ``max_side`` on its long side, decoded reduced by libjpeg (a 12000 x
+    9000 photo in about half the time of a whole decode), and the (height, width) of the whole
+    image (upright, as ``read_image`` returns it); None for other files, which gain nothing (the
+    caller decodes them whole once). Refuses what ``read_image`` refuses."""
+    data = _read_file(path)
+    header = _checked_header(path, data, max_pixels)
+    factor = _reduction_factor(max(header.size), max_side)
+    if not header.is_jpeg or factor == 1:
+        return None
+    rgb = _apply_orientation(_decode(path, data, factor), header.orientation)
+    return DecodedImage(rgb, 1.0 / factor), header.upright_size
+
+
+class _Header(NamedTuple):
+    size: tuple[int, int]  # (width, height) as stored
+    upright_size: tuple[int, int]  # (height, width) after EXIF orientation
+    orientation: int
+    format: str | None
+    is_jpeg: bool  # MPO too: a camera's JPEG with extra frames
+
+
+def _checked_header(path: str | os.PathLike, data: np.ndarray, max_pixels: int | None) -> _Header:
+    """The header's facts, after refusing an image over the pixel limit."""
+    with _open_header(path, data) as header:
+        orientation = _orientation(header)
+        facts = _Header(header.size, _upright_size(header, orientation), orientation, header.format,
+                        header.format in ("JPEG", "MPO"))
+    check_pixel_count(path, *facts.size, max_pixels)
+    return facts
 
 
 def _read_file(path: str | os.PathLike) -> np.ndarray:

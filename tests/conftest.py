@@ -120,3 +120,21 @@ def rgb_image() -> np.ndarray:
     image = rng.integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
     image[30:90, 50:110] = (220, 40, 40)  # a red square "object"
     return image
+
+
+@pytest.fixture
+def blank_window(qtbot, tmp_path, monkeypatch):
+    """A main window with nothing open, its settings and recovery files under ``tmp_path``."""
+    from PySide6.QtCore import QSettings
+
+    from hcviewer.app.gui_gc import dispose
+    from hcviewer.app.main_window import MainWindow
+    from hcviewer.app.settings import AppSettings
+
+    monkeypatch.setenv("HCVIEWER_RECOVERY_DIR", str(tmp_path / "recovery"))
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    window = MainWindow(None, "cpu", settings=settings, offer_recovery=False)
+    window.ask_to_save = False
+    qtbot.addWidget(window)
+    yield window
+    dispose(window)

@@ -123,33 +123,63 @@ def test_the_autosave_keeps_results_and_ground_truth(opened, tmp_path):
 def test_keypoints_are_saved_only_for_the_categories_of_the_keypoint_head(tmp_path):
     mask = np.zeros((H, W), bool)
     mask[5:15, 5:15] = True
-    points = np.array([[6.0, 7.0, 0.9], [8.0, 9.0, 0.19], [10.0, 11.0, np.nan]])
+    points = np.array([[6.0, 7.0, 0.9], [8.0, 9.0, 0.04], [10.0, 11.0, np.nan]])
     objects = [SavedObject((4, 4, 16, 16), label, None, encode_mask(mask), points)
-               for label in ("person", "potted plant", "object", "horse")]
+               for label in ("person", "potted plant", "object", "horse", "airplane")]
     annotation = Annotation([SavedImage(_image(tmp_path, "a.png"), (H, W), objects)], {},
-                            keypoint_names=("nose", "eye", "ear"), keypoint_threshold=0.2)
+                            keypoint_names=("nose", "eye", "ear"))
     write_annotation(tmp_path / "default.json", annotation)
     annotations = COCO(str(tmp_path / "default.json")).dataset["annotations"]
     with_points = {a["category_id"]: a for a in annotations if "keypoints" in a}
     names = {c["id"]: c["name"] for c in json.loads((tmp_path / "default.json").read_text())["categories"]}
-    assert sorted(names[i] for i in with_points) == ["object", "person"]  # a person model: people, unknown class
+    # A person model: people only; not a plane, nor a box whose class is not known ("object")
+    assert sorted(names[i] for i in with_points) == ["person"]
     person = next(a for a in annotations if names[a["category_id"]] == "person")
     assert person["keypoints"] == [6.0, 7.0, 2, 0, 0, 0, 0, 0, 0] and person["num_keypoints"] == 1
-    assert person["keypoint_scores"] == [0.9, 0.19, 0.0]
+    assert person["keypoint_scores"] == [0.9, 0.04, 0.0]
     categories = {c["name"]: c for c in json.loads((tmp_path / "default.json").read_text())["categories"]}
     assert "keypoints" in categories["person"] and "keypoints" not in categories["potted plant"]
+    assert "keypoints" not in categories["object"] and "keypoints" not in categories["airplane"]
 
     annotation.heads = HeadScope(keypoint_categories=("horse",))  # from the checkpoint's config
     write_annotation(tmp_path / "horse.json", annotation)
     saved = json.loads((tmp_path / "horse.json").read_text())
     names = {c["id"]: c["name"] for c in saved["categories"]}
-    assert sorted(names[a["category_id"]] for a in saved["annotations"] if "keypoints" in a) == ["horse", "object"]
+    assert sorted(names[a["category_id"]] for a in saved["annotations"] if "keypoints" in a) == ["horse"]
+
+    annotation.heads = HeadScope(keypoint_categories=())  # a head trained on every category answers every box
+    write_annotation(tmp_path / "any.json", annotation)
+    assert all("keypoints" in a for a in json.loads((tmp_path / "any.json").read_text())["annotations"])
+
+
+def test_saved_keypoints_keep_every_score_and_point_through_reopening(tmp_path):
+    """v = 2 from the fixed rule (score >= DEFAULT_KEYPOINT_THRESHOLD); the points hidden in COCO's
+    ``keypoints`` come back where the model put them, and a second save writes the same."""
+    from hcviewer.annotation.annotation_reader import read_annotation
+    from hcviewer.annotation.head_scope import DEFAULT_KEYPOINT_THRESHOLD
+
+    mask = np.zeros((H, W), bool)
+    mask[5:15, 5:15] = True
+    points = np.array([[6.0, 7.0, 0.9], [8.5, 9.25, DEFAULT_KEYPOINT_THRESHOLD / 2], [10.0, 11.0, 0.0]])
+    annotation = Annotation([SavedImage(_image(tmp_path, "a.png"), (H, W),
+                                        [SavedObject((4, 4, 16, 16), "person", None, encode_mask(mask), points)])],
+                            {}, keypoint_names=("nose", "eye", "ear"))
+    write_annotation(tmp_path / "first.json", annotation)
+    first = json.loads((tmp_path / "first.json").read_text())
+    assert first["hcviewer"]["keypoint_visible_min_score"] == DEFAULT_KEYPOINT_THRESHOLD
+    record = first["annotations"][0]
+    assert record["keypoints"] == [6.0, 7.0, 2, 0, 0, 0, 0, 0, 0] and record["num_keypoints"] == 1
+    reopened = read_annotation(tmp_path / "first.json")
+    np.testing.assert_allclose(reopened.images[0].objects[0].keypoints, points)
+    write_annotation(tmp_path / "second.json", reopened)
+    again = json.loads((tmp_path / "second.json").read_text())
+    assert again["annotations"][0] == record and again["hcviewer"] == first["hcviewer"]
 
 
 def test_head_scope_follows_the_checkpoint_config_rule():
     from hcviewer.modeling.config import HypercolumnConfig
 
-    labels = ("person", "Person", "object", "", "unknown", "bench", "dog", "cat")
+    labels = ("person", "Person", "object", "", "unknown", "bench", "dog", "cat", None)
     for categories in (("person",), ("dog", "Cat"), ()):
         config = HypercolumnConfig(tasks=("figure_ground", "parts", "keypoints"), part_names=("a",),
                                    keypoint_names=("k",), keypoint_categories=categories, part_categories=categories)
@@ -158,3 +188,41 @@ def test_head_scope_follows_the_checkpoint_config_rule():
             assert scope.keypoints_apply(label) == config.applies_to("keypoints", label), (categories, label)
             assert scope.parts_apply(label) == config.applies_to("parts", label), (categories, label)
     assert not HeadScope().keypoints_apply("bench") and HeadScope().keypoints_apply("person")
+    assert not HeadScope().keypoints_apply("object") and not HeadScope().parts_apply("unknown")
+
+
+def _numbers(project: Project) -> list[list[tuple[int, str]]]:
+    return [[(b.id, b.label) for b in d.boxes] for d in project.images]
+
+
+def test_box_numbers_are_kept_through_save_and_reopen_whatever_is_accepted(opened, tmp_path):
+    """Issue 22: "bus box 33 became 39". Accepted objects are read back before pending ones, and
+    the numbers were handed out again in that order."""
+    dog = opened.add_box(0, np.array([30, 2, 50, 20]), "dog")
+    opened.add_box(1, np.array([1, 1, 9, 9]), "cat")
+    opened.delete_box(0, opened.images[0].boxes[0].id)  # a gap in the numbers
+    mask = np.zeros((H, W), bool)
+    mask[5:15, 32:45] = True
+    opened.accept(0, dog, mask)
+    opened.reject(1, opened.images[1].boxes[-1].id)
+    numbers = _numbers(opened)
+    opened.file.save(tmp_path / "out.json")
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert [a["id"] for a in saved["annotations"]] == [dog]  # the COCO id is the box's number
+    again = _reopen(tmp_path / "out.json", tmp_path)
+    assert sorted(map(sorted, _numbers(again))) == sorted(map(sorted, numbers))
+    again.file.save(tmp_path / "again.json")
+    assert sorted(map(sorted, _numbers(_reopen(tmp_path / "again.json", tmp_path)))) == sorted(map(sorted, numbers))
+    assert again.add_box(0, np.array([1, 1, 5, 5]), "cat") == max(i for d in numbers for i, _ in d) + 1
+
+
+def test_objects_saved_without_a_number_or_with_one_used_twice_get_new_ones_above_the_others(tmp_path):
+    image = _image(tmp_path, "a.png")
+    mask = encode_mask(np.ones((H, W), bool))
+    objects = [SavedObject((1, 1, 9, 9), "person", None, mask, number=7),
+               SavedObject((2, 2, 9, 9), "person", None, mask, number=7),
+               SavedObject((3, 3, 9, 9), "cat", number=None), SavedObject((4, 4, 9, 9), "cat", number=3),
+               SavedObject((5, 5, 9, 9), "cat", number=True)]
+    write_annotation(tmp_path / "old.json", Annotation([SavedImage(image, (H, W), objects)], {"person": 1}))
+    project = _reopen(tmp_path / "old.json", tmp_path)
+    assert [b.id for b in project.images[0].boxes] == [7, 8, 9, 3, 10]

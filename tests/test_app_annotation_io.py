@@ -86,7 +86,8 @@ def test_load_gives_back_what_was_saved(annotation, tmp_path):
     assert [o.xyxy for o in objects] == [(5, 5, 30, 35), (30, 2, 58, 20), (1, 1, 9, 9), (40, 25, 55, 39)]
     assert np.array_equal(decode_mask(objects[0].mask_rle), _mask(40, 60, 10, 30, 8, 25))
     assert objects[2].mask_rle is None
-    assert np.allclose(objects[0].keypoints, [[10.5, 12.0, 0.9], [0, 0, 0]])  # the weak point is unlabelled
+    # the weak point, saved unlabelled (v = 0 at 0, 0), comes back with its place and score
+    assert np.allclose(objects[0].keypoints, [[10.5, 12.0, 0.9], [20.0, 22.25, 0.01]])
     assert loaded.category_ids == {"person": 1, "cat": 2}
     assert loaded.keypoint_names == ("nose", "eye") and loaded.skeleton == ((0, 1),)
 

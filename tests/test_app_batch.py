@@ -14,7 +14,6 @@ from conftest import tiny_person_config
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from hcviewer.annotation import batch
 from hcviewer.annotation.batch import (
     BatchItem, OutputError, find_images, predict_images, to_coco_results, write_json_atomic,
 )
@@ -165,7 +164,7 @@ def test_write_json_atomic_failure_keeps_the_old_file(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(batch.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)  # write_json_atomic (hcviewer.fileio) replaces with os.replace
     with pytest.raises(OutputError, match=r"cannot write .*out.json: No space left on device; the previous file"):
         write_json_atomic(path, [2])
     assert path.read_text() == "[1]" and os.listdir(tmp_path) == ["out.json"]

@@ -47,6 +47,7 @@ def test_every_tap_builds_runs_and_has_the_declared_shape(backbone: str) -> None
     ("vgg16", ("pool2", "conv4_3", "fc7")),
     ("alexnet", ("pool2", "conv4", "fc7")),
     ("mobilenet_v2", ("s4", "s8", "s16", "top")),
+    ("efficientnet_lite0", ("s4", "s8", "s16", "top")),
 ])
 def test_default_taps(backbone: str, paper_taps: tuple[str, ...]) -> None:
     assert get_backbone_spec(backbone).default_taps == paper_taps

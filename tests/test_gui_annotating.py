@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QInputDialog
+from PySide6.QtWidgets import QApplication
 
 from hcviewer.app.image_view import Mode
 from test_gui_app import _click_box, _segment_first_box, _wait, _write_dataset, make_window, window  # noqa: F401
@@ -85,27 +85,14 @@ def test_labels_of_boxes_with_the_same_corner_do_not_cover_each_other(window, qt
     assert not overlapping
 
 
-def _answer_next_input_dialog(qtbot, text: str) -> None:
-    """Type ``text`` into the next modal input dialog and press OK, as the user does."""
-    def answer() -> None:
-        dialog = QApplication.activeModalWidget()
-        if not isinstance(dialog, QInputDialog):
-            QTimer.singleShot(20, answer)
-            return
-        dialog.setTextValue(text)
-        dialog.accept()
-
-    QTimer.singleShot(0, answer)
-
-
-def _click_menu_item(menu, text: str) -> None:
-    action = next(a for a in menu.actions() if a.text() == text)
-    QTest.mouseClick(menu, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
-                     menu.actionGeometry(action).center())
-
-
-def _class_menu_texts(window) -> list[str]:
-    return [a.text() for a in window.annotation.class_menu.actions() if not a.isSeparator()]
+def _pick_class(qtbot, window, typed: str) -> None:
+    """C, then type in the class picker's filter and press Enter, as the user does."""
+    QTest.keyClick(window, Qt.Key.Key_C)
+    picker = window.annotation.class_picker
+    _wait(qtbot, picker.isVisible, 5000)
+    QTest.keyClicks(picker.filter, typed)
+    QTest.keyClick(picker.filter, Qt.Key.Key_Return)
+    _wait(qtbot, lambda: not picker.isVisible(), 5000)
 
 
 def test_the_class_menu_offers_the_box_files_and_the_checkpoints_classes_and_new_ones(window, qtbot, tmp_path):
@@ -116,24 +103,56 @@ def test_the_class_menu_offers_the_box_files_and_the_checkpoints_classes_and_new
     first = sorted(window.canvas.box_items)[0]
     window.canvas.select_box(first)
     QTest.keyClick(window, Qt.Key.Key_C)
-    menu = window.annotation.class_menu
-    _wait(qtbot, menu.isVisible, 5000)
-    assert _class_menu_texts(window) == ["person", "bench", "New class…"]  # box files' and checkpoint's
-    _click_menu_item(menu, "bench")
+    picker = window.annotation.class_picker
+    _wait(qtbot, picker.isVisible, 5000)
+    assert picker.visible_names() == ["person", "bench"]  # box files' and checkpoint's
+    QTest.keyClick(picker.filter, Qt.Key.Key_Escape)
+    _wait(qtbot, lambda: not picker.isVisible(), 5000)
+    window.activateWindow()
+    _pick_class(qtbot, window, "be")
     assert _box(window, first).label == "bench"
 
-    QTest.keyClick(window, Qt.Key.Key_C)
-    _wait(qtbot, menu.isVisible, 5000)
-    _answer_next_input_dialog(qtbot, "kite")
-    _click_menu_item(menu, "New class…")
-    _wait(qtbot, lambda: not menu.isVisible() and _box(window, first).label == "kite", 5000)
+    window.activateWindow()
+    _pick_class(qtbot, window, "kite")
     assert _box(window, first).label == "kite"
     assert window.annotation.class_names() == ["person", "bench", "kite"]
 
-    window.activateWindow()  # the dialog has closed (offscreen, nothing gives the focus back)
+    window.activateWindow()  # the picker has closed (offscreen, nothing gives the focus back)
     _wait(qtbot, lambda: QApplication.activeWindow() is window, 5000)
     QTest.keyClick(window, Qt.Key.Key_D)  # a new box takes the class last used
     _drag(window.view, _widget_point(window.view, 100, 60), _widget_point(window.view, 150, 110))
     _wait(qtbot, lambda: len(window.canvas.box_items) == 3, 5000)
     new = max(window.canvas.box_items)
     assert _box(window, new).label == "kite"
+
+
+def test_a_box_drawn_before_any_class_is_chosen_asks_for_its_class(window, qtbot):
+    """It took the first class offered (a COCO file's ``person``) or ``object``, silently: a plane
+    was saved with a person's keypoints."""
+    from test_gui_widgets import _drag, _widget_point
+
+    picker = window.annotation.class_picker
+
+    def draw(x0: float, y0: float) -> int:
+        count = len(window.canvas.box_items)
+        QTest.keyClick(window, Qt.Key.Key_D)
+        _drag(window.view, _widget_point(window.view, x0, y0), _widget_point(window.view, x0 + 40, y0 + 40))
+        _wait(qtbot, lambda: len(window.canvas.box_items) == count + 1, 5000)
+        return max(window.canvas.box_items)
+
+    first = draw(100, 20)
+    _wait(qtbot, picker.isVisible, 5000)  # the class is asked at once
+    assert _box(window, first).label == "object" and window.state.selected_id == first
+    QTest.keyClick(picker.filter, Qt.Key.Key_Escape)  # dismissed: the box names no class
+    assert _box(window, first).label == "object"
+    window.activateWindow()
+    _wait(qtbot, lambda: QApplication.activeWindow() is window, 5000)
+    second = draw(110, 60)
+    _wait(qtbot, picker.isVisible, 5000)  # still no class chosen: asked again
+    QTest.keyClicks(picker.filter, "pers")
+    QTest.keyClick(picker.filter, Qt.Key.Key_Return)
+    assert _box(window, second).label == "person"
+    window.activateWindow()
+    _wait(qtbot, lambda: QApplication.activeWindow() is window and not picker.isVisible(), 5000)
+    third = draw(5, 5)
+    assert _box(window, third).label == "person" and not picker.isVisible()  # the class chosen last

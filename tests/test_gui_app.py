@@ -157,13 +157,17 @@ def test_accept_save_and_reload_the_annotation(window, qtbot, make_window, tmp_p
     window.annotation.undo()
     assert next(b for b in window.current_document().boxes if b.id == box_id).mask is None
     window.annotation.redo()
-    assert window.saving.save_to(tmp_path / "annotation.json")
-
-    reopened = make_window()
-    reopened.saving.open_annotation(tmp_path / "annotation.json")
-    _wait(qtbot, lambda: reopened.state.image is not None and reopened.canvas.box_items)
-    masks = [b.mask for b in reopened.current_document().boxes if b.mask is not None]
+    masks = _saved_and_reopened_masks(window, make_window, qtbot, tmp_path / "annotation.json")
     assert len(masks) == 1 and np.array_equal(masks[0], accepted)
+
+
+def _saved_and_reopened_masks(window: MainWindow, make_window, qtbot, path: Path) -> list[np.ndarray]:
+    """The accepted masks of the shown image, as saved to ``path`` and opened in a new window."""
+    assert window.saving.save_to(path)
+    reopened = make_window()
+    reopened.saving.open_annotation(path)
+    _wait(qtbot, lambda: reopened.state.image is not None and reopened.canvas.box_items)
+    return [b.mask for b in reopened.current_document().boxes if b.mask is not None]
 
 
 def test_brush_adds_to_the_mask_and_undo_takes_it_back(window, qtbot):
@@ -245,7 +249,7 @@ def test_the_score_slider_hides_weak_detections(make_window, qtbot, tmp_path):
     _wait(qtbot, lambda: len(window.canvas.box_items) == 2)
     window.display_panel.score.setValue(50)
     assert len(window.canvas.box_items) == 1
-    assert next(iter(window.canvas.box_items.values())).label.toPlainText() == "person 0.90"
+    assert next(iter(window.canvas.box_items.values())).label.toPlainText() == "#1 person 0.90"
 
 
 def test_segment_all_draws_every_box_in_one_layer_and_accept_all_is_one_undo_step(window, qtbot):

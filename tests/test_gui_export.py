@@ -3,13 +3,14 @@ folder chosen in the dialog; nothing accepted, or a folder that cannot be writte
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QFileDialog, QInputDialog
 
 from hcviewer.app.gui_gc import dispose
 from hcviewer.app.main_window import MainWindow
@@ -61,3 +62,32 @@ def test_nothing_accepted_and_unwritable_folders_are_messages(window, tmp_path, 
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(tmp_path / "blocker" / "x"))
     _export_action(window, "labelme").trigger()
     assert str(Path(tmp_path / "blocker" / "x")) in window.messages[-1]
+
+
+def test_polygon_tolerance_is_set_in_the_export_menu_and_remembered(window, tmp_path, monkeypatch):
+    from hcviewer.annotation.exporters import mask_polygons
+
+    mask = np.zeros((40, 60), np.uint8)
+    cv2.circle(mask, (30, 20), 17, 1, -1)
+    box_id = window.project.add_box(0, np.array([10, 2, 50, 38]), "person")
+    window.project.accept(0, box_id, mask.astype(bool))
+    asked = []
+
+    def get_double(parent, title, label, value, low, high, decimals):
+        asked.append(value)
+        return 0.0, True
+
+    monkeypatch.setattr(QInputDialog, "getDouble", get_double)
+    _export_action(window, "Polygon tolerance").trigger()
+    assert asked == [1.0]  # the default, shown in the dialog
+    for tolerance in (0.0, 2.5):
+        if tolerance:
+            monkeypatch.setattr(QInputDialog, "getDouble", lambda *args: (2.5, True))
+            _export_action(window, "Polygon tolerance").trigger()
+        out = tmp_path / f"export{tolerance}"
+        monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(out))
+        _export_action(window, "labelme").trigger()
+        [shape] = json.loads((out / "a.json").read_text())["shapes"]
+        assert len(shape["points"]) == len(mask_polygons(mask.astype(bool), tolerance)[0])
+        assert f"within {tolerance:g} px" in window.statusBar().currentMessage()
+    assert window.exporting.tolerance() == 2.5 and window.settings.q.value("export/tolerance") == 2.5

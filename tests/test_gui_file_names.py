@@ -10,12 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings
 
-from hcviewer.app.gui_gc import dispose
 from hcviewer.app.image_loader import readable
-from hcviewer.app.main_window import MainWindow
-from hcviewer.app.settings import AppSettings
 
 NAME = b"caf\xe9_\xff.jpg"  # Latin-1 bytes: not UTF-8
 
@@ -32,15 +28,9 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("HCVIEWER_RECOVERY_DIR", str(tmp_path / "recovery"))
-    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    window = MainWindow(None, "cpu", settings=settings, offer_recovery=False)
-    window.ask_to_save = False
-    qtbot.addWidget(window)
-    window.show()
-    yield window
-    dispose(window)
+def window(blank_window):
+    blank_window.show()
+    return blank_window
 
 
 def test_a_file_name_that_is_not_utf8_opens(window, folder, qtbot):

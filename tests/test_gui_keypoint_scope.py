@@ -1,6 +1,6 @@
 """Keypoints and parts are drawn only for boxes of the categories their heads were trained on
 (a person model: no skeleton on a bench), and the Display panel's keypoint score slider
-(remembered) hides weak keypoints; saving uses the same threshold for visibility."""
+(remembered) hides weak keypoints; saving marks them visible by a fixed rule, not the slider."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
 
+from hcviewer.annotation.head_scope import DEFAULT_KEYPOINT_THRESHOLD
 from hcviewer.app.gui_gc import dispose
 from hcviewer.app.main_window import MainWindow
 from hcviewer.app.overlays import PART_COLORS, DisplaySettings
@@ -116,16 +117,44 @@ def test_the_keypoint_slider_hides_weak_points_and_is_remembered(window, setting
     assert again.keypoint_min_score == pytest.approx(0.3)
 
 
-def test_saved_keypoints_follow_the_slider_and_the_categories(window, tmp_path):
+def _saved_by_label(path: Path) -> dict[str, dict]:
+    saved = json.loads(path.read_text())
+    names = {c["id"]: c["name"] for c in saved["categories"]}
+    return {names[a["category_id"]]: a for a in saved["annotations"]}
+
+
+def test_saved_keypoints_do_not_follow_the_display_slider(window, tmp_path):
+    """At *Min. keypoint score* 0.00 every point was saved visible; the rule is now fixed."""
     ids = _box_ids(window)
     scores = _graded_scores(window)
-    window.display_panel.keypoint_score.setValue(50)
     for box_id in ids.values():
         window.project.accept(0, box_id, np.ones((120, 160), bool))
+    saved = {}
+    for value in (0, 90):
+        window.display_panel.keypoint_score.setValue(value)
+        window.saving.save_to(tmp_path / f"at{value}.json")
+        saved[value] = _saved_by_label(tmp_path / f"at{value}.json")
+    assert "keypoints" not in saved[0]["bench"]
+    person = {value: {k: saved[value]["person"][k] for k in ("keypoints", "num_keypoints", "keypoint_scores")}
+              for value in saved}
+    assert person[0] == person[90]
+    visible = np.array(person[0]["keypoints"][2::3])
+    assert np.array_equal(visible == 2, scores >= DEFAULT_KEYPOINT_THRESHOLD)
+    assert person[0]["num_keypoints"] == int((scores >= DEFAULT_KEYPOINT_THRESHOLD).sum()) < len(scores)
+    np.testing.assert_allclose(person[0]["keypoint_scores"], scores, atol=1e-4)
+
+
+def test_no_person_keypoints_are_saved_for_a_plane_or_an_unclassed_box(window, tmp_path):
+    """A person model's keypoints on a box labelled ``object`` (drawn before any class was chosen)
+    or ``airplane`` were saved as a person's 17 points."""
+    person = _box_ids(window)["person"]
+    view = window.state.views[person]
+    window.project.accept(0, person, np.ones((120, 160), bool))
+    for label in ("object", "airplane"):
+        box_id = window.project.add_box(0, np.array(PERSON, np.float64), label)
+        window.project.set_result(0, box_id, view.figure_ground, view.keypoints)
+        window.project.accept(0, box_id, np.ones((120, 160), bool))
     window.saving.save_to(tmp_path / "out.json")
-    saved = json.loads((tmp_path / "out.json").read_text())
-    names = {c["id"]: c["name"] for c in saved["categories"]}
-    by_label = {names[a["category_id"]]: a for a in saved["annotations"]}
-    assert "keypoints" not in by_label["bench"]
-    visible = np.array(by_label["person"]["keypoints"][2::3])
-    assert np.array_equal(visible == 2, scores >= 0.5) and 0 < (visible == 2).sum() < len(scores)
+    saved = _saved_by_label(tmp_path / "out.json")
+    assert "keypoints" not in saved["object"] and "keypoints" not in saved["airplane"]
+    assert "num_keypoints" not in saved["object"] and "keypoints" in saved["person"]

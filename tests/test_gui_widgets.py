@@ -8,10 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt
+from PySide6.QtGui import QMouseEvent
 from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
 
 from hcviewer.app.box_items import BoxItem
+from hcviewer.app.class_picker import ClassPicker
 from hcviewer.app.compare_view import ComparePanel
 from hcviewer.app.image_view import ImageView, Mode
 from hcviewer.app.layers_panel import LayersPanel
@@ -35,13 +38,17 @@ def _widget_point(view: ImageView, x: float, y: float) -> QPoint:
     return view.mapFromScene(scene)
 
 
-def _drag(view: ImageView, start: QPoint, end: QPoint) -> None:
+def _drag(view: ImageView, start: QPoint, end: QPoint,
+          modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier) -> None:
+    """A left drag as the mouse makes it, with ``modifiers`` held throughout (QTest's moves carry none)."""
     viewport = view.viewport()
-    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, modifiers, start)
     for t in np.linspace(0, 1, 6)[1:]:
-        QTest.mouseMove(viewport, start + (end - start) * float(t))
+        point = QPointF(start + (end - start) * float(t))
+        QApplication.sendEvent(viewport, QMouseEvent(QEvent.Type.MouseMove, point, viewport.mapToGlobal(point),
+                                                     Qt.MouseButton.NoButton, Qt.MouseButton.LeftButton, modifiers))
         QTest.qWait(25)  # pyqtgraph's scene drops move events that come faster than its frame rate
-    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, modifiers, end)
 
 
 def test_dragging_in_draw_mode_draws_a_box_in_image_coordinates(qtbot, view):
@@ -69,14 +76,92 @@ def test_brush_mode_reports_a_stroke(qtbot, view):
     assert points[0][0] == pytest.approx(100, abs=3) and points[-1][0] == pytest.approx(200, abs=3)
 
 
-def test_moving_a_box_item_reports_its_new_coordinates(qtbot, view):
-    item = BoxItem(7, np.array([50.0, 50.0, 150.0, 120.0]), "person 0.90")
+def _box_item(view: ImageView, selected: bool = True) -> BoxItem:
+    item = BoxItem(7, np.array([50.0, 50.0, 150.0, 120.0]), "#7 person 0.90")
+    item.set_state(selected, None, "#7 person 0.90")
     view.viewbox.addItem(item)
+    return item
+
+
+def test_alt_drag_inside_a_box_item_moves_it_and_reports_its_new_coordinates(qtbot, view):
+    item = _box_item(view)
     with qtbot.waitSignal(item.edited, timeout=2000) as blocker:
-        _drag(view, _widget_point(view, 100, 60), _widget_point(view, 140, 90))
+        _drag(view, _widget_point(view, 100, 80), _widget_point(view, 140, 110), Qt.KeyboardModifier.AltModifier)
     box_id, xyxy = blocker.args
     assert box_id == 7
     np.testing.assert_allclose(xyxy, [90, 80, 190, 150], atol=3)
+
+
+def test_a_plain_drag_inside_a_box_pans_the_view_and_leaves_the_box(qtbot, view):
+    item = _box_item(view)
+    before = view.viewbox.viewRange()
+    with qtbot.assertNotEmitted(item.edited), qtbot.assertNotEmitted(item.selected):
+        _drag(view, _widget_point(view, 100, 80), _widget_point(view, 140, 110))
+    np.testing.assert_array_equal(item.xyxy(), [50, 50, 150, 120])
+    assert view.viewbox.viewRange() != before
+
+
+def test_the_selected_box_moves_by_its_move_handle_and_resizes_by_a_corner(qtbot, view):
+    item = _box_item(view)
+    assert item.move_handle.isVisible()
+    with qtbot.waitSignal(item.edited, timeout=2000) as blocker:
+        _drag(view, _widget_point(view, 100, 50), _widget_point(view, 120, 70))  # the square on the top edge
+    np.testing.assert_allclose(blocker.args[1], [70, 70, 170, 140], atol=3)
+    with qtbot.waitSignal(item.edited, timeout=2000) as blocker:
+        _drag(view, _widget_point(view, 170, 140), _widget_point(view, 190, 150))  # the bottom-right corner
+    np.testing.assert_allclose(blocker.args[1], [70, 70, 190, 150], atol=3)
+    item.set_state(False, None, "#7 person 0.90")
+    assert not item.move_handle.isVisible()  # a box not selected has no handles to catch a drag
+
+
+def test_a_click_inside_a_box_item_selects_it(qtbot, view):
+    item = _box_item(view, selected=False)
+    with qtbot.waitSignal(item.selected, timeout=2000) as blocker:
+        QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                         _widget_point(view, 100, 80))
+    assert blocker.args == [7]
+
+
+def test_zoom_1_to_1_shows_one_image_pixel_per_screen_pixel_about_the_centre(qtbot, view):
+    view.viewbox.setRange(QRectF(100, 50, 200, 150), padding=0)
+    centre = view.viewbox.viewRect().center()
+    view.zoom_actual_pixels()
+    width, height = view.viewbox.viewPixelSize()
+    assert width == pytest.approx(1 / view.devicePixelRatioF()) and height == pytest.approx(width)
+    assert view.viewbox.viewRect().center().x() == pytest.approx(centre.x())
+    assert view.viewbox.viewRect().center().y() == pytest.approx(centre.y())
+
+
+COCO_LIKE = ["person", "bicycle", "car", "motorcycle", "bus", "train", "truck", "boat", "traffic light",
+             "bench", "bird", "cat", "dog", "horse", "sheep", "cow"] + [f"class {i}" for i in range(65)]
+
+
+@pytest.fixture
+def picker(qtbot):
+    picker = ClassPicker()
+    qtbot.addWidget(picker)
+    picker.popup(COCO_LIKE, "dog", QPoint(10, 10))
+    qtbot.waitExposed(picker)
+    return picker
+
+
+def test_the_class_picker_narrows_the_81_classes_as_one_types_and_enter_picks(qtbot, picker):
+    assert len(picker.visible_names()) == 81 and picker.list.currentItem().text() == "dog"
+    QTest.keyClicks(picker.filter, "TR")  # any case, anywhere in the name
+    assert picker.visible_names() == ["train", "truck", "traffic light", 'New class "TR"']
+    assert picker.list.currentItem().text() == "train"  # Enter now would pick the first match
+    QTest.keyClick(picker.filter, Qt.Key.Key_Down)  # moves in the list while the typing goes on
+    with qtbot.waitSignal(picker.picked, timeout=2000) as blocker:
+        QTest.keyClick(picker.filter, Qt.Key.Key_Return)
+    assert blocker.args == ["truck"] and not picker.isVisible()
+
+
+def test_the_class_picker_offers_a_typed_name_that_is_no_class_as_a_new_one(qtbot, picker):
+    QTest.keyClicks(picker.filter, "kite")
+    assert picker.visible_names() == ['New class "kite"']
+    with qtbot.waitSignal(picker.picked, timeout=2000) as blocker:
+        QTest.keyClick(picker.filter, Qt.Key.Key_Return)
+    assert blocker.args == ["kite"]
 
 
 def test_layers_panel_emits_checked_taps_and_keeps_at_least_one(qtbot):
@@ -104,9 +189,8 @@ def test_compare_panel_titles_carry_iou(qtbot):
     panel = ComparePanel()
     qtbot.addWidget(panel)
     crop = np.zeros((40, 30, 3), np.uint8)
-    masks = {"all taps": np.full((5, 5), 0.9, np.float32), "top alone": np.full((5, 5), 0.1, np.float32)}
-    panel.show_result(crop, np.array([0, 0, 30, 40.0]), masks, {"all taps": 0.75, "top alone": None}, 0.5,
-                      np.ones((40, 30), bool))
+    masks = {"all taps": np.ones((40, 30), bool), "top alone": np.zeros((40, 30), bool)}
+    panel.show_result(crop, masks, {"all taps": 0.75, "top alone": None}, np.ones((40, 30), bool))
     assert panel.titles == {"all taps": "all taps  IoU 0.75", "top alone": "top alone"}
 
 

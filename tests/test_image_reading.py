@@ -23,7 +23,7 @@ from hcviewer.data.folder import read_mask_folder
 from hcviewer.data.images import read_rgb
 from hcviewer.data.records import DataError
 from hcviewer.data.voc import read_voc
-from hcviewer.imageio import ImageReadError, read_image, read_image_size
+from hcviewer.imageio import ImageReadError, read_image, read_image_size, read_jpeg_preview
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -159,6 +159,19 @@ def test_reduced_decoding_of_a_rotated_jpeg_maps_boxes_in_the_upright_image(tmp_
     reduced, scale = read_image(path, max_side=200)
     assert scale == 0.25 and reduced.shape == (200, 150, 3)
     np.testing.assert_allclose(_bright_box(reduced), upright_box * scale, atol=1)
+
+
+def test_the_display_preview_of_a_large_jpeg_is_decoded_reduced_with_the_whole_photos_size(tmp_path):
+    stored = np.full((600, 800, 3), 40, np.uint8)
+    stored[100:300, 200:600] = 230
+    phone = _save(tmp_path / "phone.jpg", stored, orientation=6, quality=95)
+    (preview, scale), size = read_jpeg_preview(phone, 200)
+    assert scale == 0.25 and preview.shape == (200, 150, 3) and size == (800, 600) == read_image(phone).rgb.shape[:2]
+    np.testing.assert_allclose(_bright_box(preview), np.array(_bright_box(_upright(stored, 6))) * scale, atol=1)
+    assert read_jpeg_preview(phone, 500) is None  # not twice as large: decoded whole once, by the caller
+    assert read_jpeg_preview(_save(tmp_path / "large.png", stored), 200) is None  # a PNG gains nothing
+    with pytest.raises(ImageReadError, match="over the limit"):
+        read_jpeg_preview(phone, 200, max_pixels=1000)
 
 
 # -------------------------------------------------------------------------- EXIF orientation

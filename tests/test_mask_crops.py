@@ -11,8 +11,8 @@ from pycocotools import mask as mask_utils
 
 from hcviewer.annotation.annotation_file import decode_mask, encode_mask
 from hcviewer.annotation.mask_crops import (
-    box_map_crop, box_map_iou, compose_crops, counts_from_string, crop_from_rle, crop_from_segmentation,
-    crop_mask, rle_area, rle_bbox, rle_from_crop,
+    box_map_crop, box_map_iou, box_map_pixels, compose_crops, counts_from_string, crop_from_rle,
+    crop_from_segmentation, crop_iou, crop_mask, rle_area, rle_bbox, rle_from_crop,
 )
 from hcviewer.app.overlays import annotation_rgba
 from hcviewer.paste import paste_heatmap
@@ -92,6 +92,13 @@ def test_box_maps_draw_the_pixels_the_model_paste_back_draws():
         union = (full | truth).sum()
         expected = (full & truth).sum() / union if union else 1.0
         assert box_map_iou(box_map, box, 0.5, crop_mask(truth)) == pytest.approx(expected, abs=1e-12)
+        # an accepted mask is scored as its prediction was: the same IoU
+        accepted = box_map_crop(box_map, box, (height, width), 0.5)
+        assert crop_iou(accepted, crop_mask(truth)) == pytest.approx(expected, abs=1e-12)
+        xs, ys = np.arange(-2, width + 2, 3), np.arange(1, height, 2)
+        inside = (xs >= 0) & (xs < width)
+        pixels = box_map_pixels(box_map, box, 0.5, xs, ys, (height, width))
+        assert np.array_equal(pixels[:, inside], full[np.ix_(ys, xs[inside])]) and not pixels[:, ~inside].any()
 
 
 def test_large_regions_are_compared_on_a_grid(monkeypatch):

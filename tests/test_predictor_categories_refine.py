@@ -27,8 +27,9 @@ def predictor(tiny_checkpoint: Path, rgb_image: np.ndarray) -> HypercolumnPredic
 def test_keypoints_and_parts_only_for_the_heads_categories(predictor):
     labels = ["person", "motorcycle", None, "object", "Person"]
     result = predictor.predict(BOXES, categories=labels)
-    assert result.has_keypoints.tolist() == [True, False, True, True, True]
-    assert result.has_parts.tolist() == [True, False, True, True, True]
+    # None: no category named, every head answers; "object" names none: not a person's
+    assert result.has_keypoints.tolist() == [True, False, True, False, True]
+    assert result.has_parts.tolist() == [True, False, True, False, True]
     motorcycle = result.keypoints[1]
     assert np.isnan(motorcycle[:, :2]).all() and (motorcycle[:, 2] == 0).all()
     assert not result.keypoint_heatmaps[1].any() and not result.parts[1].any()
@@ -48,7 +49,7 @@ def test_categories_must_match_the_boxes(predictor):
 def test_applies_follows_the_checkpoint():
     person = tiny_person_config()
     assert person.applies_to("keypoints", "person") and not person.applies_to("keypoints", "motorcycle")
-    assert person.applies_to("keypoints", "unknown") and person.applies_to("figure_ground", "motorcycle")
+    assert not person.applies_to("keypoints", "unknown") and person.applies_to("figure_ground", "motorcycle")
     dogs = tiny_person_config(keypoint_categories=("dog",), part_categories=())
     assert dogs.applies_to("keypoints", "dog") and not dogs.applies_to("keypoints", "person")
     assert dogs.applies_to("parts", "motorcycle")  # no categories recorded: every box

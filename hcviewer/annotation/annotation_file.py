@@ -2,9 +2,12 @@
 
 An annotation is a COCO JSON file: every accepted object is an annotation with its mask as
 compressed RLE (pycocotools), its box and, for the categories the keypoint head applies to
-(``HeadScope``), its keypoints (``v`` = 2 when the keypoint's score reaches the threshold, else
-0 with x = y = 0; every score kept in ``keypoint_scores``). What COCO has no place for goes
-where COCO readers ignore it, so that loading the file continues the work where it stopped:
+(``HeadScope``), its keypoints: ``v`` = 2 when the keypoint's score reaches
+``DEFAULT_KEYPOINT_THRESHOLD``, else 0 with x = y = 0, whatever the display shows (the rule is
+written in the file as ``hcviewer.keypoint_visible_min_score``); every score is kept in
+``keypoint_scores`` and every point as the model placed it in ``hcviewer_keypoints``. What COCO
+has no place for goes where COCO readers ignore it, so that loading the file continues the work
+where it stopped:
 
 - image ids are the source box file's (new images get new ids), ``file_name`` is relative to
   the annotation's folder (with ``..`` when the images lie elsewhere);
@@ -84,6 +87,8 @@ class SavedObject:
     rejected: bool = False
     gt: Any = None  # the source box file's COCO segmentation (polygons or RLE)
     result: SavedResult | None = None
+    number: Any = None  # the box's number (its id in the app), saved as the record's id; as read, so
+    # anything but a positive whole number used once gets a new one (``object_numbers``)
 
 
 @dataclass
@@ -102,7 +107,6 @@ class Annotation:
     skeleton: tuple[tuple[int, int], ...] = ()  # 0-based pairs
     extra: dict = field(default_factory=dict)  # other keys under "hcviewer" (the recovery file's)
     heads: HeadScope = field(default_factory=HeadScope)
-    keypoint_threshold: float = DEFAULT_KEYPOINT_THRESHOLD
 
 
 # ------------------------------------------------------------------------------------ masks
@@ -180,14 +184,15 @@ def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tu
     category_ids = dict(annotation.category_ids)
     image_ids = image_id_list(annotation.images)
     png_folders = unique_stems(annotation.images, image_ids)
-    for image, image_id, png_folder in zip(annotation.images, image_ids, png_folders):
+    numbers = object_numbers(annotation.images)
+    for image, image_id, png_folder, image_numbers in zip(annotation.images, image_ids, png_folders, numbers):
         images.append(_image_record(image, image_id, folder, read_sizes and bool(image.objects)))
-        for obj in image.objects:
+        for obj, number in zip(image.objects, image_numbers):
             category_ids.setdefault(obj.label, max(category_ids.values(), default=0) + 1)
             if obj.mask_rle is None:
-                pending.append(_pending_record(obj, image_id))
+                pending.append({"id": number, **_pending_record(obj, image_id)})
                 continue
-            record = _object_record(obj, image_id, len(annotations) + 1, category_ids[obj.label], annotation)
+            record = _object_record(obj, image_id, number, category_ids[obj.label], annotation)
             annotations.append(record)
             pngs[f"{png_folder}/{record['id']:05d}_{safe_name(obj.label)}.png"] = obj.mask_rle
     categories = [{"id": cid, "name": name} for name, cid in sorted(category_ids.items(), key=lambda kv: kv[1])]
@@ -198,20 +203,37 @@ def to_coco(annotation: Annotation, folder: Path, read_sizes: bool = True) -> tu
             category["skeleton"] = [[a + 1, b + 1] for a, b in annotation.skeleton]  # COCO is 1-based
     coco = {"info": {"description": "hcviewer annotation"}, "images": images, "annotations": annotations,
             "categories": categories,
-            "hcviewer": {"version": FORMAT_VERSION, "pending": pending, **annotation.extra}}
+            "hcviewer": {"version": FORMAT_VERSION, "pending": pending, **annotation.extra,
+                         "keypoint_visible_min_score": DEFAULT_KEYPOINT_THRESHOLD}}
     return coco, pngs
 
 
 def image_id_list(images: list[SavedImage]) -> list[int | str]:
     """The source ids where there are (each once), new ids above them for the rest."""
-    given = [image.image_id for image in images]
-    numbers = [i for i in given if isinstance(i, int) and not isinstance(i, bool)]
+    return _kept_ids([image.image_id for image in images])
+
+
+def object_numbers(images: list[SavedImage]) -> list[list[int]]:
+    """Each image's objects' numbers: the saved ones (positive whole numbers, each once), new
+    numbers above them for the rest. Saved as the records' ids, so a box keeps its number."""
+    kept = iter(_kept_ids([o.number if _whole(o.number) and o.number > 0 else None
+                           for image in images for o in image.objects]))
+    return [[next(kept) for _ in image.objects] for image in images]
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kept_ids(given: list) -> list:
+    """``given`` with each None or repeated id replaced by a new whole number above the others."""
+    numbers = [i for i in given if _whole(i)]
     next_id, used, ids = max(numbers, default=0) + 1, set(), []
-    for image_id in given:
-        if image_id is None or image_id in used:
-            image_id, next_id = next_id, next_id + 1
-        used.add(image_id)
-        ids.append(image_id)
+    for given_id in given:
+        if given_id is None or given_id in used:
+            given_id, next_id = next_id, next_id + 1
+        used.add(given_id)
+        ids.append(given_id)
     return ids
 
 
@@ -237,22 +259,33 @@ def _object_record(obj: SavedObject, image_id: int | str, ann_id: int, category_
               "area": rle_area(obj.mask_rle), "bbox": rle_bbox(obj.mask_rle), "iscrowd": 0,
               "hcviewer_box": _rounded(obj.xyxy), "score": obj.score}
     if obj.keypoints is not None and annotation.heads.keypoints_apply(obj.label):
-        record.update(keypoint_fields(obj.keypoints, annotation.keypoint_threshold))
+        record.update(keypoint_fields(obj.keypoints))
     if obj.gt is not None:
         record["hcviewer_gt"] = obj.gt
     return record
 
 
-def keypoint_fields(keypoints: np.ndarray, threshold: float) -> dict:
-    """COCO ``keypoints`` (x, y, v: 2 when the score reaches ``threshold``, else 0 0 0),
-    ``num_keypoints`` and every score (``keypoint_scores``) of [J, 3] (x, y, score) points."""
+def keypoint_fields(keypoints: np.ndarray) -> dict:
+    """COCO ``keypoints`` (x, y, v: 2 when the score reaches ``DEFAULT_KEYPOINT_THRESHOLD``, else
+    0 0 0), ``num_keypoints``, every score (``keypoint_scores``) and every point as the model
+    placed it (``hcviewer_keypoints``, [x, y, score] each: reopening the file shows the points
+    hidden in ``keypoints`` again) of [J, 3] (x, y, score) points.
+
+    The rule is a constant, not the display's *Min. keypoint score*: what is saved must not
+    depend on how the annotator chose to look at it (at 0.00 every point of every person was
+    saved as visible). Nor a per-project setting: ``v`` = 2 should mean the same in every file
+    the app writes, and the threshold belongs to the model's score scale (chosen on held-out
+    people, docs/performance.md), not to a project; anyone needing another cut has every score."""
     points = np.asarray(keypoints, np.float64).reshape(-1, 3)
-    visible = np.isfinite(points).all(axis=1) & (points[:, 2] >= threshold)
+    visible = np.isfinite(points).all(axis=1) & (points[:, 2] >= DEFAULT_KEYPOINT_THRESHOLD)
     flat = []
     for (x, y, _), shown in zip(points, visible):
         flat += [round(float(x), 2), round(float(y), 2), 2] if shown else [0, 0, 0]
     scores = [round(float(s), 4) if math.isfinite(s) else 0.0 for s in points[:, 2]]
-    return {"keypoints": flat, "num_keypoints": int(visible.sum()), "keypoint_scores": scores}
+    placed = [[round(float(x), 2), round(float(y), 2), score] if math.isfinite(x) and math.isfinite(y)
+              else [0.0, 0.0, 0.0] for (x, y, _), score in zip(points, scores)]
+    return {"keypoints": flat, "num_keypoints": int(visible.sum()), "keypoint_scores": scores,
+            "hcviewer_keypoints": placed}
 
 
 def _pending_record(obj: SavedObject, image_id: int | str) -> dict:

@@ -68,8 +68,8 @@ class _Reader:
             image.objects.append(SavedObject(
                 self._box(where, record["box"]), str(record["label"]), self._score(where, record.get("score")),
                 rejected=bool(record.get("rejected", False)), gt=self._gt(where, record.get("gt")),
-                result=self._result(where, record.get("result"), image)))
-        for key in ("version", "pending"):
+                result=self._result(where, record.get("result"), image), number=record.get("id")))
+        for key in ("version", "pending", "keypoint_visible_min_score"):  # written again at every save
             extra.pop(key, None)
         keypoint_category = next((c.fields for c in coco.categories.values() if c.fields.get("keypoints")), {})
         return Annotation(list(images.values()), {name: cid for cid, name in names.items()},
@@ -117,14 +117,22 @@ class _Reader:
     def _object(self, ann: CocoAnnotation, label: str, image: SavedImage) -> SavedObject:
         xyxy = self._box(ann.where, ann.fields["hcviewer_box"]) if "hcviewer_box" in ann.fields else ann.xyxy
         return SavedObject(xyxy, label, ann.score, self._mask(ann.where, ann.fields.get("segmentation"), image),
-                           self._keypoints(ann), gt=self._gt(ann.where, ann.fields.get("hcviewer_gt")))
+                           self._keypoints(ann), gt=self._gt(ann.where, ann.fields.get("hcviewer_gt")),
+                           number=ann.fields.get("id"))
 
     def _keypoints(self, ann: CocoAnnotation) -> np.ndarray | None:
-        """[J, 3] (x, y, score): the saved score where there is one, 1 for a labelled COCO
-        point; 0 for an unlabelled one (v = 0, saved at 0, 0)."""
+        """[J, 3] (x, y, score): every point as the model placed it where hcviewer saved them
+        (``hcviewer_keypoints``); else from COCO's: the saved score where there is one, 1 for a
+        labelled point; 0 for an unlabelled one (v = 0, saved at 0, 0)."""
         if ann.keypoints is None:
             return None
         points = np.array(ann.keypoints).reshape(-1, 3)
+        if "hcviewer_keypoints" in ann.fields:
+            placed = self._points(ann.where, ann.fields["hcviewer_keypoints"])
+            if len(placed) != len(points):
+                raise self.fail(f"{ann.where}: 'hcviewer_keypoints' has {len(placed)} points, 'keypoints' "
+                                f"{len(points)}; remove 'hcviewer_keypoints'")
+            return placed
         labelled = points[:, 2] > 0
         scores = ann.fields.get("keypoint_scores")
         if isinstance(scores, list) and len(scores) == len(points):

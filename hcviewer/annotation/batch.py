@@ -3,7 +3,6 @@ segment many images' boxes, encode the masks as COCO RLE, and write COCO results
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -16,7 +15,7 @@ import torch
 from hcviewer.annotation.mask_crops import MaskCrop, rle_from_crop
 from hcviewer.boxes import box_problem, describe_box
 from hcviewer.fileio import OutputError, write_json_atomic  # noqa: F401 - re-exported: how results are written
-from hcviewer.imageio import IMAGE_SUFFIXES, read_image
+from hcviewer.imageio import find_images, read_image  # noqa: F401 - find_images: predict's, kept here
 from hcviewer.inference import HypercolumnPredictor, InputError, Prediction
 from hcviewer.paste import paste_heatmap_region
 
@@ -218,14 +217,3 @@ def to_coco_results(results: list[ImageResult], category_ids: dict[str, int]) ->
             records.append(record)
     return records
 
-
-def find_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Image files among ``paths``, folders searched recursively (sorted, without repeats)."""
-    found: dict[Path, None] = {}
-    for path in map(Path, paths):
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files = [path]
-        found.update(dict.fromkeys(files))
-    return list(found)

@@ -18,16 +18,15 @@ from typing import Any
 import numpy as np
 
 from hcviewer.annotation.annotation_file import (
-    Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask,
+    Annotation, SavedImage, SavedObject, SavedResult, decode_mask, encode_mask, object_numbers,
 )
 from hcviewer.annotation.boxfiles import BoxFileError, LoadedBox, read_boxes
-from hcviewer.annotation.head_scope import DEFAULT_KEYPOINT_THRESHOLD, HeadScope
+from hcviewer.annotation.head_scope import HeadScope
 from hcviewer.annotation.history import Edit, History
 from hcviewer.annotation.mask_crops import MaskCrop, crop_from_rle, crop_from_segmentation
 from hcviewer.annotation.project_file import ProjectFile
 from hcviewer.annotation.wording import plural
 from hcviewer.boxes import box_problem
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,7 +184,6 @@ class Project:
         self.keypoint_names: tuple[str, ...] = ()  # set by the window from the checkpoint
         self.skeleton: tuple[tuple[int, int], ...] = ()
         self.heads = HeadScope()  # set by the window from the checkpoint: whom keypoints are saved for
-        self.keypoint_threshold = DEFAULT_KEYPOINT_THRESHOLD  # saved keypoints below it are v=0
         self.history = History()
         self._listeners: list[Callable[[Change], None]] = []
         self._next_id = 1
@@ -307,8 +305,8 @@ class Project:
         self._replace(index, box_id, "accept", mask_rle=encode_mask(mask), keypoints=keypoints, rejected=False)
 
     def paint(self, index: int, box_id: int, mask: np.ndarray, erased: bool = False, name: str | None = None) -> None:
-        """Make the brush-edited ``mask`` (bool [H, W]) the box's annotation (``name``: the undo step's, if
-        not the brush's); a box painted before it was accepted takes its result's keypoints, as on accepting."""
+        """Make the edited ``mask`` (bool [H, W]: brush strokes, a click correction, or the polygon edit
+        ``name`` names) the box's annotation; a box painted before it was accepted takes its result's keypoints."""
         box = self.images[index].box(box_id)
         keypoints = box.keypoints
         if not box.accepted and box.result is not None and box.result.keypoints is not None:
@@ -439,14 +437,16 @@ class Project:
         """What a save writes: every image with its boxes (results too, while not accepted)."""
         images = [SavedImage(d.path, d.size, [_saved(b) for b in d.boxes], d.image_id) for d in self.images]
         return Annotation(images, dict(self.category_ids), self.keypoint_names, self.skeleton, extra or {},
-                          self.heads, self.keypoint_threshold)
+                          self.heads)
 
     def reset(self, annotation: Annotation) -> None:
         """An opened (or recovered) annotation replaces the project: its images, accepted masks
         and pending boxes; nothing to undo."""
+        numbers = object_numbers(annotation.images)  # a box keeps the number it was saved with
         self.images = [ImageDocument(Path(image.path), size=image.size, image_id=image.image_id,
-                                     boxes=tuple(_box_from_saved(o, self._new_id()) for o in image.objects))
-                       for image in annotation.images]
+                                     boxes=tuple(_box_from_saved(o, n) for o, n in zip(image.objects, ns)))
+                       for image, ns in zip(annotation.images, numbers)]
+        self._next_id = max((n for ns in numbers for n in ns), default=0) + 1
         self.category_ids = dict(annotation.category_ids)
         self.keypoint_names = self.keypoint_names or annotation.keypoint_names
         self.skeleton = self.skeleton or annotation.skeleton
@@ -477,7 +477,7 @@ def _saved(box: Box) -> SavedObject:
     saved_result = None if result is None else SavedResult(result.figure_ground, result.mask_rle,
                                                            result.keypoints, result.score)
     return SavedObject(tuple(float(v) for v in box.xyxy), box.label, box.score, box.mask_rle, box.keypoints,
-                       box.rejected, None if box.gt is None else box.gt.segmentation, saved_result)
+                       box.rejected, None if box.gt is None else box.gt.segmentation, saved_result, box.id)
 
 
 def _box_from_file(loaded: LoadedBox, box_id: int, size: tuple[int, int] | None) -> Box:

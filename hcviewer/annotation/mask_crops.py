@@ -256,26 +256,53 @@ def box_map_crop(box_map: np.ndarray, box: np.ndarray, image_size: tuple[int, in
 
 
 def box_map_iou(box_map: np.ndarray, box: np.ndarray, threshold: float, gt: MaskCrop) -> float:
-    """IoU of a box map (as ``box_map_crop`` draws it) and a ground-truth crop; over a region of
-    more than ``MAX_EXACT_PIXELS`` both are sampled on a grid of about that many pixels (a
-    large photo's box: exact to about 0.001, without drawing millions of pixels)."""
-    from hcviewer.paste import box_pixel_range, sample_heatmap
+    """IoU against the ground truth of a model's result: the mask that ``box_map_crop`` draws
+    (and Accept keeps) from the box map at ``threshold``. The one IoU of a prediction: the result
+    panel and the compare view pass the same map (edge-refined when the display refines), box
+    and threshold. Counted as ``crop_iou`` counts it."""
+    from hcviewer.paste import box_pixel_range
 
     height, width = gt.image_size
     (left, right), (top, bottom) = box_pixel_range(box[0], box[2], width), box_pixel_range(box[1], box[3], height)
-    inside_box = right > left and bottom > top
-    boxes = ([(left, top, right, bottom)] if inside_box else []) + ([gt.xyxy] if gt.mask.size else [])
+    extent = (left, top, right, bottom) if right > left and bottom > top else None
+    return _grid_iou(extent, lambda x0, y0, x1, y1, step: box_map_pixels(
+        box_map, box, threshold, np.arange(x0, x1, step), np.arange(y0, y1, step), gt.image_size), gt)
+
+
+def crop_iou(mask: MaskCrop, gt: MaskCrop) -> float:
+    """IoU against the ground truth of a mask (an accepted, maybe brush-edited one), counted as
+    ``box_map_iou`` counts a prediction's."""
+    return _grid_iou(mask.xyxy if mask.mask.size else None, mask.region, gt)
+
+
+def box_map_pixels(box_map: np.ndarray, box: np.ndarray, threshold: float, xs: np.ndarray, ys: np.ndarray,
+                   image_size: tuple[int, int]) -> np.ndarray:
+    """bool [len(ys), len(xs)]: whether each image pixel of columns ``xs`` by rows ``ys`` is in
+    the mask ``box_map_crop`` draws (nothing outside the box's pixels, as pasted)."""
+    from hcviewer.paste import box_pixel_range, sample_heatmap
+
+    height, width = image_size
+    (left, right), (top, bottom) = box_pixel_range(box[0], box[2], width), box_pixel_range(box[1], box[3], height)
+    xs, ys = np.asarray(xs), np.asarray(ys)
+    if not (right > left and bottom > top) or not (len(xs) and len(ys)):
+        return np.zeros((len(ys), len(xs)), bool)
+    inside = sample_heatmap(_tensor(box_map), box, xs, ys)[0].numpy() >= threshold
+    return inside & ((ys >= top) & (ys < bottom))[:, None] & ((xs >= left) & (xs < right))[None, :]
+
+
+def _grid_iou(extent: tuple[int, int, int, int] | None, pixels, gt: MaskCrop) -> float:
+    """IoU of a mask within ``extent`` (None: empty), whose pixels ``pixels(x0, y0, x1, y1, step)``
+    gives as ``MaskCrop.region`` does, and the ground truth, over the union of both extents; over a region of more than
+    ``MAX_EXACT_PIXELS`` both are sampled on a grid of about that many pixels (a large photo's
+    box: exact to about 0.001, without drawing millions of pixels)."""
+    boxes = ([extent] if extent is not None else []) + ([gt.xyxy] if gt.mask.size else [])
     if not boxes:
         return 1.0
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     step = max(1, int(np.ceil(np.sqrt((x1 - x0) * (y1 - y0) / MAX_EXACT_PIXELS))))
-    xs, ys = np.arange(x0, x1, step), np.arange(y0, y1, step)
-    predicted = np.zeros((len(ys), len(xs)), bool)
-    if inside_box:  # nothing outside the box's pixels, as pasted
-        predicted = sample_heatmap(_tensor(box_map), box, xs, ys)[0].numpy() >= threshold
-        predicted &= ((ys >= top) & (ys < bottom))[:, None] & ((xs >= left) & (xs < right))[None, :]
     truth = gt.region(x0, y0, x1, y1, step)
+    predicted = pixels(x0, y0, x1, y1, step) if extent is not None else np.zeros_like(truth)
     union = np.count_nonzero(predicted | truth)
     return float(np.count_nonzero(predicted & truth) / union) if union else 1.0
 

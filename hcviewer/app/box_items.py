@@ -1,16 +1,27 @@
-"""A detection box drawn over the image: a pyqtgraph ROI the user can select, move and resize."""
+"""A detection box drawn over the image: a pyqtgraph ROI the user can select, move and resize.
+
+Moving is deliberate (issue 22): a plain drag inside a box pans the view like a drag anywhere
+else, so a click that slips never moves the box (and re-segments it). The selected box moves by
+its move handle (the square on its top edge) or by Alt+drag anywhere inside it; its corner
+handles resize it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QColor
+from pyqtgraph.graphicsItems.ROI import Handle
 
 from hcviewer.app.overlays import brush_pen
 
 BOX_COLOR = (255, 255, 255)
 SELECTED_COLOR = (255, 215, 0)
 REJECTED_COLOR = (160, 160, 160)
+MOVE_MODIFIER = Qt.KeyboardModifier.AltModifier  # Ctrl and Shift clicks inside a box are left free
+HANDLE_RADIUS = 6  # screen pixels: easy to grab
+MOVE_HANDLE_RADIUS = 8
+HANDLE_FILL = QColor(0, 0, 0, 160)
 
 
 class BoxItem(pg.ROI):
@@ -27,8 +38,14 @@ class BoxItem(pg.ROI):
                          resizable=False, removable=False, pen=brush_pen(BOX_COLOR))
         self.box_id = box_id
         for corner, opposite in (((0, 0), (1, 1)), ((1, 0), (0, 1)), ((0, 1), (1, 0)), ((1, 1), (0, 0))):
-            self.addScaleHandle(corner, opposite)
-        self.label = pg.TextItem(label, color=BOX_COLOR, anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 140))
+            diagonal = corner in ((0, 0), (1, 1))
+            self.addScaleHandle(corner, opposite, item=self._handle(
+                "s", HANDLE_RADIUS, Qt.CursorShape.SizeFDiagCursor if diagonal else Qt.CursorShape.SizeBDiagCursor))
+        # on the top edge: not over the object, where clicks go
+        self.move_handle = self.addTranslateHandle((0.5, 0), item=self._handle(
+            "t", MOVE_HANDLE_RADIUS, Qt.CursorShape.SizeAllCursor))
+        self.mouseDragHandler.translateModifier = MOVE_MODIFIER
+        self.label = pg.TextItem(label, color=BOX_COLOR, anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 180))  # readable on a bright photo
         self.label.setParentItem(self)
         self.setAcceptedMouseButtons(Qt.MouseButton.LeftButton)
         self.sigClicked.connect(self._clicked)
@@ -36,6 +53,12 @@ class BoxItem(pg.ROI):
         self.sigRegionChangeFinished.connect(self._finished)
         self._state_key: tuple | None = None
         self.set_state(False, None, label)
+
+    def _handle(self, kind: str, radius: float, cursor: Qt.CursorShape) -> "FilledHandle":
+        handle = FilledHandle(radius, typ=kind, pen=brush_pen(SELECTED_COLOR, width=2),
+                              hoverPen=brush_pen(BOX_COLOR, width=2), parent=self)
+        handle.setCursor(cursor)
+        return handle
 
     def xyxy(self) -> np.ndarray:
         pos, size = self.pos(), self.size()
@@ -81,8 +104,21 @@ class BoxItem(pg.ROI):
         else:
             self.selected.emit(self.box_id)
 
+    def hoverEvent(self, ev) -> None:  # noqa: N802 - Qt naming
+        """Claims clicks only. pyqtgraph's ROI also claims the drag under the pointer, and a
+        claimed drag goes to no other item: the plain drag inside the box could not pan."""
+        self.setMouseHover(not ev.isExit() and ev.acceptClicks(Qt.MouseButton.LeftButton))
+
     def _finished(self, *_) -> None:
         self.edited.emit(self.box_id, self.xyxy())
+
+
+class FilledHandle(Handle):
+    """A handle filled dark inside its outline: seen on a bright photo as on a dark one."""
+
+    def paint(self, painter, option, widget) -> None:
+        painter.setBrush(HANDLE_FILL)
+        super().paint(painter, option, widget)
 
 
 def stack_labels(rects: list[tuple[float, float, float, float]]) -> list[float]:

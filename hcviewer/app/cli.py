@@ -1,5 +1,7 @@
 """The ``hcviewer`` command: ``hcviewer [PATH ...]`` opens the app; ``hcviewer predict`` segments
-boxes headless and writes COCO results. Neither ``predict`` nor ``--help`` imports Qt.
+boxes headless and writes COCO results; ``hcviewer export`` writes an annotation or those results
+as COCO, YOLO, VOC or labelme files (``annotation/export_command.py``). Neither ``predict``,
+``export`` nor ``--help`` imports Qt.
 
 An image file literally named ``predict`` is opened with ``hcviewer ./predict``."""
 
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["predict"]:
             return _predict(_predict_parser().parse_args(argv[1:]))
+        if argv[:1] == ["export"]:
+            return _export(argv[1:])
         return _open_app(_app_parser().parse_args(argv))
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
@@ -59,7 +63,8 @@ def _app_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hcviewer",
         description="Inspect and annotate hypercolumn segmentation, parts and keypoints. "
-                    "Without paths the demo photos open. Run 'hcviewer predict --help' for the headless batch.")
+                    "Without paths the demo photos open. Run 'hcviewer predict --help' for the headless batch, "
+                    "'hcviewer export --help' to write its results or an annotation as COCO, YOLO, VOC or labelme.")
     parser.add_argument("paths", nargs="*", metavar="PATH", help="images or folders of images")
     parser.add_argument("--boxes", metavar="FILE", help="box file: COCO JSON, detection results, VOC XML (or folder), CSV")
     _add_model_arguments(parser)
@@ -94,6 +99,18 @@ def _require_existing(paths: list[str], what: str) -> None:
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         raise UsageError(f"no such {what}: {', '.join(missing)}; check the spelling")
+
+
+# ---------------------------------------------------------------------------------- export
+def _export(argv: list[str]) -> int:
+    from hcviewer.annotation.export_command import ExportCommandError, export_parser, run_export
+
+    args = export_parser().parse_args(argv)
+    try:
+        print(run_export(args), file=sys.stderr)
+    except ExportCommandError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
 
 
 # --------------------------------------------------------------------------------- predict

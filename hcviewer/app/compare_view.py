@@ -9,7 +9,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from hcviewer.app.overlays import GT_COLOR, MASK_COLOR, mask_rgba, outline_xy, upsample, display_shape
+from hcviewer.app.overlays import GT_COLOR, MASK_COLOR, mask_rgba, outline_xy, display_shape
 
 
 def standard_subsets(taps: tuple[str, ...], custom: tuple[str, ...] | None = None) -> dict[str, tuple[str, ...]]:
@@ -32,22 +32,21 @@ class ComparePanel(pg.GraphicsLayoutWidget):
         self.setBackground((40, 40, 40))
         self.titles: dict[str, str] = {}
 
-    def show_result(self, crop: np.ndarray, box: np.ndarray, masks: dict[str, np.ndarray],
-                    iou: dict[str, float | None], threshold: float, gt_crop: np.ndarray | None) -> None:
-        """crop: the image under the box, uint8 [h, w, 3]; masks: name -> [S, S] probabilities;
-        gt_crop: bool [h, w] ground truth under the box or None."""
+    def show_result(self, crop: np.ndarray, masks: dict[str, np.ndarray], iou: dict[str, float | None],
+                    gt_crop: np.ndarray | None) -> None:
+        """crop: the image under the box, uint8 [h, w, 3]; masks: name -> bool [h, w], the mask
+        each IoU scores; gt_crop: bool [h, w] ground truth under the box or None."""
         self.clear()
         self.titles = {}
         columns = min(4, max(1, len(masks)))
         local_box = np.array([0.0, 0.0, crop.shape[1], crop.shape[0]])
-        for i, (name, probs) in enumerate(masks.items()):
+        for i, (name, mask) in enumerate(masks.items()):
             title = name if iou.get(name) is None else f"{name}  IoU {iou[name]:.2f}"
             self.titles[name] = title
             view = self.addViewBox(row=2 * (i // columns) + 1, col=i % columns, lockAspect=True,
                                    invertY=True, enableMenu=False)
             self.addLabel(title, row=2 * (i // columns), col=i % columns, color="w", size="10pt")
             view.addItem(pg.ImageItem(crop, levels=(0, 255)))
-            mask = upsample(probs, crop.shape[:2]) >= threshold
             overlay = pg.ImageItem(mask_rgba(mask, MASK_COLOR, 0.45), levels=(0, 255))
             view.addItem(overlay)
             view.addItem(pg.PlotCurveItem(*outline_xy(mask, local_box), pen=pg.mkPen(MASK_COLOR, width=2),

@@ -1,6 +1,7 @@
 """The image canvas: a pyqtgraph view (pan with the mouse, zoom with the wheel) holding the
-image, the boxes, the prediction overlay and the annotation masks. Three pointer modes:
-select (click boxes; drag pans), draw (drag a new box) and brush (paint add / erase)."""
+image, the boxes, the prediction overlay and the annotation masks. Pointer modes: select (click
+boxes; drag pans), draw (drag a new box), brush (paint add / erase) and polygon (drags pan; the
+polygon's own items take the drags on its vertices and edges)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Mode(Enum):
     DRAW = "draw"
     BRUSH_ADD = "brush_add"
     BRUSH_ERASE = "brush_erase"
+    POLYGON = "polygon"  # edit the selected accepted mask's polygon (app/polygon_items.py)
 
 
 class CanvasViewBox(pg.ViewBox):
@@ -40,7 +42,7 @@ class CanvasViewBox(pg.ViewBox):
         self.addItem(self._band_item, ignoreBounds=True)
 
     def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt naming
-        if ev.button() != Qt.MouseButton.LeftButton or self.mode == Mode.SELECT:
+        if ev.button() != Qt.MouseButton.LeftButton or self.mode in (Mode.SELECT, Mode.POLYGON):
             super().mouseDragEvent(ev, axis)
             return
         ev.accept()
@@ -101,6 +103,16 @@ class ImageView(pg.GraphicsView):
         if self.image_shape is not None:
             h, w = self.image_shape
             self.viewbox.setRange(QRectF(0, 0, w, h), padding=0.02)
+
+    def zoom_actual_pixels(self) -> None:
+        """1:1: one image pixel per screen pixel (device pixels on a high-DPI screen), about the
+        centre of what is shown."""
+        if self.image_shape is None:
+            return
+        centre = self.viewbox.viewRect().center()
+        scale = self.devicePixelRatioF()  # logical pixels are this many screen pixels
+        width, height = self.viewbox.width() * scale, self.viewbox.height() * scale
+        self.viewbox.setRange(QRectF(centre.x() - width / 2, centre.y() - height / 2, width, height), padding=0)
 
     def set_mode(self, mode: Mode) -> None:
         self.viewbox.mode = mode

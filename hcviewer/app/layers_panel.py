@@ -1,17 +1,23 @@
 """Side panels: the checkpoint's taps (layers feeding the hypercolumn) and the display controls
 (tasks shown, opacity, mask threshold, detection score threshold, part legend, accepted
-objects' colours and legend)."""
+objects' colours and legend), and the wheel guard of their scrolling panel."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+import textwrap
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPixmap, QIcon
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-    QPushButton, QSlider, QVBoxLayout, QWidget,
+    QAbstractSlider, QAbstractSpinBox, QApplication, QCheckBox, QComboBox, QFormLayout, QFrame, QGroupBox,
+    QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QScrollArea, QSlider, QToolButton,
+    QVBoxLayout, QWidget,
 )
 
 from hcviewer.app.overlays import COLOR_BY, DisplaySettings, part_color
+
+
+MAX_HINT = 160  # characters of a load error shown in the panel
 
 
 class LayersPanel(QGroupBox):
@@ -34,6 +40,19 @@ class LayersPanel(QGroupBox):
         buttons.addWidget(self.all_button)
         buttons.addWidget(self.compare_button)
         self._layout.addLayout(buttons)
+
+    def model_loading(self, name: str) -> None:
+        self._hint.setText(f"Loading the model {name}…")
+
+    def model_failed(self, message: str) -> None:
+        """The load error, shortened (the message box has it whole); a model loaded before keeps
+        its layers here."""
+        reason = textwrap.shorten(message, MAX_HINT, placeholder="…")
+        self._hint.setText(f"{reason}\nStill using the model loaded before." if self.boxes else
+                           f"{reason}\nNo model: File > Open model… opens another.")
+
+    def no_model(self) -> None:
+        self._hint.setText("No model: boxes and annotation only. File > Open model… opens one.")
 
     def set_taps(self, taps: tuple[str, ...]) -> None:
         for box in self.boxes.values():
@@ -70,6 +89,41 @@ class LayersPanel(QGroupBox):
         self.tapsChanged.emit(checked)
 
 
+NOTICE_MS = 30000  # a notice stays this long unless closed or replaced
+
+
+class Notice(QFrame):
+    """A warning inside the panel: unlike a message box it takes neither the keyboard focus nor
+    the window's shortcuts, so the Del it suggests works at once (issue 22)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setStyleSheet("Notice { background: #fff3cd; border: 1px solid #d39e00; } QLabel { color: #533f03; }")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 4, 2, 4)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton()
+        close.setText("✕")
+        close.setToolTip("Close this notice")
+        close.setAutoRaise(True)
+        close.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        close.clicked.connect(self.hide)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.hide)
+        self.hide()
+
+    def show_text(self, text: str) -> None:
+        self.label.setText(text)
+        self.show()
+        self._timer.start(NOTICE_MS)
+
+
 def _slider(lo: int, hi: int, value: int) -> QSlider:
     slider = QSlider(Qt.Orientation.Horizontal)
     slider.setRange(lo, hi)
@@ -93,6 +147,9 @@ class DisplayPanel(QGroupBox):
         self.show_parts = self._task_box(form, "Parts", "show_parts")
         self.show_keypoints = self._task_box(form, "Keypoints", "show_keypoints")
         self.show_gt = self._task_box(form, "Ground truth", "show_gt")
+        self.selected_only = self._task_box(form, "Selected box only", "selected_only")
+        self.selected_only.setToolTip("Draw masks, parts, keypoints and ground truth for the selected box alone "
+                                      "(crowded photos); the other boxes stay clickable")
         self.opacity = _slider(0, 100, round(settings.opacity * 100))
         self.opacity.valueChanged.connect(lambda v: self._set("opacity", v / 100))
         form.addRow("Opacity", self.opacity)
@@ -116,20 +173,18 @@ class DisplayPanel(QGroupBox):
         self.keypoint_score_label = QLabel()
         form.addRow("Min. keypoint score", self.keypoint_score)
         form.addRow("", self.keypoint_score_label)
-        self.legend = QListWidget()
-        self.legend.setMaximumHeight(120)
-        self.legend.setToolTip("Part colours")
-        form.addRow("Parts", self.legend)
+        self.legend = _legend_list("Part colours")
+        form.addRow(QLabel("Parts"))  # the list on a row of its own: the names get the panel's width
+        form.addRow(self.legend)
         self.color_by = QComboBox()
         self.color_by.addItems([f"per {choice}" for choice in COLOR_BY])
         self.color_by.setCurrentIndex(COLOR_BY.index(settings.color_by))
         self.color_by.setToolTip("Accepted masks: one colour per object, or per class")
         self.color_by.currentIndexChanged.connect(lambda i: self._set("color_by", COLOR_BY[i]))
         form.addRow("Accepted colours", self.color_by)
-        self.accepted_legend = QListWidget()
-        self.accepted_legend.setMaximumHeight(120)
-        self.accepted_legend.setToolTip("The accepted objects of this image in their colours")
-        form.addRow("Accepted", self.accepted_legend)
+        self.accepted_legend = _legend_list("The accepted objects of this image in their colours")
+        form.addRow(QLabel("Accepted"))
+        form.addRow(self.accepted_legend)
         self._accepted_entries: list[tuple[str, tuple[int, int, int]]] | None = None
         self._update_labels()
 
@@ -160,7 +215,8 @@ class DisplayPanel(QGroupBox):
         self.legend.clear()
         self.show_parts.setEnabled(bool(part_names))
         for i, name in enumerate(part_names, start=1):
-            self.legend.addItem(QListWidgetItem(_swatch(part_color(i, self.settings.part_colors)), name))
+            _add_entry(self.legend, name, part_color(i, self.settings.part_colors))
+        _fit_height(self.legend)
 
     def set_accepted_legend(self, entries: list[tuple[str, tuple[int, int, int]]]) -> None:
         """(text, colour) of each accepted object or class shown."""
@@ -169,7 +225,8 @@ class DisplayPanel(QGroupBox):
         self._accepted_entries = entries
         self.accepted_legend.clear()
         for text, color in entries:
-            self.accepted_legend.addItem(QListWidgetItem(_swatch(color), text))
+            _add_entry(self.accepted_legend, text, color)
+        _fit_height(self.accepted_legend)
 
     def set_tasks(self, tasks: tuple[str, ...]) -> None:
         self.show_mask.setEnabled("figure_ground" in tasks)
@@ -177,7 +234,57 @@ class DisplayPanel(QGroupBox):
         self.show_keypoints.setEnabled("keypoints" in tasks)
 
 
+LEGEND_MAX_HEIGHT = 170  # a longer legend scrolls
+
+
+def _legend_list(tooltip: str) -> QListWidget:
+    """A colour legend whose long names wrap instead of being cut ("accessories and ba…")."""
+    legend = QListWidget()
+    legend.setToolTip(tooltip)
+    legend.setWordWrap(True)
+    legend.setTextElideMode(Qt.TextElideMode.ElideNone)
+    _fit_height(legend)
+    return legend
+
+
+def _add_entry(legend: QListWidget, text: str, color: tuple[int, int, int]) -> None:
+    item = QListWidgetItem(_swatch(color), text)
+    item.setToolTip(text)  # the whole name, also where the list is narrow
+    legend.addItem(item)
+
+
+def _fit_height(legend: QListWidget) -> None:
+    """As tall as its entries (at least one line, at most ``LEGEND_MAX_HEIGHT``): no empty rows
+    pushing the rest of the panel down."""
+    rows = sum(legend.sizeHintForRow(i) for i in range(legend.count())) or legend.fontMetrics().height()
+    legend.setFixedHeight(min(LEGEND_MAX_HEIGHT, rows + 2 * legend.frameWidth() + 4))
+
+
 def _swatch(color: tuple[int, int, int]) -> QIcon:
     pixmap = QPixmap(12, 12)
     pixmap.fill(QColor(*color))
     return QIcon(pixmap)
+
+
+class _WheelScrollsPanel(QObject):
+    """A wheel turned over a slider, spin box or combo box that has no keyboard focus scrolls the
+    panel instead: scrolling through the panel changed the opacity under the pointer (issue 22)."""
+
+    def __init__(self, scroll: QScrollArea) -> None:
+        super().__init__(scroll)
+        self.scroll = scroll
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt naming
+        if event.type() == QEvent.Type.Wheel and not watched.hasFocus():
+            QApplication.sendEvent(self.scroll.verticalScrollBar(), event)
+            return True
+        return False
+
+
+def scroll_past_value_widgets(scroll: QScrollArea) -> None:
+    """The panel's value widgets take the wheel only once clicked or tabbed to (focused)."""
+    guard = _WheelScrollsPanel(scroll)
+    for kind in (QAbstractSlider, QAbstractSpinBox, QComboBox):
+        for widget in scroll.widget().findChildren(kind):
+            widget.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # not focused by the wheel itself
+            widget.installEventFilter(guard)

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from hcviewer.annotation.document import ImageDocument, Project
+from hcviewer.app.busy import BusyIndicator
 from hcviewer.app.controllers.annotation import AnnotationController
 from hcviewer.app.controllers.canvas import CanvasController
 from hcviewer.app.controllers.clicks import ClickController
@@ -30,7 +31,7 @@ from hcviewer.app.gui_gc import dispose, install_gui_gc
 from hcviewer.app.image_loader import ImageLoaderService, readable
 from hcviewer.app.image_view import ImageView
 from hcviewer.app.interrupt import quit_on_interrupt
-from hcviewer.app.layers_panel import DisplayPanel, LayersPanel
+from hcviewer.app.layers_panel import DisplayPanel, LayersPanel, Notice, scroll_past_value_widgets
 from hcviewer.app.menus import build_menus
 from hcviewer.app.overlays import DisplaySettings
 from hcviewer.app.probe import ProbeWidget
@@ -71,7 +72,10 @@ class MainWindow(QMainWindow):
         self.segmentation = SegmentationController(self)
         self.annotation = AnnotationController(self)
         self.clicks = ClickController(self)
+        self.busy.watch_model(self.model.worker)
         self.display_panel.changed.connect(self.canvas.display_changed)
+        # The boxes' outlines too take the accepted colours at once (after the panel's own handler).
+        self.display_panel.color_by.currentIndexChanged.connect(lambda _: self.canvas.sync_boxes())
         self.display_panel.scoreThresholdChanged.connect(lambda _: self.state.changed("score"))
         build_menus(self)
         self._restore_window()
@@ -81,6 +85,7 @@ class MainWindow(QMainWindow):
             self.segmentation.open_model(self.checkpoint)
         else:
             self.device_label.setText("No checkpoint: boxes and annotation only")
+            self.layers.no_model()
         if offer_recovery:
             QTimer.singleShot(0, self.saving.offer_recovery)
 
@@ -95,6 +100,8 @@ class MainWindow(QMainWindow):
 
         side = QWidget()
         layout = QVBoxLayout(side)
+        self.notice = Notice()
+        layout.addWidget(self.notice)
         self.result_label = QLabel("Click a box to segment it.")
         self.result_label.setWordWrap(True)
         layout.addWidget(self.result_label)
@@ -112,6 +119,7 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(side)
+        scroll_past_value_widgets(scroll)
         # The panel is never narrower than its contents: nothing is cut or hidden to the right.
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setMinimumWidth(side.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
@@ -143,6 +151,7 @@ class MainWindow(QMainWindow):
         status.addPermanentWidget(self.cancel_button)
         status.addPermanentWidget(self.timing_label)
         status.addPermanentWidget(self.device_label)
+        self.busy = BusyIndicator(status)
 
     def _restore_window(self) -> None:
         geometry, state = self.settings.geometry(), self.settings.window_state()
@@ -171,7 +180,16 @@ class MainWindow(QMainWindow):
         box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
         box.setModal(False)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.setAttribute(Qt.WidgetAttribute.WA_ShowWithoutActivating)  # the keyboard stays with the window
         box.show()
+
+    def show_notice(self, text: str) -> None:
+        """A warning in the right panel (and the status bar) that leaves the keyboard focus and the
+        shortcuts with the window: for what the user fixes in the window itself."""
+        text = readable(text)
+        self.messages.append(text)
+        self.statusBar().showMessage(text.splitlines()[0], 10000)
+        self.notice.show_text(text)
 
     def current_document(self) -> ImageDocument | None:
         """The shown image's document (None when no image is shown)."""
@@ -193,6 +211,7 @@ class MainWindow(QMainWindow):
             return
         self.settings.save_window(self.saveGeometry(), self.saveState())
         self.settings.save_display(self.display)
+        self.busy.clear()  # the application's cursor is not left busy
         self.segmentation.close_compare()
         self.model.shutdown()
         self.loader.shutdown()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from PySide6.QtCore import QEvent, QObject
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QCheckBox, QDockWidget, QMenu
 
@@ -30,7 +30,7 @@ def add_action(window: "MainWindow", menu: QMenu, text: str, slot: Callable | No
 
 def build_menus(window: "MainWindow") -> None:
     """File, Edit, Segment, View and Help menus; sets the window's ``recent_menu``, ``undo_action``,
-    ``redo_action``, ``mode_actions``, ``accept_action`` and ``reject_action``."""
+    ``redo_action``, ``mode_actions``, ``finish_polygon_action``, ``accept_action`` and ``reject_action``."""
     bar = window.menuBar()
     _file_menu(window, bar.addMenu("&File"))
     _edit_menu(window, bar.addMenu("&Edit"))
@@ -55,6 +55,8 @@ def _file_menu(window: "MainWindow", menu: QMenu) -> None:
     export = menu.addMenu("Export")
     for kind, text in FORMATS.items():
         add_action(window, export, f"{text}…", lambda _=False, k=kind: window.exporting.export_dialog(k))
+    export.addSeparator()
+    add_action(window, export, "Polygon tolerance…", window.exporting.ask_tolerance)
     menu.addSeparator()
     add_action(window, menu, "Quit", window.close, QKeySequence.StandardKey.Quit)
 
@@ -68,12 +70,21 @@ def _edit_menu(window: "MainWindow", menu: QMenu) -> None:
     menu.addSeparator()
     add_action(window, menu, "Set class of box…", annotation.show_class_menu, "C")
     add_action(window, menu, "Delete box", annotation.delete_selected, QKeySequence.StandardKey.Delete)
+    for text, step, key in (("Select next box", 1, "Tab"), ("Select previous box", -1, "Shift+Tab")):
+        action = add_action(window, menu, text, lambda _=False, s=step: window.canvas.select_next(s), key)
+        # Only while the canvas has the focus: elsewhere Tab moves the focus, as in every window.
+        action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        window.view.addAction(action)
     menu.addSeparator()
-    modes = ((Mode.SELECT, "Select / move boxes", "V"), (Mode.DRAW, "Draw a new box", "D"),
-             (Mode.BRUSH_ADD, "Brush: add to mask", "B"), (Mode.BRUSH_ERASE, "Brush: erase from mask", "E"))
+    modes = ((Mode.SELECT, "Select boxes", "V"), (Mode.DRAW, "Draw a new box", "D"),
+             (Mode.BRUSH_ADD, "Brush: add to mask", "B"), (Mode.BRUSH_ERASE, "Brush: erase from mask", "E"),
+             (Mode.POLYGON, "Edit polygon of mask", "P"))
     window.mode_actions = {
         mode: add_action(window, menu, text, lambda _=False, m=mode: annotation.set_mode(m), key, True)
         for mode, text, key in modes}
+    window.finish_polygon_action = add_action(window, menu, "Finish polygon editing",
+                                              lambda: annotation.set_mode(Mode.SELECT), "Return")
+    window.finish_polygon_action.setEnabled(False)  # only while editing: Return stays the widgets' elsewhere
     add_action(window, menu, "Larger brush", lambda: annotation.scale_brush(1.25), "]")
     add_action(window, menu, "Smaller brush", lambda: annotation.scale_brush(0.8), "[")
     window.mode_actions[Mode.SELECT].setChecked(True)
@@ -100,11 +111,13 @@ def _segment_menu(window: "MainWindow", menu: QMenu) -> None:
 def _view_menu(window: "MainWindow", menu: QMenu) -> None:
     files, panel = window.files, window.display_panel
     add_action(window, menu, "Fit image", window.view.fit, "F")
+    add_action(window, menu, "Zoom 1:1 (actual pixels)", window.view.zoom_actual_pixels, "Ctrl+1")
     add_action(window, menu, "Next image", lambda: files.step_image(1), QKeySequence.StandardKey.MoveToNextPage)
     add_action(window, menu, "Previous image", lambda: files.step_image(-1), QKeySequence.StandardKey.MoveToPreviousPage)
     menu.addSeparator()
     toggles = (("Figure-ground mask", panel.show_mask), ("Parts", panel.show_parts),
-               ("Keypoints", panel.show_keypoints), ("Ground truth", panel.show_gt))
+               ("Keypoints", panel.show_keypoints), ("Ground truth", panel.show_gt),
+               ("Selected box only", panel.selected_only))
     for key, (text, box) in enumerate(toggles, start=1):
         _mirror(add_action(window, menu, f"Show {text.lower()}", None, str(key), checkable=True), box)
     menu.addSeparator()

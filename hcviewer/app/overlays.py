@@ -217,7 +217,8 @@ class DisplaySettings:
         self.show_parts = True  # for checkpoints with a parts head (the toggle is disabled otherwise)
         self.show_keypoints = True
         self.show_gt = False
-        self.keypoint_min_score = DEFAULT_KEYPOINT_THRESHOLD  # weaker keypoints are hidden (and saved v=0)
+        self.selected_only = False  # masks, parts, keypoints and ground truth of the selected box alone
+        self.keypoint_min_score = DEFAULT_KEYPOINT_THRESHOLD  # weaker keypoints are hidden (by default: as saved)
         self.color_by = "object"  # accepted masks: one colour per "object" or per "class"
         self.part_colors: tuple[tuple[int, int, int], ...] = ()  # the checkpoint's, one per part (empty: palette)
 

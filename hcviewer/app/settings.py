@@ -10,6 +10,7 @@ from hcviewer.app.overlays import COLOR_BY, DisplaySettings
 ORGANIZATION = "hcviewer"
 APPLICATION = "hcviewer"
 MAX_RECENT = 10
+BOOLEAN_CHOICES = ("show_mask", "show_parts", "show_keypoints", "show_gt", "selected_only", "refine_edges")
 
 
 class AppSettings:
@@ -51,14 +52,13 @@ class AppSettings:
     def load_display(self, display: DisplaySettings) -> None:
         for name in ("opacity", "threshold", "keypoint_min_score"):
             display.__dict__[name] = float(self.q.value(f"display/{name}", getattr(display, name)))
-        for name in ("show_mask", "show_parts", "show_keypoints", "show_gt", "refine_edges"):
+        for name in BOOLEAN_CHOICES:
             value = self.q.value(f"display/{name}", getattr(display, name))
             display.__dict__[name] = value if isinstance(value, bool) else str(value).lower() == "true"
         color_by = str(self.q.value("display/color_by", display.color_by))
         display.color_by = color_by if color_by in COLOR_BY else display.color_by
 
     def save_display(self, display: DisplaySettings) -> None:
-        for name in ("opacity", "threshold", "keypoint_min_score", "show_mask", "show_parts", "show_keypoints",
-                     "show_gt", "refine_edges", "color_by"):
+        for name in ("opacity", "threshold", "keypoint_min_score", *BOOLEAN_CHOICES, "color_by"):
             self.q.setValue(f"display/{name}", getattr(display, name))
         self.q.sync()

@@ -10,11 +10,17 @@ from PySide6.QtWidgets import (
 COMMAND = "command"  # an action's fixed name, where its text changes (Undo paint mask)
 MOUSE = (  # what the canvas does with the mouse (no menu command to read it from)
     ("Canvas", "Wheel", "Zoom"),
-    ("Canvas", "Drag (select mode)", "Pan, or move a box; its corners resize it"),
-    ("Canvas", "Click a box", "Select and segment it"),
+    ("Canvas", "Drag (select mode)", "Pan, also inside a box"),
+    ("Canvas", "Alt+drag a box", "Move the box"),
+    ("Canvas", "Drag the top square", "Move the selected box"),
+    ("Canvas", "Drag a corner", "Resize the selected box"),
+    ("Canvas", "Click a box", "Select and segment it (again after Reject)"),
     ("Canvas", "Shift+click / Ctrl+click in the selected box", "Click to correct: mark object / background"),
     ("Canvas", "Drag (draw mode, D)", "Draw a new box"),
     ("Canvas", "Drag (brush, B / E)", "Paint on / erase from the mask"),
+    ("Canvas", "Drag a vertex / an edge (polygon, P)", "Move the vertex / add one there; the mask follows"),
+    ("Canvas", "Right-click a vertex (polygon, P)", "Delete it (Del: the selected vertex)"),
+    ("Canvas", "Double-click an edge (polygon, P)", "Add a vertex on it"),
 )
 
 

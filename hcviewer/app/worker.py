@@ -22,6 +22,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from hcviewer.annotation.mask_crops import as_crop, box_map_iou
+from hcviewer.refine import DEFAULT_REFINE, refine_probability
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class BoxResult:
 @dataclass
 class CompareRequest:
     """One box under several tap subsets; IoU against ``gt_mask`` (a ``MaskCrop``, or bool
-    [H, W]) when given."""
+    [H, W]) when given, of the mask cut as the result panel cuts it (``threshold``, ``refine``)."""
 
     image_key: str
     box_id: int
@@ -81,12 +82,14 @@ class CompareRequest:
     subsets: dict[str, tuple[str, ...]]  # name -> taps
     gt_mask: Any = None  # MaskCrop | np.ndarray | None
     category: str | None = None  # the box's class for a class-specific checkpoint
+    threshold: float = 0.5  # the display's mask threshold
+    refine: bool = False  # the display's Refine edges
 
 
 @dataclass
 class CompareResult:
     request: CompareRequest
-    masks: dict[str, np.ndarray]  # name -> [S, S] foreground probability
+    masks: dict[str, np.ndarray]  # name -> [S, S] foreground probability ([h, w] over the box when refined)
     iou: dict[str, float | None]
     seconds: float
 
@@ -109,6 +112,7 @@ class ModelWorker(QObject):
 
     modelLoaded = Signal(object)  # ModelInfo
     modelFailed = Signal(str)
+    featuresStarted = Signal(str)  # image key: the trunk runs (seconds on a large photo)
     imageReady = Signal(str, float)  # image key, trunk seconds
     predicted = Signal(object)  # BoxResult
     compared = Signal(object)  # CompareResult
@@ -162,6 +166,7 @@ class ModelWorker(QObject):
             return 0.0
         if self._image is None or self._image.key != key:
             raise LookupError(f"image {key} is not loaded in the worker")
+        self.featuresStarted.emit(key)
         seconds = self._predictor.set_image(self._image.rgb)
         self._features_key = key
         self.imageReady.emit(key, seconds)
@@ -201,7 +206,9 @@ class ModelWorker(QObject):
             for name, taps in request.subsets.items():
                 logits = bias + sum((contributions[t] for t in taps), np.zeros_like(next(iter(contributions.values()))))
                 masks[name] = 1.0 / (1.0 + np.exp(-logits))
-                iou[name] = None if gt is None else box_map_iou(masks[name], request.box, 0.5, gt)
+                if request.refine:  # as predict(refine=True) refines the result panel's mask
+                    masks[name] = refine_probability(self._image.rgb, request.box, masks[name], DEFAULT_REFINE)
+                iou[name] = None if gt is None else box_map_iou(masks[name], request.box, request.threshold, gt)
             self.compared.emit(CompareResult(request, masks, iou, time.perf_counter() - start))
 
         self._guard(run)

@@ -18,6 +18,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from hcviewer.data.copy_paste import copy_paste
 from hcviewer.data.records import AnnotatedDataset, ImageRecord, ObjectAnnotation
 from hcviewer.data.targets import flip_permutation, jitter_boxes, keypoint_targets, mask_targets, part_targets
 
@@ -59,7 +60,7 @@ class TrainingSample:
 
 
 @dataclass
-class _Prepared:
+class PreparedImage:
     """One image at training scale. Masks and part maps are stored only for the objects that
     have them (``*_index`` maps an object to its row, -1 for none), so a photo of many
     objects without part labels costs no part maps."""
@@ -80,9 +81,13 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
 
     def __init__(self, dataset: AnnotatedDataset, spec: TargetSpec, max_side: int = 512,
                  boxes_per_object: int = 2, min_iou: float = 0.7, augment: bool = True,
-                 min_object_side: float = 8.0, seed: int = 0) -> None:
+                 min_object_side: float = 8.0, seed: int = 0, copy_paste: float = 0.0) -> None:
         self.images = [im for im in dataset.images
                        if any(_usable(o, min_object_side, spec) for o in im.objects)]
+        self.copy_paste = copy_paste  # probability that an (augmented) image gets another's objects pasted on
+        # The images that have an object to paste: a mask or part labels the network trains on.
+        self._paste_sources = [i for i, im in enumerate(self.images)
+                               if any(_usable(o, min_object_side, spec) and _has_region(o, spec) for o in im.objects)]
         self.spec = spec
         self.max_side = max_side
         self.boxes_per_object = boxes_per_object
@@ -91,7 +96,7 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
         self.min_object_side = min_object_side
         self.seed = seed
         self.epoch = 0
-        self._cache: dict[int, _Prepared] = {}
+        self._cache: dict[int, PreparedImage] = {}
         self._flip = flip_permutation(spec.keypoint_names) if spec.keypoint_names else []
         self._colour_jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03)
 
@@ -104,6 +109,8 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> TrainingSample:
         prepared = self._prepare(index)
+        if self.augment and self.copy_paste > 0:
+            prepared = self._paste_onto(index, prepared)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + index)
         h, w = prepared.rgb.shape[:2]
         kp = prepared.keypoints
@@ -154,12 +161,22 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
             if self.spec.num_parts else None,
         )
 
+    def _paste_onto(self, index: int, prepared: PreparedImage) -> PreparedImage:
+        """With probability ``copy_paste``, another training image's objects pasted on. Its own
+        generator (of seed, epoch and index) leaves every other draw of the sample as it was."""
+        rng = np.random.default_rng([self.seed % 2**32, self.epoch, index])
+        sources = [i for i in self._paste_sources if i != index]
+        if rng.random() >= self.copy_paste or not sources:
+            return prepared
+        source = self._prepare(sources[int(rng.integers(len(sources)))])
+        return copy_paste(prepared, source, rng, self._flip, min_object_side=self.min_object_side)
+
     def _class_of(self, category: str) -> int:
         if not self.spec.class_specific:
             return 0
         return self.spec.class_names.index(category)
 
-    def _prepare(self, index: int) -> _Prepared:
+    def _prepare(self, index: int) -> PreparedImage:
         if index not in self._cache:
             self._cache[index] = prepare_image(self.images[index], self.max_side, self.min_object_side, self.spec)
         return self._cache[index]
@@ -170,7 +187,11 @@ def _usable(obj: ObjectAnnotation, min_side: float, spec: TargetSpec) -> bool:
     return not obj.iscrowd and min(w, h) >= min_side and spec.trains_on(obj)
 
 
-def prepare_image(record: ImageRecord, max_side: int, min_object_side: float, spec: TargetSpec) -> _Prepared:
+def _has_region(obj: ObjectAnnotation, spec: TargetSpec) -> bool:
+    return (spec.figure_ground and obj.mask is not None) or (spec.num_parts > 0 and obj.parts is not None)
+
+
+def prepare_image(record: ImageRecord, max_side: int, min_object_side: float, spec: TargetSpec) -> PreparedImage:
     """Decode an image and its usable objects at training scale (long side <= ``max_side``)."""
     rgb = record.load_rgb()
     scale = min(1.0, max_side / max(rgb.shape[:2]))
@@ -197,7 +218,7 @@ def prepare_image(record: ImageRecord, max_side: int, min_object_side: float, sp
         keypoints.append(kp)
     height, width = small.shape[:2]
     boxes = np.stack([o.box for o in objects]).astype(np.float32) * scale
-    return _Prepared(small, boxes, _stack(masks, height, width), mask_index,
+    return PreparedImage(small, boxes, _stack(masks, height, width), mask_index,
                      np.stack(keypoints).reshape(len(objects), num_keypoints, 3),
                      _stack(parts, height, width), part_index, [o.category for o in objects])
 

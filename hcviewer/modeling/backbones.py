@@ -1,10 +1,11 @@
 """Convolutional trunks with named taps.
 
-A trunk is one module of this package (``BACKBONES``: mobilenet_v2.py, vgg16.py, alexnet.py)
-that defines ``SPEC``: its taps (which layer, stride, channels, cut size), how it builds the
-network and loads its ImageNet weights, and the box-level top that turns a box's cut into one
-vector (the paper's fc7, which enters the hypercolumn as a 1x1 map). Adding a trunk is adding
-such a file and its line in ``BACKBONES``.
+A trunk is one module of this package (``BACKBONES``: mobilenet_v2.py, vgg16.py, alexnet.py,
+efficientnet_lite.py) that defines ``SPEC`` (or, for several variants, one spec each): its taps
+(which layer, stride, channels, cut size), the input normalisation its weights were trained
+with, how it builds the network and loads its ImageNet weights, and the box-level top that turns
+a box's cut into one vector (the paper's fc7, which enters the hypercolumn as a 1x1 map). Adding
+a trunk is adding such a file and its line in ``BACKBONES``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import torch
 from torch import nn
 
 from hcviewer.modeling.box_sampling import box_axis_weights, cut_along_x, sample_boxes
+from hcviewer.modeling.config import IMAGENET_MEAN, IMAGENET_STD
 
-# name -> the module that defines its ``SPEC``
+# name -> the module that defines its ``SPEC`` ("module:NAME": the spec named NAME there)
 BACKBONES = {
     "alexnet": "hcviewer.modeling.alexnet",
+    "efficientnet_lite0": "hcviewer.modeling.efficientnet_lite:LITE0_SPEC",
+    "efficientnet_lite1": "hcviewer.modeling.efficientnet_lite:LITE1_SPEC",
+    "efficientnet_lite2": "hcviewer.modeling.efficientnet_lite:LITE2_SPEC",
     "mobilenet_v2": "hcviewer.modeling.mobilenet_v2",
     "vgg16": "hcviewer.modeling.vgg16",
 }
@@ -56,6 +61,9 @@ class BackboneSpec:
     # network -> the box-level top: ``image_map`` [C, H, W] -> [C', H, W] once per image, then
     # the module on the boxes' cut of that map, [K, R, R, C'] -> [K, D]
     make_box_top: Callable[[nn.Module], nn.Module]
+    # The input its weights expect: RGB in 0..1, minus ``mean``, divided by ``std`` per channel
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def tap(self, name: str) -> TapSpec:
         for t in self.taps:
@@ -69,7 +77,8 @@ class BackboneSpec:
 def get_backbone_spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
-    return importlib.import_module(BACKBONES[name]).SPEC
+    module, _, spec = BACKBONES[name].partition(":")
+    return getattr(importlib.import_module(module), spec or "SPEC")
 
 
 def torchvision_weights(enum_member) -> dict[str, torch.Tensor]:

@@ -22,10 +22,14 @@ def build_person_model(
 ) -> HypercolumnModel:
     """Figure-ground + COCO person keypoints (+ parts if named): the bundled model's layout."""
     from hcviewer.categories import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+    from hcviewer.modeling.backbones import get_backbone_spec
 
+    trunk = get_backbone_spec(backbone)  # its weights' input normalisation
     tasks = ("figure_ground", "keypoints") + (("parts",) if parts else ())
     config = HypercolumnConfig(
         backbone=backbone,
+        mean=trunk.mean,
+        std=trunk.std,
         taps=taps,
         grid_size=grid_size,
         tasks=tasks,

@@ -19,6 +19,10 @@ from hcviewer.data.records import AnnotatedDataset, DataError, concatenate
 from hcviewer.threads import ThreadsError, add_threads_argument, apply_thread_policy
 from hcviewer.train.sources import add_data_arguments, data_sources, load_sources, split_sources
 
+# modeling.backbones.BACKBONES, spelt out: importing it loads torch before the thread policy is set
+BACKBONE_NAMES = ("alexnet", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2", "vgg16")
+
+
 def _categories(args: argparse.Namespace) -> tuple[str, ...] | None:
     return _split_names(args.categories)
 
@@ -79,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("network")
-    group.add_argument("--backbone", default="mobilenet_v2", choices=("mobilenet_v2", "vgg16", "alexnet"))
+    group.add_argument("--backbone", default="mobilenet_v2", choices=BACKBONE_NAMES)
     group.add_argument("--taps", default=None, help="comma-separated tap names (default: the backbone's)")
     group.add_argument("--grid", type=int, default=5, help="K of the K x K grid of location-specific classifiers")
     group.add_argument("--tasks", default="figure_ground,keypoints",
@@ -114,6 +118,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                             "trunk unless it is frozen too)")
     group.add_argument("--no-augment", action="store_true",
                        help="train on the images as they are: no flips, scale or colour jitter, no box jitter")
+    group.add_argument("--copy-paste", type=float, default=0.0, metavar="P",
+                       help="probability that a training image gets a random subset of another training image's "
+                            "masked objects pasted on, scaled 0.1-2x (Ghiasi et al. 2021; default 0: off)")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--device", default="auto", help="auto, cpu or cuda")
     group.add_argument("--export", default=None, help="write the best weights (fp16) to this file at the end")
@@ -124,7 +131,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", default=None, help="write the table here")
     parser.add_argument("--subsets", choices=("standard", "all"), default="standard",
                         help="tap subsets: the paper's (all, top alone, each left out) or every subset")
-    parser.add_argument("--baselines", default="box,ellipse,grabcut", help="comma-separated, or 'none'")
+    parser.add_argument("--baselines", default="box,ellipse,grabcut",
+                        help="comma-separated, or 'none': box, ellipse, grabcut (masks); mean-pose (the average COCO "
+                             "training pose stretched to the box), grid-ceiling (the ground truth through the "
+                             "keypoint grid: the most the head can score) (keypoints)")
     parser.add_argument("--min-area", type=float, default=32 * 32)
     parser.add_argument("--refine", default=None, metavar="METHOD",
                         help="add a row: all taps with edge-refined masks, METHOD guided or grabcut "
@@ -140,7 +150,8 @@ def train_config(args: argparse.Namespace, sources: list[dict], taps: tuple[str,
         tasks=_names(args.tasks), class_specific=args.class_specific, epochs=args.epochs, batch_images=args.batch,
         lr=args.lr, max_side=args.image_size, inference_side=args.inference_size, layer_dropout=args.layer_dropout, seed=args.seed, device=args.device,
         pretrained=not args.no_pretrained, loss_weights=_loss_weights(args.loss_weights),
-        augment=not args.no_augment, freeze_trunk=args.freeze_trunk, freeze_heads=_names(args.freeze_heads),
+        augment=not args.no_augment, copy_paste=args.copy_paste,
+        freeze_trunk=args.freeze_trunk, freeze_heads=_names(args.freeze_heads),
         init_from=str(Path(args.init).resolve()) if args.init else "",
         data={"sources": sources, "categories": args.categories, "val_fraction": args.val_fraction,
               "split_seed": args.split_seed, "limit": args.limit})
@@ -370,6 +381,7 @@ NUMBER_RULES = {
     "image_size": (lambda v: v >= 32, "32 or more (pixels; the network's coarsest layer is 1/32 of the image)"),
     "inference_size": (lambda v: v >= 32, "32 or more (pixels; the network's coarsest layer is 1/32 of the image)"),
     "layer_dropout": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    "copy_paste": (lambda v: 0 <= v <= 1, "from 0 to 1"),
     "val_fraction": (lambda v: 0 <= v <= 1, "from 0 to 1"),
     "grid": (lambda v: v >= 1, "1 or more"),
     "synthetic": (lambda v: v >= 0, "0 or more"),

@@ -10,6 +10,9 @@ image at its configured inference size (as the app's predictor does); its 50 x 5
 are pasted back at full resolution, masks thresholded at 0.5 and part labels taken as the most
 likely part per pixel.
 
+The keypoint baselines (``mean-pose``, ``grid-ceiling``) give keypoints only: their mask columns are
+empty.
+
 Several data sets are scored on their own and together (``evaluate_sets``): a COCO validation
 set, held-out part-labelled photos and keypoint-only photos each get their own figures.
 """
@@ -35,7 +38,7 @@ from hcviewer.paste import paste_heatmap, paste_masks_in_image
 from hcviewer.modeling.keypoints import heatmaps_to_keypoints
 from hcviewer.modeling.preprocess import model_input
 from hcviewer.refine import refine_probability
-from hcviewer.train.baselines import BASELINES
+from hcviewer.train.baselines import BASELINES, KEYPOINT_BASELINES
 from hcviewer.train.metrics import (box_region, coco_keypoint_ap, coco_segm_ap, mask_iou, part_confusion,
                                     part_scores, pck)
 
@@ -105,6 +108,9 @@ class EvaluationReport:
         for part in self.sets:
             lines += ["", f"### {part.data}", "", part.markdown()]
         return "\n".join(lines)
+
+
+SEGM_AP_KEYS = ("AP", "AP50", "AP70", "AP75")  # coco_segm_ap's; nan for a method that gives no masks
 
 
 def _fmt(value: float | None) -> str:
@@ -263,9 +269,9 @@ class _Results:
                                 len(self.keypoint_annotations), self.num_part_objects)
 
     def _scores(self, c: _Collector, mask_gt: dict, keypoint_gt: dict, part_names: tuple[str, ...]) -> MethodScores:
+        segm_ap = coco_segm_ap(mask_gt, c.detections) if c.detections else dict.fromkeys(SEGM_AP_KEYS, math.nan)
         scores = MethodScores(c.name, list(c.taps) if c.taps else None,
-                              float(np.mean(c.ious)) if c.ious else float("nan"),
-                              coco_segm_ap(mask_gt, c.detections), ious=c.ious)
+                              float(np.mean(c.ious)) if c.ious else float("nan"), segm_ap, ious=c.ious)
         if c.pred_keypoints:
             scores.pck = pck(np.stack([k[:, :2] for k in c.pred_keypoints]), np.stack(self.gt_keypoints),
                              np.stack(self.keypoint_boxes))
@@ -292,6 +298,7 @@ def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDatase
     sets, and ``sets`` holds each set's report when there are several. ``refine`` (a method of
     ``hcviewer.refine``) adds a row: all taps with the masks edge-refined."""
     start = time.perf_counter()
+    _check_baselines(baselines)
     device = torch.device(device)
     classifiers = None
     if model is not None:
@@ -327,6 +334,13 @@ def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDatase
     return report
 
 
+def _check_baselines(baselines: tuple[str, ...]) -> None:
+    unknown = [b for b in baselines if b not in BASELINES and b not in KEYPOINT_BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline {', '.join(unknown)}; choose from "
+                         f"{', '.join([*BASELINES, *KEYPOINT_BASELINES])} (comma-separated) or none")
+
+
 def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: list[ObjectAnnotation],
                  image_id: int, results: _Results, device: torch.device, threshold: float,
                  classifiers: dict[str, torch.Tensor] | None) -> None:
@@ -336,10 +350,10 @@ def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: l
     gt_masks = [o.mask.decode(*size).astype(bool) if o.mask is not None else None for o in objects]
     results.add_ground_truth(image_id, objects, gt_masks, size)
     with_mask = [i for i, m in enumerate(gt_masks) if m is not None]
+    with_keypoints = [i for i, o in enumerate(objects) if has_keypoints(o)]
     network = [c for c in results.collectors if c.taps is not None]
     if model is not None:
         outputs = predict_subsets(model, rgb, boxes, list(dict.fromkeys(c.taps for c in network)), device, classifiers)
-        with_keypoints = [i for i, o in enumerate(objects) if has_keypoints(o)]
         with_parts = [i for i, o in enumerate(objects) if o.parts is not None]
         gt_parts = {i: objects[i].parts.decode(*size) for i in with_parts} if "parts" in model.tasks else {}
         for collector in network:
@@ -359,7 +373,12 @@ def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: l
             for i, gt in gt_parts.items():
                 collector.part_confusion += _part_confusion(logits["parts"][i], boxes[i], gt)
     for collector in results.collectors:
-        if collector.taps is not None:
+        if collector.name in KEYPOINT_BASELINES and collector.taps is None and with_keypoints:
+            keypoints = KEYPOINT_BASELINES[collector.name](boxes[with_keypoints],
+                                                           np.stack([objects[i].keypoints for i in with_keypoints]))
+            for kp, i in zip(keypoints, with_keypoints):
+                collector.add_keypoints(image_id, kp, boxes[i])
+        if collector.name not in BASELINES or collector.taps is not None:
             continue
         for i in with_mask:
             collector.add_mask(image_id, BASELINES[collector.name](rgb, boxes[i]), None, gt_masks[i], boxes[i])

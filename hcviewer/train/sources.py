@@ -23,6 +23,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ccp", action="append", default=[], metavar="ROOT",
                        help="Clothing Co-Parsing folder (photos/, labels/, label_names.json): one person per "
                             "photo with mask and part labels")
+    group.add_argument("--lsp", action="append", default=[], metavar="ROOT",
+                       help="Leeds Sports Pose Extended folder (joints.mat, images/): one person per photo with "
+                            "12 COCO keypoints, no mask (trains the keypoint head only)")
     group.add_argument("--val-coco", action="append", default=[], metavar="ANN.json[,ANN2.json]",
                        help="COCO file(s) used for validation only, every image (never trained on); pair each "
                             "with --val-images")
@@ -47,13 +50,14 @@ def data_sources(args: argparse.Namespace) -> list[dict]:
     sources += [{"kind": "voc", "root": r} for r in args.voc]
     sources += [{"kind": "folder", "root": r} for r in args.folder]
     sources += [{"kind": "ccp", "root": r} for r in args.ccp]
+    sources += [{"kind": "lsp", "root": r} for r in args.lsp]
     sources += [{"kind": "coco", "annotations": a.split(","), "images": i, "validation_only": True}
                 for a, i in zip(args.val_coco, args.val_images)]
     if args.synthetic:
         sources.append({"kind": "synthetic", "count": args.synthetic})
     if not sources:
-        raise DataError("no data given: use --coco ANN.json --images DIR, --voc ROOT, --folder ROOT, --ccp ROOT "
-                        "or --synthetic N")
+        raise DataError("no data given: use --coco ANN.json --images DIR, --voc ROOT, --folder ROOT, --ccp ROOT, "
+                        "--lsp ROOT or --synthetic N")
     if all(s.get("validation_only") for s in sources) and args.command != "eval":
         raise DataError("only --val-coco data given; add training data (--coco, --ccp, ...)")
     return sources
@@ -80,6 +84,10 @@ def load_sources(sources: list[dict], categories: tuple[str, ...] | None, seed: 
             from hcviewer.data.ccp import read_ccp
 
             datasets.append(read_ccp(Path(source["root"])))
+        elif source["kind"] == "lsp":
+            from hcviewer.data.lsp import read_lsp
+
+            datasets.append(read_lsp(Path(source["root"]), limit))  # only the photos kept: 10,000 headers cost seconds
         else:
             from hcviewer.data.synthetic import make_synthetic_dataset
 

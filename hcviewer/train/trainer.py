@@ -33,6 +33,7 @@ from tqdm import tqdm
 from hcviewer.data.records import AnnotatedDataset, ObjectAnnotation
 from hcviewer.data.training import BoxTrainingDataset, TargetSpec, TrainingSample
 from hcviewer.fileio import write_atomic
+from hcviewer.modeling.backbones import get_backbone_spec
 from hcviewer.modeling.build import build_hypercolumn
 from hcviewer.modeling.checkpoint import save_checkpoint
 from hcviewer.modeling.config import HypercolumnConfig
@@ -72,6 +73,7 @@ class TrainConfig:
     device: str = "auto"
     pretrained: bool = True
     augment: bool = True  # flips, scale and colour jitter of the images, jittered training boxes
+    copy_paste: float = 0.0  # probability that an augmented image gets another training image's objects pasted on
     freeze_trunk: str = "none"  # "none", a tap name (its layer and all before it stay ImageNet's) or "all"
     freeze_heads: tuple[str, ...] = ()  # tasks whose heads keep their starting weights
     init_from: str = ""  # checkpoint whose weights the run starts from instead of ImageNet's
@@ -119,8 +121,9 @@ def model_config(config: TrainConfig, dataset: AnnotatedDataset) -> HypercolumnC
         raise ValueError(f"the training data has no labels for {sorted(dropped)}; "
                          "drop the task or add data that labels it")
     categories = sorted({o.category for im in dataset.images for o in im.objects})
+    trunk = get_backbone_spec(config.backbone)  # its weights' input normalisation
     return HypercolumnConfig(
-        backbone=config.backbone, taps=config.taps, grid_size=config.grid_size,
+        backbone=config.backbone, mean=trunk.mean, std=trunk.std, taps=config.taps, grid_size=config.grid_size,
         output_size=config.output_size, tasks=tasks,
         class_names=tuple(categories) if config.class_specific else ("object",),
         class_specific=config.class_specific,
@@ -221,7 +224,7 @@ class Trainer:
                           len(self.model_config.part_names), self.model_config.class_names,
                           self.model_config.class_specific, "figure_ground" in self.model_config.tasks)
         self.dataset = BoxTrainingDataset(train_set, spec, config.max_side, config.boxes_per_object,
-                                          augment=config.augment, seed=config.seed)
+                                          augment=config.augment, seed=config.seed, copy_paste=config.copy_paste)
         if len(self.dataset) == 0:
             raise ValueError("the training data has no usable objects (objects need a side >= 8 px and a mask, "
                              "part labels or keypoints of a trained task)")

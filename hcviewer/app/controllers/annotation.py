@@ -9,15 +9,16 @@ import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, Qt
-from PySide6.QtWidgets import QInputDialog, QMenu
 
 from hcviewer.annotation.annotation_file import encode_mask
 from hcviewer.annotation.document import Change
 from hcviewer.annotation.mask_crops import MaskCrop, box_map_crop, crop_from_rle, crop_mask, remember_crop
 from hcviewer.annotation.wording import plural
+from hcviewer.app.class_picker import ClassPicker
 from hcviewer.app.image_view import Mode
 from hcviewer.app.mask_jobs import SYNC_PIXELS, MaskJobs
 from hcviewer.app.overlays import ACCEPTED_COLOR
+from hcviewer.app.polygon_items import PolygonEditor
 
 if TYPE_CHECKING:
     from hcviewer.annotation.document import Box
@@ -38,8 +39,9 @@ class AnnotationController(QObject):
         self._busy: set[int] = set()  # boxes being accepted in the background
         self._queued_strokes: dict[int, list] = {}  # box id -> strokes to paint after the one painting
         self._last_label: str | None = None  # the class last set (C): new boxes take it
-        self._added_classes: list[str] = []  # New class… this session
-        self.class_menu = QMenu(window)
+        self._added_classes: list[str] = []  # new names typed in the class picker this session
+        self.class_picker = ClassPicker(window)
+        self.class_picker.picked.connect(self._class_picked)
         self.stroke_curve = pg.PlotCurveItem()  # the brush stroke being painted
         self.stroke_curve.setZValue(50)
         canvas = window.view.viewbox
@@ -49,6 +51,7 @@ class AnnotationController(QObject):
         canvas.strokePoint.connect(self.stroke_point)
         canvas.strokeFinished.connect(self.stroke_finished)
         self.project.add_listener(self._document_changed)
+        self.polygons = PolygonEditor(window)  # Edit polygon mode (P)
 
     # ------------------------------------------------------------------------------ results
     def _result_mask(self, box_id: int) -> MaskCrop | None:
@@ -199,11 +202,15 @@ class AnnotationController(QObject):
         if mode in (Mode.BRUSH_ADD, Mode.BRUSH_ERASE) and self.editable_mask() is None:
             window.statusBar().showMessage("Select a segmented box to paint its mask.", 5000)
             mode = Mode.SELECT
+        if mode == Mode.POLYGON and not self.polygons.can_edit():
+            window.statusBar().showMessage("Select a box with an accepted mask to edit its polygon.", 5000)
+            mode = Mode.SELECT
         for key, action in window.mode_actions.items():
             action.setChecked(key == mode)
         window.view.set_mode(mode)
         for item in window.canvas.box_items.values():
             item.translatable = mode == Mode.SELECT  # boxes stay put while drawing or painting
+        self.polygons.set_active(mode == Mode.POLYGON)
 
     # ------------------------------------------------------------------------------ boxes
     def box_edited(self, box_id: int, xyxy: np.ndarray) -> None:
@@ -224,9 +231,13 @@ class AnnotationController(QObject):
         box_id = self.project.add_box(self.state.image_index, xyxy, self.default_label())
         self.set_mode(Mode.SELECT)
         self.window.canvas.select_box(box_id)
+        if self._last_label is None:  # no class chosen yet: the user picks one at once (Escape keeps "object")
+            self.show_class_menu()
 
     def delete_selected(self) -> None:
-        if self.state.selected_id is not None:
+        if self.window.view.viewbox.mode == Mode.POLYGON:  # Del deletes the selected vertex
+            self.polygons.delete_selected()
+        elif self.state.selected_id is not None:
             self.project.delete_box(self.state.image_index, self.state.selected_id)
 
     def class_names(self) -> list[str]:
@@ -239,33 +250,26 @@ class AnnotationController(QObject):
         return list(dict.fromkeys(names))
 
     def default_label(self) -> str:
-        """The class of a new box: the last one set, else the first class offered."""
-        return self._last_label or next(iter(self.class_names()), "object")
+        """The class of a new box: the last one the user set, else ``object``, which names no
+        class: no head trained on people gives it keypoints or parts (``categories.head_applies``).
+        Not the first class offered: a COCO box file's is ``person``, and a plane drawn before
+        any class was chosen was saved as a person."""
+        return self._last_label or "object"
 
     def show_class_menu(self) -> None:
-        """Set class (C): a menu of the classes at the selected box, and New class…."""
+        """Set class (C): the class picker (type to filter, or a new name) at the selected box."""
         box = self.window.canvas.selected_box()
         if box is None:
             self.window.statusBar().showMessage("Select a box to set its class.", 5000)
             return
-        menu = self.class_menu
-        menu.clear()
-        for name in self.class_names():
-            action = menu.addAction(name)
-            action.setCheckable(True)
-            action.setChecked(name == box.label)
-            action.triggered.connect(lambda _=False, n=name: self.set_label(n))
-        menu.addSeparator()
-        menu.addAction("New class…").triggered.connect(self._new_class)
         view = self.window.view
         corner = view.mapFromScene(view.viewbox.mapViewToScene(QPointF(float(box.xyxy[0]), float(box.xyxy[1]))))
-        menu.popup(view.mapToGlobal(corner))  # not exec(): the window stays responsive
+        self.class_picker.popup(self.class_names(), box.label, view.mapToGlobal(corner))
 
-    def _new_class(self) -> None:
-        name, ok = QInputDialog.getText(self.window, "New class", "Name of the new class:")
-        if ok and name.strip():
-            self._added_classes.append(name.strip())
-            self.set_label(name.strip())
+    def _class_picked(self, name: str) -> None:
+        if name not in self.class_names():
+            self._added_classes.append(name)
+        self.set_label(name)
 
     def set_label(self, label: str) -> None:
         """Set the selected box's class; new boxes take it too."""

@@ -12,7 +12,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QRectF
 
 from hcviewer.annotation.head_scope import HeadScope
-from hcviewer.annotation.mask_crops import MaskCrop, box_map_iou, compose_crops, rle_area
+from hcviewer.annotation.mask_crops import MaskCrop, compose_crops, rle_area
 from hcviewer.app.box_items import BoxItem, stack_labels
 from hcviewer.app.image_loader import DISPLAY_MAX_SIDE
 from hcviewer.app.overlays import (
@@ -47,11 +47,9 @@ class CanvasController(QObject):
             canvas.addItem(item, ignoreBounds=True)
         self.probe_marker.setZValue(60)
         self.result_layer = ResultLayer(canvas)
-        # What the accepted layer shows (crops, colours, opacity) and the selected result's IoU:
-        # recomputed only when they change, not at every click (a large photo's: tens of ms each).
+        # What the accepted layer shows (crops, colours, opacity): redrawn only when it changes,
+        # not at every click (a large photo's: tens of ms).
         self._annotation_drawn: tuple | None = None
-        self._last_iou: tuple[np.ndarray, float, MaskCrop, float] | None = None  # result, threshold, gt, IoU
-        window.project.keypoint_threshold = self.display.keypoint_min_score  # saved as shown
         canvas.sigRangeChanged.connect(lambda *_: self.stack_labels())  # label sizes are in screen pixels
         window.view.hovered.connect(self.probe_at)
         window.view.left.connect(self.probe_left)
@@ -82,6 +80,8 @@ class CanvasController(QObject):
             if box is not None:
                 item.set_state(box_id == self.state.selected_id, self.accepted_color(box) if box.accepted else None,
                                box_label(box))
+        if self.display.selected_only:
+            self.draw_annotation()  # the newly selected box's accepted mask and ground truth
         self.draw_results()
         self.update_result_panel()
 
@@ -131,13 +131,38 @@ class CanvasController(QObject):
             item.shift_label(shift, pixel_height)
 
     def select_box(self, box_id: int) -> None:
-        if box_id == self.state.selected_id:
-            return
-        self.state.select(box_id)
+        """Select and segment a box (a click, Tab). A click on the selected box does nothing,
+        unless its result was rejected: then the click asks for a proposal again."""
         view = self.state.views.get(box_id)
+        if box_id == self.state.selected_id:
+            box = self.visible_boxes().get(box_id)
+            if box is None or not box.rejected or view is not None:
+                return
+        self.state.select(box_id)
         segmentation = self.window.segmentation
         if view is None or view.taps != segmentation.taps() or not view.contributions:
             segmentation.segment_selected()  # "segment all" results lack the probe's per-tap contributions
+
+    def select_next(self, step: int) -> None:
+        """Tab / Shift+Tab: select the next (``step`` 1) or previous (-1) shown box by number,
+        round the end; the first or the last when none is selected."""
+        numbers = sorted(self.visible_boxes())
+        if not numbers:
+            return
+        if self.state.selected_id in numbers:
+            at = (numbers.index(self.state.selected_id) + step) % len(numbers)
+        else:
+            at = 0 if step > 0 else -1
+        self.select_box(numbers[at])
+        self._bring_into_view(self.visible_boxes()[numbers[at]].xyxy)
+
+    def _bring_into_view(self, xyxy: np.ndarray) -> None:
+        """Pan (at the same zoom) to centre a box that is not wholly in view: Tab at 1:1 zoom."""
+        viewbox = self.window.view.viewbox
+        shown, (x0, y0, x1, y1) = viewbox.viewRect(), (float(v) for v in xyxy)
+        if not shown.contains(QRectF(x0, y0, x1 - x0, y1 - y0)):
+            centre = shown.center()
+            viewbox.translateBy(((x0 + x1) / 2 - centre.x(), (y0 + y1) / 2 - centre.y()))
 
     # ------------------------------------------------------------------------------ results
     def drop_result(self, box_id: int) -> None:
@@ -181,7 +206,7 @@ class CanvasController(QObject):
         boxes, heads = self.visible_boxes(), self.window.project.heads
         entries, key = [], [self.state.image_key, self.display.key(), skeleton, heads]
         for box_id, view in self.state.views.items():
-            if box_id == self.state.selected_id or box_id not in boxes:
+            if box_id == self.state.selected_id or box_id not in boxes or self.display.selected_only:
                 continue
             # An accepted mask is drawn by the annotation layer; the model's mask would hide edits.
             accepted, label = boxes[box_id].accepted, boxes[box_id].label
@@ -209,6 +234,8 @@ class CanvasController(QObject):
         """Accepted masks (the annotation) over the model's results, each in its colour, with
         their legend; ground truth outlines when asked for."""
         boxes = self.visible_boxes().values()
+        if self.display.selected_only:  # View > Show selected box only
+            boxes = [b for b in boxes if b.id == self.state.selected_id]
         accepted = [b for b in boxes if b.accepted]
         colors = [self.accepted_color(b) for b in accepted]
         crops = tuple(b.mask_crop for b in accepted)
@@ -236,17 +263,8 @@ class CanvasController(QObject):
             self.annotation_item.setVisible(False)
         self._annotation_drawn = (crops, tuple(colors), self.display.opacity)
 
-    def _iou(self, view: "BoxView", gt: MaskCrop) -> float:
-        """IoU of the view's result (at the display threshold) and the ground truth; the last one is remembered."""
-        threshold, last = self.display.threshold, self._last_iou
-        if last is None or last[0] is not view.figure_ground or last[1] != threshold or last[2] is not gt:
-            last = (view.figure_ground, threshold, gt, box_map_iou(view.figure_ground, view.box, threshold, gt))
-            self._last_iou = last
-        return last[3]
-
     def display_changed(self) -> None:
         self.window.settings.save_display(self.display)
-        self.window.project.keypoint_threshold = self.display.keypoint_min_score  # saved as shown
         self.draw_annotation()
         self.draw_results()
 
@@ -263,10 +281,8 @@ class CanvasController(QObject):
         state = "accepted" if box.accepted else "segmented" if view is not None else "not segmented"
         taps = "" if view is None else f" — taps {'+'.join(view.taps)}"
         area = f", mask {rle_area(box.mask_rle)} px" if box.accepted else ""
-        iou = ""
-        if box.gt_crop is not None and view is not None and view.figure_ground is not None:
-            iou = f"<br>IoU vs ground truth: {self._iou(view, box.gt_crop):.2f}"
-        window.result_label.setText(f"<b>{box.label}</b> box {box.id}: {state}{taps}{area}{iou}")
+        iou = window.segmentation.ground_truth_iou_text(box, view)
+        window.result_label.setText(f"<b>{box.label}</b> box {box.id}: {state}{taps}{area}{iou and '<br>' + iou}")
 
     # ------------------------------------------------------------------------------ probe
     def probe_at(self, x: float, y: float) -> None:
@@ -288,9 +304,10 @@ class CanvasController(QObject):
 
 
 def box_label(box: "Box") -> str:
-    """The text drawn at a box: its class and detector score."""
+    """The text drawn at a box: its number (as the legend and the result panel name it, kept
+    in the saved file), class and detector score."""
     score = "" if box.score is None else f" {box.score:.2f}"
-    return f"{box.label}{score}"
+    return f"#{box.id} {box.label}{score}"
 
 
 def head_outputs(view: "BoxView", label: str, heads: HeadScope) -> tuple[np.ndarray | None, ...]:

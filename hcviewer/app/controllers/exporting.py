@@ -1,19 +1,25 @@
 """Exporting: File > Export writes the accepted masks as YOLO segmentation labels, Pascal VOC
-PNGs or labelme JSON into a folder the user picks (``hcviewer.annotation.exporters``)."""
+PNGs or labelme JSON into a folder the user picks (``hcviewer.annotation.exporters``); File >
+Export > Polygon tolerance sets how far the simplified polygons may stray from the masks
+(remembered between runs, as ``hcviewer export --tolerance``)."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QFileDialog, QInputDialog
 
-from hcviewer.annotation.exporters import FORMATS, export_annotation
+from hcviewer.annotation.exporters import DEFAULT_TOLERANCE, FORMATS, export_annotation
 
 if TYPE_CHECKING:
     from hcviewer.app.main_window import MainWindow
+
+TOLERANCE_SETTING = "export/tolerance"
+MAX_TOLERANCE = 20.0  # pixels; beyond it a polygon is a rough outline of the object
 
 
 class ExportController(QObject):
@@ -32,7 +38,7 @@ class ExportController(QObject):
         """Export the project; a failure or nothing to export is a message and returns False."""
         window = self.window
         try:
-            result = export_annotation(window.project.to_annotation(), folder, kind)
+            result = export_annotation(window.project.to_annotation(), folder, kind, self.tolerance())
         except OSError as exc:  # ExportError says what was written
             window.show_message(str(exc), "Export")
             return False
@@ -40,8 +46,29 @@ class ExportController(QObject):
             window.show_message("Nothing was exported: no image has an accepted object yet. Accept results "
                                 "(A) first.", "Export")
             return False
-        window.statusBar().showMessage(f"Exported {FORMATS[kind]}: {result.summary()}", 10000)
+        polygons = f" (polygons within {result.tolerance:g} px of the masks)" if kind != "voc" else ""
+        window.statusBar().showMessage(f"Exported {FORMATS[kind]}: {result.summary()}{polygons}", 10000)
         return True
+
+    def tolerance(self) -> float:
+        """The pixels an exported polygon may stray from its mask's outline (0: not simplified)."""
+        try:
+            value = float(self.window.settings.q.value(TOLERANCE_SETTING, DEFAULT_TOLERANCE))
+        except (TypeError, ValueError):  # a settings file edited by hand
+            return DEFAULT_TOLERANCE
+        return value if math.isfinite(value) and 0 <= value <= MAX_TOLERANCE else DEFAULT_TOLERANCE
+
+    def ask_tolerance(self) -> None:
+        """File > Export > Polygon tolerance: the user sets it; it is remembered between runs."""
+        value, ok = QInputDialog.getDouble(
+            self.window, "Polygon tolerance",
+            "Pixels the exported YOLO and labelme polygons may stray from the masks\n"
+            f"(0 keeps every outline vertex; {DEFAULT_TOLERANCE:g} px about a quarter of them):",
+            self.tolerance(), 0.0, MAX_TOLERANCE, 2)
+        if ok:
+            self.window.settings.q.setValue(TOLERANCE_SETTING, value)
+            self.window.statusBar().showMessage(f"Exported polygons will stray at most {value:g} px from the masks",
+                                                5000)
 
     def _start_folder(self) -> str:
         """Beside the saved annotation, else beside the images."""

@@ -28,8 +28,10 @@ class FileController(QObject):
         self.window = window
         self.state = window.state
         self.project = window.project
+        window.loader.loader.previewed.connect(self._image_previewed)
         window.loader.loader.loaded.connect(self._image_loaded)
         window.loader.loader.failed.connect(self._image_failed)
+        self._previewed_key: str | None = None  # the image whose reduced copy is shown already
 
     # ------------------------------------------------------------------------------ opening
     def open_demo(self) -> None:
@@ -98,10 +100,17 @@ class FileController(QObject):
             self.open_paths([folder])
 
     def open_boxes_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.window, "Open boxes", self.window.settings.last_folder(),
+        path, _ = QFileDialog.getOpenFileName(self.window, "Open boxes", self.dialog_folder(),
                                               "Boxes (*.json *.xml *.csv)")
         if path:
+            self.window.settings.set_last_folder(str(Path(path).parent))
             self.open_boxes(path)
+
+    def dialog_folder(self) -> str:
+        """Where Open boxes and Open annotation start: the shown image's folder (their files
+        usually lie beside the images), else the last folder used."""
+        document = self.window.current_document()
+        return str(Path(document.path).parent) if document is not None else self.window.settings.last_folder()
 
     def _open_recent(self, path: str) -> None:
         if path.lower().endswith(BOX_FILE_SUFFIXES):
@@ -144,20 +153,31 @@ class FileController(QObject):
         window.file_list.setCurrentIndex(window.file_model.index(index))
         image = self.project.images[index]
         window.setWindowTitle(f"hcviewer — {readable(Path(image.path).name)}")
+        window.busy.start("decode", "Decoding photo…")
         window.loader.load(self.state.image_key, image.path, [b.gt for b in image.boxes if b.gt is not None])
 
     def forget_shown_image(self) -> None:
         """Nothing shown (answers still on their way are for no image now)."""
         self.window.model.forget_image()
+        for kind in ("decode", "features", "segment"):  # answers for the image shown till now are dropped
+            self.window.busy.drop(kind)
         self.window.view.set_image(None)
         self.window.canvas.clear_results()
         self.state.forget_image()
+
+    def _image_previewed(self, key: str, display: np.ndarray, size: tuple[int, int]) -> None:
+        """A large JPEG's reduced copy, over the photo's full extent, while the whole is decoded."""
+        if key == self.state.image_key:
+            self.window.view.set_image(display, size)
+            self._previewed_key = key
 
     def _image_loaded(self, key: str, rgb: np.ndarray, display: np.ndarray) -> None:
         if key != self.state.image_key:
             return
         window = self.window
-        window.view.set_image(display, rgb.shape[:2])
+        window.busy.finish("decode")
+        if key != self._previewed_key:  # else shown already (and perhaps zoomed since)
+            window.view.set_image(display, rgb.shape[:2])
         self.project.image_loaded(self.state.image_index, rgb.shape[:2])
         window.model.show_image(key, rgb)
         self.state.show_image(rgb)  # the canvas draws the results the document keeps: no network
@@ -166,6 +186,7 @@ class FileController(QObject):
     def _image_failed(self, key: str, message: str) -> None:
         if key != self.state.image_key:
             return
+        self.window.busy.finish("decode")
         self.project.image_failed(self.state.image_index, message)
         self.window.file_model.refresh(self.state.image_index)
         self.window.show_message(message, "Image")

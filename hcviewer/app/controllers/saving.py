@@ -118,9 +118,10 @@ class SavingController(QObject):
         return True
 
     def open_annotation_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.window, "Open annotation", self.window.settings.last_folder(),
+        path, _ = QFileDialog.getOpenFileName(self.window, "Open annotation", self.window.files.dialog_folder(),
                                               "COCO annotation (*.json)")
         if path:
+            self.window.settings.set_last_folder(str(Path(path).parent))
             self.open_annotation(path)
 
     def open_annotation(self, path: str | os.PathLike) -> None:

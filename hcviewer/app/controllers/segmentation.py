@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from hcviewer.annotation.document import ModelResult
 from hcviewer.annotation.head_scope import HeadScope
-from hcviewer.annotation.mask_crops import as_crop
+from hcviewer.annotation.mask_crops import as_crop, box_map_iou, box_map_pixels, crop_iou
 from hcviewer.annotation.wording import plural
 from hcviewer.app.compare_view import CompareWindow, crop_box, place_over, standard_subsets
 from hcviewer.app.gui_gc import freeze_long_lived, hold_collections, release_collections
@@ -37,6 +37,9 @@ class SegmentationController(QObject):
         self.window = window
         self.state = window.state
         self.compare_window: CompareWindow | None = None
+        # The result panel's last IoUs by kind ("accepted", "prediction"): (what was scored,
+        # threshold, IoU); a large photo's takes tens of ms, and the panel is redrawn at every click.
+        self._last_iou: dict[str, tuple[tuple, float, float]] = {}
         self._load_started = time.perf_counter()
         worker = window.model.worker
         worker.modelLoaded.connect(self._model_loaded)
@@ -66,6 +69,7 @@ class SegmentationController(QObject):
         self._load_started = time.perf_counter()
         hold_collections()  # until it has loaded: see gui_gc
         self.window.device_label.setText(f"Model: loading {Path(path).name}…")
+        self.window.layers.model_loading(Path(path).name)
         self.window.model.load(str(path), self.window.device)
 
     def _model_loaded(self, info: ModelInfo) -> None:
@@ -94,6 +98,7 @@ class SegmentationController(QObject):
         release_collections()
         info = self.state.model_info  # a model loaded before keeps working
         self.window.device_label.setText("Model: not loaded" if info is None else f"Device: {info.device}")
+        self.window.layers.model_failed(message)
         self.window.show_message(message, "Model")
 
     def _image_ready(self, key: str, seconds: float) -> None:
@@ -123,8 +128,8 @@ class SegmentationController(QObject):
         bad = [b for b in boxes if problems[b.id] is not None]
         if bad and report:
             lines = [f"{describe_box(b.label, b.xyxy)} {problems[b.id]}: skipped." for b in bad[:MAX_LISTED]]
-            self.window.show_message("\n".join(line[0].upper() + line[1:] for line in lines)
-                                     + "\nMove such a box onto the image, or delete it (Del).", "Segment")
+            self.window.show_notice("\n".join(line[0].upper() + line[1:] for line in lines)
+                                    + "\nMove such a box onto the image, or delete it (Del).")
         boxes = [b for b in boxes if problems[b.id] is None]
         if not boxes:
             return
@@ -132,6 +137,7 @@ class SegmentationController(QObject):
             self.state.image_key, [b.id for b in boxes], np.array([b.xyxy for b in boxes], np.float64),
             taps=self.taps(), categories=self._categories(boxes), contributions=contributions,
             refine=self.window.display.refine_edges))
+        self.window.busy.start("segment", "Segmenting…")
         self.window.result_label.setText("Segmenting…")
 
     def _categories(self, boxes: list["Box"]) -> list[str] | None:
@@ -204,30 +210,63 @@ class SegmentationController(QObject):
         if box is None or not self._ready_for_model():
             self.compare_window.caption.setText("Select a box first (and wait for the model to load).")
             return
-        _, clipped = crop_box(self.state.image, box.xyxy)  # compare over the visible part of the box
         taps, checked = self.state.model_info.taps, self.taps()
         subsets = standard_subsets(taps, custom=checked if checked != taps else None)
         self.compare_window.caption.setText(f"{box.label} box {box.id}: computing {len(subsets)} subsets…")
+        display = self.window.display  # the subsets are cut and scored as the result panel's mask
         self.window.model.compare(CompareRequest(
-            self.state.image_key, box.id, np.array(clipped, np.float64), subsets,
-            gt_mask=box.gt_crop, category=(self._categories([box]) or [None])[0]))
+            self.state.image_key, box.id, np.array(box.xyxy, np.float64), subsets, gt_mask=box.gt_crop,
+            category=(self._categories([box]) or [None])[0], threshold=display.threshold,
+            refine=display.refine_edges))
 
     def _compared(self, result) -> None:
         request, image = result.request, self.state.image
         if request.image_key != self.state.image_key or self.compare_window is None or image is None:
             return
-        crop, clipped = crop_box(image, request.box)
+        crop, (x0, y0, x1, y1) = crop_box(image, request.box)  # the visible part of the box
+        xs = x0 + ((np.arange(crop.shape[1]) + 0.5) * (x1 - x0) / max(1, crop.shape[1])).astype(np.int64)
+        ys = y0 + ((np.arange(crop.shape[0]) + 0.5) * (y1 - y0) / max(1, crop.shape[0])).astype(np.int64)
+        masks = {name: box_map_pixels(box_map, request.box, request.threshold, xs, ys, image.shape[:2])
+                 for name, box_map in result.masks.items()}  # the pixels scored: Accept's mask
         gt_crop = None
         if request.gt_mask is not None:
-            x0, y0, x1, y1 = clipped
             gt = as_crop(request.gt_mask).region(x0, y0, x1, y1).astype(np.uint8)
             gt_crop = cv2.resize(gt, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
-        self.compare_window.panel.show_result(crop, request.box, result.masks, result.iou,
-                                              self.window.display.threshold, gt_crop)
-        gt_note = "IoU against the ground-truth mask" if request.gt_mask is not None else "no ground truth for this box"
+        self.compare_window.panel.show_result(crop, masks, result.iou, gt_crop)
+        gt_note = (f"IoU against the ground-truth mask at mask threshold {request.threshold:.2f}"
+                   f"{', edges refined' if request.refine else ''}, as the result panel scores it"
+                   if request.gt_mask is not None else "no ground truth for this box")
         self.compare_window.caption.setText(
             f"Box {request.box_id}: {len(result.masks)} tap subsets from cached features in "
             f"{result.seconds * 1000:.0f} ms; {gt_note}")
+
+    # ------------------------------------------------------------------------------ ground truth
+    def ground_truth_iou_text(self, box: "Box", view: BoxView | None) -> str:
+        """The result panel's IoU line, naming each mask it scores: the accepted one (brush edits
+        included; toggling taps does not change it) and the shown prediction as Accept would keep
+        it (display threshold, edges refined as shown): ``box_map_iou``, as Compare scores its
+        subsets. Empty without ground truth."""
+        gt = box.gt_crop
+        if gt is None:
+            return ""
+        scores = []
+        if box.accepted:
+            iou = self._remembered_iou("accepted", (box.mask_rle, gt), 0.0, lambda: crop_iou(box.mask_crop, gt))
+            scores.append(f"accepted mask {iou:.2f}")
+        if view is not None and view.figure_ground is not None:
+            threshold = self.window.display.threshold
+            iou = self._remembered_iou("prediction", (view.figure_ground, view.box, gt), threshold,
+                                       lambda: box_map_iou(view.figure_ground, view.box, threshold, gt))
+            scores.append(f"{'shown' if box.accepted else 'this'} prediction {iou:.2f} (taps {'+'.join(view.taps)}, "
+                          f"threshold {threshold:.2f})")
+        return "IoU vs ground truth: " + "; ".join(scores) if scores else ""
+
+    def _remembered_iou(self, kind: str, scored: tuple, threshold: float, compute) -> float:
+        last = self._last_iou.get(kind)
+        if last is None or last[1] != threshold or any(a is not b for a, b in zip(last[0], scored)):
+            last = (scored, threshold, compute())
+            self._last_iou[kind] = last
+        return last[2]
 
     def close_compare(self) -> None:
         if self.compare_window is not None:
@@ -275,8 +314,7 @@ class SegmentationController(QObject):
                                 "Segment all images")
         skipped = [f"{Path(r.image_path).name}: {box.describe()}" for r in batch.results for box in r.skipped]
         if skipped:
-            window.show_message(f"{plural(len(skipped), 'box')} skipped (move such a box onto its image or delete it):\n"
-                                + "\n".join(skipped[:MAX_LISTED]) + ("\n…" if len(skipped) > MAX_LISTED else ""),
-                                "Segment all images")
+            window.show_notice(f"{plural(len(skipped), 'box')} skipped (move such a box onto its image or delete it):\n"
+                               + "\n".join(skipped[:MAX_LISTED]) + ("\n…" if len(skipped) > MAX_LISTED else ""))
         if self.state.image is not None:
             self.redraw_results()
