@@ -86,8 +86,10 @@ def test_entering_the_mode_shows_the_masks_polygon_and_changes_nothing(editing):
         QTest.mouseMove(viewport, _point(window, x, y))
         QTest.qWait(30)
         assert viewport.cursor().shape() == cursor
+    assert "Edit polygon" in window.statusBar().currentMessage()
     QTest.keyClick(window, Qt.Key.Key_Return)  # Enter leaves the mode, as Escape does
     assert window.view.viewbox.mode == Mode.SELECT and _vertices(window) == []
+    assert window.statusBar().currentMessage() == ""  # the mode's help leaves with it
     QTest.keyClick(window, Qt.Key.Key_P)
     QTest.keyClick(window, Qt.Key.Key_Escape)
     assert window.view.viewbox.mode == Mode.SELECT

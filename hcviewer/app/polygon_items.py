@@ -36,6 +36,8 @@ POLYGON_Z = 40  # above the boxes (20, 30): a vertex on a box's corner is the ve
 KEPT_POLYGONS = 100  # masks whose polygons are remembered (undo shows the polygons edited, not retraced)
 
 
+MODE_HELP = "Edit polygon: drag a vertex, or an edge to add one; right-click a vertex to delete it. Enter or Esc when done."
+
 class VertexLayer(pg.ScatterPlotItem):
     """Every vertex as a square of constant screen size, in ONE item (an item per vertex took
     0.4 s per thousand to make). Dragging a vertex moves it; a click selects it; a right-click
@@ -167,10 +169,12 @@ class PolygonEditor(QObject):
         """The mode was entered or left (``AnnotationController.set_mode``)."""
         self.active = active
         self.window.finish_polygon_action.setEnabled(active)
+        status = self.window.statusBar()
         if active:
-            self.window.statusBar().showMessage("Edit polygon: drag a vertex, or an edge to add one; right-click a "
-                                                "vertex to delete it. Enter or Esc when done.", 10000)
+            status.showMessage(MODE_HELP, 10000)
         else:
+            if status.currentMessage() == MODE_HELP:  # the help would outlive the mode it explains
+                status.clearMessage()
             self._known.clear()
             self._box_id, self.selected, self.polygons = None, None, ()
         for item in (self.outlines, self.hole_outlines, self.vertices, self.marker):
