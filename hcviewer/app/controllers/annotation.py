@@ -83,7 +83,7 @@ class AnnotationController(QObject):
             view.figure_ground, np.array(view.box)
         self._busy.add(box_id)
         self.window.statusBar().showMessage("Accepting the mask…", 3000)
-        self.jobs.submit(lambda: _encoded(box_map_crop(figure_ground, box, size, threshold)),
+        self.jobs.submit(lambda: encoded_crop(box_map_crop(figure_ground, box, size, threshold)),
                          lambda made: self._accept_made(key, box_id, view, made))
 
     def _accept_made(self, key: str, box_id: int, view, made: tuple[MaskCrop, dict]) -> None:
@@ -174,7 +174,7 @@ class AnnotationController(QObject):
             painted = mask
             for points, radius, add in strokes:
                 painted = paint_crop(painted, points, radius, add)
-            return _encoded(painted)
+            return encoded_crop(painted)
 
         self.jobs.submit(paint, lambda made: self._paint_made(key, box_id, before, made, erased=not strokes[-1][2]))
 
@@ -326,7 +326,7 @@ def _box_pixels(box: np.ndarray) -> float:
     return float(box[2] - box[0]) * float(box[3] - box[1])
 
 
-def _encoded(crop: MaskCrop) -> tuple[MaskCrop, dict]:
+def encoded_crop(crop: MaskCrop) -> tuple[MaskCrop, dict]:
     """A crop and its compressed RLE (made in the mask thread)."""
     return crop, encode_mask(crop)
 

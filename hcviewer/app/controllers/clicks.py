@@ -14,8 +14,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject
 
-from hcviewer.annotation.annotation_file import encode_mask
 from hcviewer.annotation.mask_crops import MaskCrop, crop_mask, remember_crop
+from hcviewer.app.controllers.annotation import encoded_crop
 from hcviewer.app.mask_jobs import MaskJobs
 from hcviewer.click_correct import Click, box_pixels, correct_in_box
 
@@ -83,7 +83,7 @@ class ClickController(QObject):
         box_map = None if view is None or not np.allclose(view.box, box.xyxy) else view.figure_ground
         image, xyxy, before = self.state.image, box.xyxy.copy(), box.mask_rle
         self._running = True
-        self.jobs.submit(lambda: _encoded(corrected_crop(image, xyxy, box_map, mask, clicks)),
+        self.jobs.submit(lambda: encoded_crop(corrected_crop(image, xyxy, box_map, mask, clicks)),
                          lambda made: self._corrected(key, box_id, before, clicks, made))
 
     def _corrected(self, key: str, box_id: int, before: dict | None, clicks: tuple[Click, ...],
@@ -135,7 +135,3 @@ def corrected_crop(image: np.ndarray, box: np.ndarray, box_map: np.ndarray | Non
     inside = region[y0 - top:y1 - top, x0 - left:x1 - left]
     inside[...] = correct_in_box(image, box, box_map, inside, clicks)
     return crop_mask(region, left, top, size)
-
-
-def _encoded(crop: MaskCrop) -> tuple[MaskCrop, dict]:
-    return crop, encode_mask(crop)
