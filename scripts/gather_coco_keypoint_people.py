@@ -42,6 +42,16 @@ order (HEAD commit, folder):
 Avoid ``minto5z/coco_yolo``: it holds val2017 photos under a train2017 folder (none of its 2,693
 photos has a train2017 label file, so the script takes none; do not loosen that check).
 
+A second search (2026-12-06) found no more photos: the file index lists about 20,000 train2017
+photos under ``train2017/`` of ``hai4h/cnn-edge-detection``, but its snapshot (1.6 GB) is over the
+fetch tool's 500 MiB, as is ``zhang-yi-fei/MScoco`` (3.3 GB); ``tikitong/minicoco``
+(``data/images/``) and ``Obmutescence/COCO-MINI`` (``train2017/``) hold only photos already in the
+set or in the ``--exclude`` folders; some 60 more, named like mini/tiny/small COCO, COCO
+dataset, COCO keypoints or human pose estimation (``lightweight-human-pose-estimation`` forks
+among them), hold no train2017 photo with keypoint labels. The file index (``find_files``) lists
+each distinct photo under one repository only, so a photo's path there does not show the other
+repositories holding it.
+
 Steps a maintainer runs (``fetch`` is the session's fetch tool, which puts the newest snapshot of
 ``github:OWNER/NAME`` under ``/work/.mirror/OWNER+NAME/repo``, a bare git dir or a folder holding
 ``.git``; ``--mirror`` takes either):
@@ -59,8 +69,9 @@ Steps a maintainer runs (``fetch`` is the session's fetch tool, which puts the n
                $M/zhengsipeng+rlt_system/repo $M/enginbozaba+tiny_coco/repo $M/TWSFar+FCOS/repo \\
            --exclude ../shared/data/coco-mini-train/train2017 ../shared/data/coco-extra-train/train2017 \\
            --out DIR
-       (on the snapshots above this gives the current set exactly: the same photo bytes, images,
-       annotations, categories and sources; later snapshots may hold more or fewer photos)
+       (on the snapshots above this gives the current set exactly, checked again on 2026-12-06:
+       the same photo bytes, images, annotations, categories and sources; later snapshots may hold
+       more or fewer photos)
 
 The photos keep their Flickr licences and COCO's annotations are CC BY 4.0: research and tests
 only; never commit or ship them.
