@@ -42,9 +42,9 @@ order (HEAD commit, folder):
 Avoid ``minto5z/coco_yolo``: it holds val2017 photos under a train2017 folder (none of its 2,693
 photos has a train2017 label file, so the script takes none; do not loosen that check).
 
-A second search (2026-12-06) found no more photos: the file index lists about 20,000 train2017
-photos under ``train2017/`` of ``hai4h/cnn-edge-detection``, but its snapshot (1.6 GB) is over the
-fetch tool's 500 MiB, as is ``zhang-yi-fei/MScoco`` (3.3 GB); ``tikitong/minicoco``
+Where no more photos are: ``hai4h/cnn-edge-detection`` holds about 20,000 train2017 photos
+under ``train2017/``, but its snapshot (1.6 GB) is over the fetch tool's 500 MiB, as is
+``zhang-yi-fei/MScoco`` (3.3 GB); ``tikitong/minicoco``
 (``data/images/``) and ``Obmutescence/COCO-MINI`` (``train2017/``) hold only photos already in the
 set or in the ``--exclude`` folders; some 60 more, named like mini/tiny/small COCO, COCO
 dataset, COCO keypoints or human pose estimation (``lightweight-human-pose-estimation`` forks
