@@ -67,8 +67,10 @@ def test_train_resume_eval(coco, tmp_path, capsys):
     assert info.metrics["methods"][0]["name"] == "all taps"
     assert (out / "eval.md").read_text().count("|") > 20
 
-    assert main(["resume", "--out", str(out), "--epochs", "2"]) == 0
+    assert not list(out.glob("epoch-*"))  # each epoch's weights only when asked for
+    assert main(["resume", "--out", str(out), "--epochs", "2", "--keep-epochs"]) == 0
     assert read_checkpoint_info(out / "last.safetensors").training["epochs_done"] == 2
+    assert [p.name for p in out.glob("epoch-*")] == ["epoch-2.safetensors"]
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
     report_path = tmp_path / "eval.json"

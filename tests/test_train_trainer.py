@@ -122,6 +122,16 @@ def test_same_seed_same_weights_and_resume_matches_one_run(scenes, tmp_path, mon
         assert torch.allclose(tensor, resumed.model.state_dict()[name], atol=1e-6), name
 
 
+def test_keep_epochs_writes_each_epochs_weights(scenes, tmp_path):
+    trainer = Trainer(tiny_config(epochs=2, keep_epochs=True), scenes, None, tmp_path, progress=False)
+    trainer.fit()
+    assert [read_checkpoint_info(tmp_path / f"epoch-{n}.safetensors").training["epochs_done"] for n in (1, 2)] == [1, 2]
+    first, second, last = (load_checkpoint(tmp_path / f"{name}.safetensors")[0].state_dict()
+                           for name in ("epoch-1", "epoch-2", "last"))
+    assert all(torch.equal(tensor, second[k]) for k, tensor in last.items())
+    assert not all(torch.equal(tensor, last[k]) for k, tensor in first.items())  # the first epoch's, not the last's
+
+
 def test_interrupt_saves_a_state_to_resume(scenes, tmp_path, monkeypatch):
     trainer = Trainer(tiny_config(epochs=3), scenes, None, tmp_path, progress=False)
     _interrupt_at_step(trainer, monkeypatch, 2)

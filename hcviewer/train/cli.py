@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--out", required=True, help="the run's output folder")
     resume.add_argument("--epochs", type=int, default=None, help="new total number of epochs")
     resume.add_argument("--export", default=None, help="also write the best weights (fp16) to this file")
+    resume.add_argument("--keep-epochs", action="store_true",
+                        help="from now on also write each epoch's weights as OUT/epoch-N.safetensors")
     resume.add_argument("--allow-changed-data", action="store_true",
                         help="continue although the training or validation image lists changed since the run "
                              "started (images then move between the splits)")
@@ -121,6 +123,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--copy-paste", type=float, default=0.0, metavar="P",
                        help="probability that a training image gets a random subset of another training image's "
                             "masked objects pasted on, scaled 0.1-2x (Ghiasi et al. 2021; default 0: off)")
+    group.add_argument("--keep-epochs", action="store_true",
+                       help="also write each epoch's weights as OUT/epoch-N.safetensors (to score a learning curve)")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--device", default="auto", help="auto, cpu or cuda")
     group.add_argument("--export", default=None, help="write the best weights (fp16) to this file at the end")
@@ -152,7 +156,7 @@ def train_config(args: argparse.Namespace, sources: list[dict], taps: tuple[str,
         pretrained=not args.no_pretrained, loss_weights=_loss_weights(args.loss_weights),
         augment=not args.no_augment, copy_paste=args.copy_paste,
         freeze_trunk=args.freeze_trunk, freeze_heads=_names(args.freeze_heads),
-        init_from=str(Path(args.init).resolve()) if args.init else "",
+        init_from=str(Path(args.init).resolve()) if args.init else "", keep_epochs=args.keep_epochs,
         data={"sources": sources, "categories": args.categories, "val_fraction": args.val_fraction,
               "split_seed": args.split_seed, "limit": args.limit})
 
@@ -242,6 +246,8 @@ def command_resume(args: argparse.Namespace) -> int:
     config = TrainConfig(**saved)
     if args.epochs is not None:
         config = replace(config, epochs=args.epochs)
+    if args.keep_epochs:
+        config = replace(config, keep_epochs=True)
     run_training(config, out, resume=True, export=args.export, allow_changed_data=args.allow_changed_data)
     return 0
 

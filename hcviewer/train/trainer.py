@@ -4,6 +4,7 @@ One process per GPU under ``torchrun`` (DistributedDataParallel), or a single pr
 or the CPU. Everything a run writes goes to its output folder:
 
     last.safetensors   the latest weights (the app's checkpoint format)
+    epoch-N.safetensors  each epoch's weights, with ``keep_epochs`` (to score a learning curve)
     best.safetensors   the weights with the best validation mask IoU so far
     resume.pt          weights + optimizer + schedule + position (epoch and step) + random state +
                        the image lists' fingerprint, to continue exactly (loaded weights_only)
@@ -77,6 +78,7 @@ class TrainConfig:
     freeze_trunk: str = "none"  # "none", a tap name (its layer and all before it stay ImageNet's) or "all"
     freeze_heads: tuple[str, ...] = ()  # tasks whose heads keep their starting weights
     init_from: str = ""  # checkpoint whose weights the run starts from instead of ImageNet's
+    keep_epochs: bool = False  # also write each epoch's weights as epoch-N.safetensors
     data: dict = field(default_factory=dict)  # sources, categories and split, so resume reloads them
 
     def to_json(self) -> dict:
@@ -429,8 +431,9 @@ class Trainer:
         header = self._training_header(row.epoch, seconds)
         metrics = {**{f"val_{k}": v for k, v in row.validation.items()}, "epoch": row.epoch}
         kept = self._after_failed_write()
-        with writing(self.out_dir / "last.safetensors", kept):
-            save_checkpoint(self.out_dir / "last.safetensors", self.model, header, metrics)
+        for name in ["last"] + ([f"epoch-{row.epoch}"] if self.config.keep_epochs else []):
+            with writing(self.out_dir / f"{name}.safetensors", kept):
+                save_checkpoint(self.out_dir / f"{name}.safetensors", self.model, header, metrics)
         score = validation_score(row.validation)
         score = score if not math.isnan(score) else -row.loss
         if score > self.best:
