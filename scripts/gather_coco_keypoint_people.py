@@ -44,9 +44,9 @@ photos has a train2017 label file, so the script takes none; do not loosen that 
 
 Where no more photos are: ``hai4h/cnn-edge-detection`` holds about 20,000 train2017 photos
 under ``train2017/``, but its snapshot (1.6 GB) is over the fetch tool's 500 MiB, as is
-``zhang-yi-fei/MScoco`` (3.3 GB); ``tikitong/minicoco``
-(``data/images/``) and ``Obmutescence/COCO-MINI`` (``train2017/``) hold only photos already in the
-set or in the ``--exclude`` folders; some 60 more, named like mini/tiny/small COCO, COCO
+``zhang-yi-fei/MScoco`` (3.3 GB); ``tikitong/minicoco`` (``data/images/``) and
+``Obmutescence/COCO-MINI`` (``train2017/``) hold only photos already in the set or in the
+``--exclude`` folders; some 60 more, named like mini/tiny/small COCO, COCO
 dataset, COCO keypoints or human pose estimation (``lightweight-human-pose-estimation`` forks
 among them), hold no train2017 photo with keypoint labels. The file index (``find_files``) lists
 each distinct photo under one repository only, so a photo's path there does not show the other
