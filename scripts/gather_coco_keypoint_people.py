@@ -13,6 +13,8 @@ mask's, ``iscrowd`` 0, ``id`` = image id * 100 + line number; no masks) and ``DI
 (COCO id, repository, git dir, commit, path of each photo). Read it for training with
 ``hcviewer-train ... --coco DIR/annotations/person_keypoints_train2017.json --images DIR/train2017``;
 only the people COCO labels with keypoints are annotated, so use it for the keypoint head.
+``scripts/attach_coco_instances.py`` then adds COCO's own masks to the photos whose source
+repositories ship COCO instance annotations.
 
 Which photos are taken: every blob in the ``HEAD`` tree of each ``--mirror`` named ``%012d.jpg``
 (or ``.jpeg``; 2014 names such as ``COCO_train2014_%012d.jpg`` are not read: in the captioning and
