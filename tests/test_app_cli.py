@@ -58,6 +58,18 @@ def test_predict_writes_coco_results_for_ground_truth_boxes(dataset, tiny_checkp
     assert by_image[1]["bbox"] == [50.0, 30.0, 60.0, 60.0]
 
 
+@pytest.mark.parametrize("mirror", [True, False])
+def test_predict_averages_with_the_mirror_image_unless_told_not_to(dataset, tiny_checkpoint, rgb_image, mirror):
+    from hcviewer.inference import HypercolumnPredictor
+
+    assert predict(dataset, tiny_checkpoint, *([] if mirror else ["--no-mirror"])) == 0
+    written = next(r for r in json.loads(dataset["out"].read_text()) if r["image_id"] == 1)
+    predictor = HypercolumnPredictor.from_checkpoint(tiny_checkpoint, device="cpu", mirror=mirror)
+    predictor.set_image(rgb_image)
+    expected = predictor.predict(np.array([[50, 30, 110, 90]], np.float32)).keypoints[0]
+    np.testing.assert_allclose(np.reshape(written["keypoints"], (-1, 3))[:, :2], expected[:, :2], atol=0.01)
+
+
 def test_predict_from_detection_results_with_min_score(dataset, tiny_checkpoint):
     assert predict(dataset, tiny_checkpoint, "--min-score", "0.5", boxes="detections") == 0
     records = json.loads(dataset["out"].read_text())

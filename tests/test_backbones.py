@@ -106,13 +106,14 @@ def test_hash_check_rejects_a_changed_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_predictor_answers_like_the_model_for_every_backbone(backbone: str) -> None:
     """The predictor runs its own inference copy of the trunk (batch norm folded, channels-last);
-    it must answer what the model's training path answers."""
+    it must answer what the model's training path answers (mirror averaging, the same for every
+    trunk, is tests/test_mirror.py's)."""
     torch.manual_seed(0)
     model = build_hypercolumn(tiny_person_config(backbone=backbone, tasks=("figure_ground",), output_size=8))
     with torch.no_grad():
         for conv in model.heads["figure_ground"].classifiers.values():
             conv.weight.normal_(std=0.2)
-    predictor = HypercolumnPredictor(model, device="cpu")
+    predictor = HypercolumnPredictor(model, device="cpu", mirror=False)
     image = np.random.default_rng(0).integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
     predictor.set_image(image)
     boxes = ROIS[:, 1:].numpy()

@@ -50,17 +50,20 @@ def reference_logits(predictor: HypercolumnPredictor, image: np.ndarray, boxes: 
         return predictor.model([tensor], rois, taps=taps)
 
 
-def test_trunk_runs_once_per_image_and_boxes_come_from_the_cache(predictor, rgb_image) -> None:
+@pytest.mark.parametrize("mirror", [True, False])
+def test_trunk_runs_once_per_image_and_boxes_come_from_the_cache(tiny_checkpoint, rgb_image, mirror) -> None:
+    predictor = HypercolumnPredictor.from_checkpoint(tiny_checkpoint, device="cpu", mirror=mirror)
+    per_image = 2 if mirror else 1  # the image, and its mirror image when answers are averaged
     with count_trunk_runs() as runs:
         predictor.set_image(rgb_image)
-        assert len(runs) == 1
+        assert len(runs) == per_image
         first = predictor.predict(BOXES)
         moved = predictor.predict(BOXES[:2] + 5.0)
         subset = predictor.predict(BOXES, taps=("s8", "top"), contributions=True)
         again = predictor.predict(BOXES)
-        assert len(runs) == 1
+        assert len(runs) == per_image
         predictor.set_image(rgb_image[::-1].copy())
-        assert len(runs) == 2
+        assert len(runs) == 2 * per_image
     np.testing.assert_array_equal(first.figure_ground, again.figure_ground)
     assert not np.allclose(moved.figure_ground, first.figure_ground[:2])
     assert subset.taps == ("s8", "top")
@@ -68,7 +71,9 @@ def test_trunk_runs_once_per_image_and_boxes_come_from_the_cache(predictor, rgb_
     assert not np.allclose(subset.logits["keypoints"], first.logits["keypoints"])
 
 
-def test_predictions_equal_the_models_own_forward(predictor, rgb_image) -> None:
+def test_predictions_equal_the_models_own_forward(tiny_checkpoint, rgb_image) -> None:
+    """Without mirror averaging (tests/test_mirror.py) the answers are the training path's."""
+    predictor = HypercolumnPredictor.from_checkpoint(tiny_checkpoint, device="cpu", mirror=False)
     predictor.set_image(rgb_image)
     prediction = predictor.predict(BOXES)
     expected = reference_logits(predictor, rgb_image, BOXES)

@@ -95,6 +95,12 @@ def test_calibrate_command_writes_a_checkpoint_that_cuts_at_the_chosen_threshold
     record = read_checkpoint_info(calibrated).training["mask_calibration"]
     chosen = record["threshold"]
     assert chosen in (0.2, 0.35, 0.65) and record["sets"] and record["calibrated_from"] == str(original)
+    assert record["mirror"] is True  # scored as the app answers
+    plain = tmp_path / "plain.safetensors"
+    assert main(["calibrate", "--checkpoint", str(original), "--out", str(plain), *data, "--split", "all",
+                 "--thresholds", "0.2,0.35,0.65", "--min-area", "64", "--no-mirror"]) == 0
+    plain_record = read_checkpoint_info(plain).training["mask_calibration"]
+    assert plain_record["mirror"] is False
     assert read_checkpoint_info(calibrated).weights_dtype == read_checkpoint_info(original).weights_dtype
 
     dataset = make_coco_dataset(annotations, images)

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from hcviewer.data.synthetic import make_synthetic_dataset
-from hcviewer.data.targets import flip_permutation, jitter_boxes, keypoint_targets, mask_targets, part_targets
+from hcviewer.data.targets import jitter_boxes, keypoint_targets, mask_targets, part_targets
 from hcviewer.data.training import BoxTrainingDataset, TargetSpec
 from hcviewer.modeling.checkpoint import load_checkpoint, read_checkpoint_info
+from hcviewer.modeling.mirror import flip_permutation
 from hcviewer.train.trainer import TrainConfig, Trainer, TrainingInterrupted, sample_taps
 
 

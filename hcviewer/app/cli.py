@@ -143,6 +143,9 @@ def _predict_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
                         help="snap mask edges to the image's edges (guided filter, under 1 ms per box; "
                              "+0.008 mask IoU on COCO val photos, see docs/performance.md). Default: on")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
+                        help="average each box's answer with the mirror image's (twice the trunk time; what it "
+                             "gains: models/README.md). Default: on, as in the app")
     parser.add_argument("--min-score", type=float, default=None, metavar="S",
                         help="skip boxes whose score in the box file is below S (ground-truth boxes are kept)")
     parser.add_argument("--force", action="store_true",
@@ -187,7 +190,7 @@ def _predict(args: argparse.Namespace) -> int:
         run = PredictRun(batch, items, progress, box_file.category_ids, out)
         try:
             if run.todo:
-                run.segment(_load_predictor(checkpoint, args.device), args.threshold, args.progress_every,
+                run.segment(_load_predictor(checkpoint, args.device, args.mirror), args.threshold, args.progress_every,
                             args.refine)
         except KeyboardInterrupt:
             ignore_further_interrupts()
@@ -226,7 +229,7 @@ def _open_progress(out: Path, checkpoint: Path, args: argparse.Namespace):
     from hcviewer.fileio import OutputError
 
     inputs = {"checkpoint": file_identity(checkpoint), "boxes": file_identity(args.boxes),
-              "threshold": args.threshold, "min_score": args.min_score, "refine": args.refine}
+              "threshold": args.threshold, "min_score": args.min_score, "refine": args.refine, "mirror": args.mirror}
     mode = "resume" if args.resume else "restart" if args.restart else "auto"
     try:
         return ProgressFile.open(progress_path(out), inputs, mode)
@@ -258,12 +261,12 @@ def _no_match_message(box_file: BoxFile, images: list[Path]) -> str:
             "check that the box file belongs to these images, or lower --min-score")
 
 
-def _load_predictor(checkpoint: Path, device: str):
+def _load_predictor(checkpoint: Path, device: str, mirror: bool):
     from hcviewer.inference import HypercolumnPredictor
     from hcviewer.modeling import CheckpointError
 
     try:
-        predictor = HypercolumnPredictor.from_checkpoint(checkpoint, device)
+        predictor = HypercolumnPredictor.from_checkpoint(checkpoint, device, mirror)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
     if predictor.device_choice.warning:

@@ -83,17 +83,3 @@ def keypoint_targets(keypoints: torch.Tensor, boxes: torch.Tensor, object_index:
     valid = (kp[..., 2] > 0) & (cx >= 0) & (cx < size) & (cy >= 0) & (cy < size)
     return torch.where(valid, cy * size + cx, torch.full_like(cx, -1))
 
-
-def flip_permutation(keypoint_names: tuple[str, ...]) -> list[int]:
-    """The keypoint order after a horizontal flip: left_* and right_* swap places."""
-    index = {name: i for i, name in enumerate(keypoint_names)}
-    perm = []
-    for name in keypoint_names:
-        if "left" in name:
-            perm.append(index.get(name.replace("left", "right"), index[name]))
-        elif "right" in name:
-            perm.append(index.get(name.replace("right", "left"), index[name]))
-        else:
-            perm.append(index[name])
-    return perm
-

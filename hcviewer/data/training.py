@@ -20,7 +20,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from hcviewer.data.copy_paste import copy_paste
 from hcviewer.data.records import AnnotatedDataset, ImageRecord, ObjectAnnotation
-from hcviewer.data.targets import flip_permutation, jitter_boxes, keypoint_targets, mask_targets, part_targets
+from hcviewer.data.targets import jitter_boxes, keypoint_targets, mask_targets, part_targets
+from hcviewer.modeling.mirror import flip_permutation
 
 
 # Training images are zoomed by a random factor in this range (both sides alike) around the

@@ -1,5 +1,6 @@
 """Segment-Anything-style predictor: ``set_image`` runs the trunk once and caches its
-features; ``predict`` answers any boxes and tap subsets from that cache.
+features; ``predict`` answers any boxes and tap subsets from that cache. By default the trunk also
+sees the mirror image and every answer is the mean of the two (``hcviewer.modeling.mirror``).
 
 One predictor serves one thread at a time (the app's worker and ``hcviewer predict`` each own
 theirs): its image is the one the last ``set_image`` gave.
@@ -26,6 +27,7 @@ from hcviewer.modeling import (
     inference_copy,
     load_checkpoint,
 )
+from hcviewer.modeling.mirror import flip_permutation, mean_with_mirror, with_mirror_image, with_mirrored_rois
 from hcviewer.modeling.preprocess import model_input
 from hcviewer.paste import paste_heatmap, paste_masks_in_image
 from hcviewer.refine import DEFAULT_REFINE, refine_probability
@@ -75,8 +77,9 @@ class Prediction:
 
 class HypercolumnPredictor:
     def __init__(self, model: HypercolumnModel, device: str | torch.device = "auto",
-                 info: CheckpointInfo | None = None) -> None:
-        """``model`` stays as it is: the predictor answers with its own inference copy."""
+                 info: CheckpointInfo | None = None, mirror: bool = True) -> None:
+        """``model`` stays as it is: the predictor answers with its own inference copy.
+        ``mirror``: average every answer with the mirror image's (twice the trunk time)."""
         if isinstance(device, torch.device):
             self.device_choice = DeviceChoice(device, str(device))
         else:
@@ -88,15 +91,19 @@ class HypercolumnPredictor:
         # The per-pixel classifiers made once (``HypercolumnModel.pixel_classifiers``): a 4-box
         # predict 29.2 -> 21.2 ms (20 coco-val-dev photos, interleaved, 2-core CPU).
         self._classifiers = self.model.pixel_classifiers()
+        self.mirror = mirror
+        self._keypoint_order = flip_permutation(self.config.keypoint_names)
+        self._input_width = 0
         self._features: dict[str, list[torch.Tensor]] | None = None
         self._image_size: tuple[int, int] | None = None
         self._image: np.ndarray | None = None
         self._scale = 1.0
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> "HypercolumnPredictor":
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto",
+                        mirror: bool = True) -> "HypercolumnPredictor":
         model, info = load_checkpoint(path)
-        return cls(model, device, info)
+        return cls(model, device, info, mirror)
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -123,13 +130,15 @@ class HypercolumnPredictor:
 
     # -- image -------------------------------------------------------------------------------
     def set_image(self, image: np.ndarray) -> float:
-        """Run the trunk on an RGB uint8 image [H, W, 3]; returns the seconds it took."""
+        """Run the trunk on an RGB uint8 image [H, W, 3] (and on its mirror image); returns the
+        seconds it took."""
         image = _check_image(image)
         start = time.perf_counter()
         config = self.config
         tensor, box_scale = model_input(image, config.max_image_side, config.mean, config.std, self.device)
         with torch.inference_mode(), self._autocast():
-            self._features = self.model.backbone([tensor])
+            self._features = self.model.backbone(with_mirror_image(tensor) if self.mirror else [tensor])
+        self._input_width = tensor.shape[-1]
         self._image_size = image.shape[:2]
         self._image = image  # edge refinement reads its pixels (a reference: the caller keeps it unchanged)
         self._scale = box_scale
@@ -170,13 +179,11 @@ class HypercolumnPredictor:
         class_sets = self._class_sets(categories, len(boxes_np))
         start = time.perf_counter()
         chunks = []
-        for lo in range(0, max(len(boxes_np), 1), HEADS_CHUNK):  # one call without boxes: empty outputs
-            rois = torch.zeros(len(boxes_np[lo:lo + HEADS_CHUNK]), 5, device=self.device)
-            rois[:, 1:] = torch.from_numpy(boxes_np[lo:lo + HEADS_CHUNK]).to(self.device) * self._scale
-            with torch.inference_mode(), self._autocast():
-                chunks.append(self.model.forward_boxes(
-                    self._features, rois, None if class_sets is None else class_sets[lo:lo + HEADS_CHUNK], taps,
-                    contributions, self._classifiers))
+        step = HEADS_CHUNK // 2 if self.mirror else HEADS_CHUNK  # a mirrored box is two boxes
+        for lo in range(0, max(len(boxes_np), 1), step):  # one call without boxes: empty outputs
+            chunks.append(self._forward_boxes(boxes_np[lo:lo + step],
+                                              None if class_sets is None else class_sets[lo:lo + step],
+                                              taps, contributions))
         result = _prediction(chunks, boxes_np, taps, tasks, self.config.output_size)
         self._answer_categories(result, categories)
         if refine and result.figure_ground is not None:
@@ -188,6 +195,18 @@ class HypercolumnPredictor:
                 raise InputError(str(exc)) from None
         result.seconds = time.perf_counter() - start
         return result
+
+    def _forward_boxes(self, boxes: np.ndarray, class_sets: torch.Tensor | None, taps: tuple[str, ...],
+                       contributions: bool) -> BoxOutputs:
+        rois = torch.zeros(len(boxes), 5, device=self.device)
+        rois[:, 1:] = torch.from_numpy(boxes).to(self.device) * self._scale
+        if self.mirror:
+            rois = with_mirrored_rois(rois, self._input_width)
+            class_sets = None if class_sets is None else class_sets.repeat(2)
+        with torch.inference_mode(), self._autocast():
+            outputs = self.model.forward_boxes(self._features, rois, class_sets, taps, contributions,
+                                               self._classifiers)
+            return mean_with_mirror(outputs, self._keypoint_order) if self.mirror else outputs
 
     def _answer_categories(self, result: Prediction, categories: Sequence[str | None] | None) -> None:
         """Blank keypoints and parts of the boxes whose category their head does not answer."""

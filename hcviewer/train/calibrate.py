@@ -65,9 +65,10 @@ class Calibration:
 
 def mask_ious_by_threshold(model: HypercolumnModel, dataset: AnnotatedDataset, thresholds: tuple[float, ...],
                            min_area: float = 32 * 32, device: str | torch.device = "cpu",
-                           progress: bool = False) -> np.ndarray:
-    """Mask IoU of every object with a mask (ground-truth boxes, all taps, pasted at full
-    resolution as ``hcviewer-train eval`` does) at every threshold: [objects, thresholds]."""
+                           progress: bool = False, mirror: bool = True) -> np.ndarray:
+    """Mask IoU of every object with a mask (ground-truth boxes, all taps, averaged with the mirror
+    image when ``mirror``, pasted at full resolution as ``hcviewer-train eval`` does) at every
+    threshold: [objects, thresholds]."""
     device = torch.device(device)
     rows = []
     for record in tqdm(dataset.images, desc=f"calibrate {dataset.name}", disable=not progress, unit="image"):
@@ -77,7 +78,7 @@ def mask_ious_by_threshold(model: HypercolumnModel, dataset: AnnotatedDataset, t
         rgb = record.load_rgb()
         size = rgb.shape[:2]
         boxes = np.stack([o.box for o in objects]).astype(np.float32)
-        logits = predict_subsets(model, rgb, boxes, [model.taps], device)[model.taps]["figure_ground"]
+        logits = predict_subsets(model, rgb, boxes, [model.taps], device, mirror=mirror)[model.taps]["figure_ground"]
         probabilities = paste_masks_in_image(logits[:, 0].sigmoid(), torch.from_numpy(boxes), size).numpy()
         for obj, probability in zip(objects, probabilities):
             gt = obj.mask.decode(*size).astype(bool)
@@ -87,7 +88,8 @@ def mask_ious_by_threshold(model: HypercolumnModel, dataset: AnnotatedDataset, t
 
 def calibrate_mask_threshold(model: HypercolumnModel, datasets: list[AnnotatedDataset],
                              thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS, min_area: float = 32 * 32,
-                             device: str | torch.device = "cpu", progress: bool = False) -> Calibration:
+                             device: str | torch.device = "cpu", progress: bool = False,
+                             mirror: bool = True) -> Calibration:
     """Score every threshold on every data set (sets without masked objects are left out)."""
     if "figure_ground" not in model.tasks:
         raise ValueError("the checkpoint has no figure-ground head: there is no mask threshold to calibrate")
@@ -95,7 +97,7 @@ def calibrate_mask_threshold(model: HypercolumnModel, datasets: list[AnnotatedDa
         raise ValueError(f"thresholds must lie strictly between 0 and 1, got {list(thresholds)}")
     names, counts, means = [], [], []
     for dataset in datasets:
-        ious = mask_ious_by_threshold(model, dataset, thresholds, min_area, device, progress)
+        ious = mask_ious_by_threshold(model, dataset, thresholds, min_area, device, progress, mirror)
         if len(ious):
             names.append(dataset.name)
             counts.append(len(ious))

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="candidate thresholds, comma-separated (default 0.2 to 0.6 in steps of 0.05)")
     calibrate.add_argument("--min-area", type=float, default=32 * 32)
     calibrate.add_argument("--device", default="cpu")
+    calibrate.add_argument("--no-mirror", action="store_true",
+                           help="score each box on the image alone, not averaged with the mirror image as the app and "
+                                "hcviewer predict answer (half the trunk time)")
 
     ablate = commands.add_parser("ablate", help="one result per tap subset, as in the paper's table")
     add_data_arguments(ablate)
@@ -144,6 +147,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add a row: all taps with edge-refined masks, METHOD guided or grabcut "
                              "(as hcviewer predict --refine)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-mirror", action="store_true",
+                        help="score each box on the image alone, not averaged with the mirror image as the app and "
+                             "hcviewer predict answer (half the trunk time)")
 
 
 def train_config(args: argparse.Namespace, sources: list[dict], taps: tuple[str, ...] | None = None):
@@ -267,7 +273,8 @@ def command_eval(args: argparse.Namespace) -> int:
         model, _ = load_checkpoint(args.checkpoint, args.device)
         subsets = standard_subsets(model.taps, all_subsets=args.subsets == "all")
     baselines = () if args.baselines == "none" else _names(args.baselines)
-    report = evaluate_sets(model, datasets, subsets, baselines, args.min_area, args.device, refine=args.refine)
+    report = evaluate_sets(model, datasets, subsets, baselines, args.min_area, args.device, refine=args.refine,
+                           mirror=not args.no_mirror)
     print(report.markdown())
     for target in (args.json, args.markdown):
         if target:
@@ -308,10 +315,10 @@ def command_calibrate(args: argparse.Namespace) -> int:
         raise DataError(f"{args.checkpoint}: already calibrated (threshold "
                         f"{info.training['mask_calibration']['threshold']}); calibrate the checkpoint it was made from")
     calibration = calibrate_mask_threshold(model, _scored_sets(args), thresholds, args.min_area, args.device,
-                                           progress=True)
+                                           progress=True, mirror=not args.no_mirror)
     print(calibration.markdown())
     fold_mask_threshold(model, calibration.best)
-    record = {**calibration.to_json(), "calibrated_from": str(args.checkpoint)}
+    record = {**calibration.to_json(), "mirror": not args.no_mirror, "calibrated_from": str(args.checkpoint)}
     # The stored evaluation scored the uncalibrated masks: left out rather than kept stale.
     with writing(out, f"Nothing was written; the chosen threshold is {calibration.best}."):
         save_checkpoint(out, model, {**info.training, "mask_calibration": record}, {},

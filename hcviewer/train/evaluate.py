@@ -36,6 +36,7 @@ from hcviewer.fileio import write_text_atomic
 from hcviewer.modeling.hypercolumn import HypercolumnModel, inference_copy
 from hcviewer.paste import paste_heatmap, paste_masks_in_image
 from hcviewer.modeling.keypoints import heatmaps_to_keypoints
+from hcviewer.modeling.mirror import flip_permutation, mean_with_mirror, with_mirror_image, with_mirrored_rois
 from hcviewer.modeling.preprocess import model_input
 from hcviewer.refine import refine_probability
 from hcviewer.train.baselines import BASELINES, KEYPOINT_BASELINES
@@ -156,18 +157,25 @@ def evaluation_objects(record: ImageRecord, min_area: float) -> list[ObjectAnnot
 
 @torch.inference_mode()
 def predict_subsets(model: HypercolumnModel, rgb: np.ndarray, boxes: np.ndarray, subsets: list[tuple[str, ...]],
-                    device: torch.device, classifiers: dict[str, torch.Tensor] | None = None
+                    device: torch.device, classifiers: dict[str, torch.Tensor] | None = None, mirror: bool = True
                     ) -> dict[tuple[str, ...], dict[str, torch.Tensor]]:
-    """Run the trunk once, then the heads under each subset -> {subset: {task: logits [N, C, S, S]}}.
-    Fastest with an ``inference_copy`` and its ``pixel_classifiers``, as the predictor has them."""
+    """Run the trunk once, then the heads under each subset -> {subset: {task: logits [N, C, S, S]}};
+    ``mirror``: averaged with the mirror image's, as the predictor answers by default. Fastest
+    with an ``inference_copy`` and its ``pixel_classifiers``, as the predictor has them."""
     config = model.config
     image, scale = model_input(rgb, config.max_image_side, config.mean, config.std, device)
-    features = model.backbone([image])
+    features = model.backbone(with_mirror_image(image) if mirror else [image])
     rois = torch.zeros(len(boxes), 5, device=device)
     rois[:, 1:] = torch.from_numpy(boxes).to(device) * scale
-    return {subset: {k: v.float().cpu() for k, v in
-                     model.forward_boxes(features, rois, taps=subset, classifiers=classifiers).logits.items()}
-            for subset in subsets}
+    if mirror:
+        rois = with_mirrored_rois(rois, image.shape[-1])
+    order = flip_permutation(config.keypoint_names)
+    answers = {}
+    for subset in subsets:
+        outputs = model.forward_boxes(features, rois, taps=subset, classifiers=classifiers)
+        outputs = mean_with_mirror(outputs, order) if mirror else outputs
+        answers[subset] = {k: v.float().cpu() for k, v in outputs.logits.items()}
+    return answers
 
 
 class _Collector:
@@ -285,18 +293,21 @@ class _Results:
 
 def evaluate(model: HypercolumnModel | None, dataset: AnnotatedDataset, subsets: list[tuple[str, ...]] | None = None,
              baselines: tuple[str, ...] = tuple(BASELINES), min_area: float = 32 * 32,
-             device: str | torch.device = "cpu", threshold: float = 0.5, progress: bool = True) -> EvaluationReport:
+             device: str | torch.device = "cpu", threshold: float = 0.5, progress: bool = True,
+             mirror: bool = True) -> EvaluationReport:
     """Score the model under each tap subset and each named baseline on ``dataset``'s gt boxes."""
-    return evaluate_sets(model, [dataset], subsets, baselines, min_area, device, threshold, progress=progress)
+    return evaluate_sets(model, [dataset], subsets, baselines, min_area, device, threshold, progress=progress,
+                         mirror=mirror)
 
 
 def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDataset],
                   subsets: list[tuple[str, ...]] | None = None, baselines: tuple[str, ...] = tuple(BASELINES),
                   min_area: float = 32 * 32, device: str | torch.device = "cpu", threshold: float = 0.5,
-                  refine: str | None = None, progress: bool = True) -> EvaluationReport:
+                  refine: str | None = None, progress: bool = True, mirror: bool = True) -> EvaluationReport:
     """Score every set on its own and all together: the report's methods are the scores over all
     sets, and ``sets`` holds each set's report when there are several. ``refine`` (a method of
-    ``hcviewer.refine``) adds a row: all taps with the masks edge-refined."""
+    ``hcviewer.refine``) adds a row: all taps with the masks edge-refined. ``mirror``: the
+    network's answers averaged with the mirror image's, as the predictor gives them."""
     start = time.perf_counter()
     _check_baselines(baselines)
     device = torch.device(device)
@@ -320,7 +331,8 @@ def evaluate_sets(model: HypercolumnModel | None, datasets: list[AnnotatedDatase
         for record in tqdm(dataset.images, desc=f"evaluate {dataset.name}", disable=not progress, unit="image"):
             objects = evaluation_objects(record, min_area)
             if objects:
-                _score_image(model, record, objects, next(image_ids), results, device, threshold, classifiers)
+                _score_image(model, record, objects, next(image_ids), results, device, threshold, classifiers,
+                             mirror)
         per_set.append(results)
         reports.append(results.summarise(dataset.keypoint_names, dataset.skeleton, part_names, min_area,
                                          time.perf_counter() - set_start))
@@ -343,7 +355,7 @@ def _check_baselines(baselines: tuple[str, ...]) -> None:
 
 def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: list[ObjectAnnotation],
                  image_id: int, results: _Results, device: torch.device, threshold: float,
-                 classifiers: dict[str, torch.Tensor] | None) -> None:
+                 classifiers: dict[str, torch.Tensor] | None, mirror: bool) -> None:
     rgb = record.load_rgb()
     size = rgb.shape[:2]
     boxes = np.stack([o.box for o in objects]).astype(np.float32)
@@ -353,7 +365,8 @@ def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: l
     with_keypoints = [i for i, o in enumerate(objects) if has_keypoints(o)]
     network = [c for c in results.collectors if c.taps is not None]
     if model is not None:
-        outputs = predict_subsets(model, rgb, boxes, list(dict.fromkeys(c.taps for c in network)), device, classifiers)
+        outputs = predict_subsets(model, rgb, boxes, list(dict.fromkeys(c.taps for c in network)), device, classifiers,
+                                  mirror)
         with_parts = [i for i, o in enumerate(objects) if o.parts is not None]
         gt_parts = {i: objects[i].parts.decode(*size) for i in with_parts} if "parts" in model.tasks else {}
         for collector in network:
@@ -416,7 +429,9 @@ def validation_metrics(model: HypercolumnModel, dataset: AnnotatedDataset) -> di
     """The trainer's per-epoch scores with all taps, no baselines: mean mask IoU, PCK@0.1 and the
     part mean IoU (nan for what the data does not label)."""
     device = next(model.parameters()).device
-    scores = evaluate(model, dataset, [model.taps], baselines=(), device=device, progress=False).methods[0]
+    # without the mirror image: half the trunk time each epoch; the scores only rank the epochs
+    scores = evaluate(model, dataset, [model.taps], baselines=(), device=device, progress=False,
+                      mirror=False).methods[0]
     return {"mask_iou": scores.mask_iou, "pck": _number(scores.pck), "part_miou": _number(scores.part_miou)}
 
 
