@@ -202,8 +202,9 @@ def test_app_arguments_go_to_run_app(fake_app, dataset, tiny_checkpoint):
     assert main([str(dataset["images"]), "--boxes", str(dataset["gt"]), "--checkpoint", str(tiny_checkpoint)]) == 0
     [args] = fake_app
     assert vars(args) == {"paths": [str(dataset["images"])], "boxes": str(dataset["gt"]),
-                          "checkpoint": str(tiny_checkpoint), "device": "auto"}
-    assert main([]) == 0 and vars(fake_app[1]) == {"paths": [], "boxes": None, "checkpoint": None, "device": "auto"}
+                          "checkpoint": str(tiny_checkpoint), "device": "auto", "mirror": True}
+    assert main(["--no-mirror"]) == 0
+    assert vars(fake_app[1]) == {"paths": [], "boxes": None, "checkpoint": None, "device": "auto", "mirror": False}
 
 
 def test_app_refuses_missing_files_before_opening(fake_app, tmp_path, capsys):

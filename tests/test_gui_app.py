@@ -383,7 +383,7 @@ def test_run_app_without_paths_opens_the_demo_and_quits_cleanly(qtbot, tiny_chec
         window.close()  # nothing was annotated: no question asked
 
     QTimer.singleShot(0, inspect_then_close)
-    args = argparse.Namespace(paths=[], boxes=None, checkpoint=str(tiny_checkpoint), device="cpu")
+    args = argparse.Namespace(paths=[], boxes=None, checkpoint=str(tiny_checkpoint), device="cpu", mirror=True)
     assert main_window.run_app(args) == 0
     assert seen["images"][0] == "astronaut.png" and len(seen["images"]) == 4
     assert seen["device"].startswith("Device: CPU")

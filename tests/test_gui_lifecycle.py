@@ -185,7 +185,8 @@ def _run_app_with(monkeypatch, tmp_path, checkpoint, step) -> tuple[int, list[st
     previous = signal.signal(signal.SIGINT, not_handled_by_the_app)
     try:
         poller.start(50)
-        args = argparse.Namespace(paths=[str(image)], boxes=None, checkpoint=str(checkpoint), device="cpu")
+        args = argparse.Namespace(paths=[str(image)], boxes=None, checkpoint=str(checkpoint), device="cpu",
+                                  mirror=True)
         status = main_window.run_app(args)
     finally:
         poller.stop()

@@ -31,6 +31,25 @@ def test_loaded_model_names_taps_and_device(service):
     assert info.device.startswith("CPU") and info.device_warning is None
 
 
+@pytest.mark.parametrize("mirror", [True, False])
+def test_the_worker_answers_as_a_predictor_with_or_without_the_mirror(qtbot, tiny_checkpoint, rgb_image, mirror):
+    from hcviewer.inference import HypercolumnPredictor
+
+    service = ModelService()
+    try:
+        with qtbot.waitSignal(service.worker.modelLoaded, timeout=60000):
+            service.load(str(tiny_checkpoint), "cpu", mirror)
+        service.show_image("a", rgb_image)
+        with qtbot.waitSignal(service.worker.predicted, timeout=30000) as answer:
+            service.predict(BoxRequest("a", [0, 1], BOXES))
+    finally:
+        assert service.shutdown()
+    expected = HypercolumnPredictor.from_checkpoint(tiny_checkpoint, "cpu", mirror)
+    expected.set_image(rgb_image)
+    np.testing.assert_allclose(answer.args[0].prediction.figure_ground, expected.predict(BOXES).figure_ground,
+                               atol=1e-5)
+
+
 def test_trunk_runs_once_per_image_and_boxes_are_answered_from_the_cache(qtbot, service, rgb_image):
     service.show_image("a", rgb_image)
     with qtbot.waitSignal(service.worker.predicted, timeout=30000) as first:

@@ -74,6 +74,9 @@ def _app_parser() -> argparse.ArgumentParser:
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="FILE", help=f"model checkpoint (default: {DEFAULT_CHECKPOINT})")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs (default: auto)")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
+                        help="average each box's answer with the mirror image's (twice the model time on a new "
+                             "image; what it gains: models/README.md). Default: on")
     add_threads_argument(parser)
 
 
@@ -84,7 +87,7 @@ def _open_app(args: argparse.Namespace) -> int:
     from hcviewer.app.main_window import run_app  # Qt is imported only to open the window
 
     return run_app(argparse.Namespace(paths=args.paths, boxes=args.boxes, checkpoint=args.checkpoint,
-                                      device=args.device))
+                                      device=args.device, mirror=args.mirror))
 
 
 def _apply_threads(requested: int | None) -> None:
@@ -143,9 +146,6 @@ def _predict_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
                         help="snap mask edges to the image's edges (guided filter, under 1 ms per box; "
                              "+0.008 mask IoU on COCO val photos, see docs/performance.md). Default: on")
-    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=True,
-                        help="average each box's answer with the mirror image's (twice the trunk time; what it "
-                             "gains: models/README.md). Default: on, as in the app")
     parser.add_argument("--min-score", type=float, default=None, metavar="S",
                         help="skip boxes whose score in the box file is below S (ground-truth boxes are kept)")
     parser.add_argument("--force", action="store_true",

@@ -46,7 +46,7 @@ SCREEN_SHARE = 0.9  # at most this share of the available screen, on a first sta
 
 class MainWindow(QMainWindow):
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str = "auto",
-                 settings: AppSettings | None = None, offer_recovery: bool = True) -> None:
+                 settings: AppSettings | None = None, offer_recovery: bool = True, mirror: bool = True) -> None:
         super().__init__()
         self.setWindowTitle("hcviewer")
         self.setAcceptDrops(True)
@@ -81,6 +81,7 @@ class MainWindow(QMainWindow):
         self._restore_window()
         self.checkpoint = str(checkpoint) if checkpoint else None
         self.device = device  # where models opened later run too
+        self.mirror = mirror  # and whether they average with the mirror image
         if self.checkpoint:
             self.segmentation.open_model(self.checkpoint)
         else:
@@ -224,14 +225,14 @@ class MainWindow(QMainWindow):
 def run_app(args: argparse.Namespace) -> int:
     """Open the window at once; the checkpoint loads in the worker thread meanwhile.
 
-    ``args``: paths (images or folders), boxes, checkpoint, device; neither paths nor boxes
-    opens the demo."""
+    ``args``: paths (images or folders), boxes, checkpoint, device, mirror; neither paths nor
+    boxes opens the demo."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("hcviewer")
     app.setApplicationName("hcviewer")
     install_gui_gc(app)  # Qt objects die on the GUI thread only (see gui_gc)
     checkpoint = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None)
-    window = MainWindow(checkpoint, device=args.device or "auto")
+    window = MainWindow(checkpoint, device=args.device or "auto", mirror=args.mirror)
     window.show()
     quit_on_interrupt(window)  # Ctrl+C in the terminal closes the window as its close button does
     if args.paths:

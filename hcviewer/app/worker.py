@@ -129,13 +129,13 @@ class ModelWorker(QObject):
         self._features_key: str | None = None
 
     # -- loading ---------------------------------------------------------------------------
-    @Slot(str, str)
-    def load(self, checkpoint: str, device: str) -> None:
+    @Slot(str, str, bool)
+    def load(self, checkpoint: str, device: str, mirror: bool) -> None:
         start = time.perf_counter()
         try:
             from hcviewer.inference import HypercolumnPredictor
 
-            predictor = HypercolumnPredictor.from_checkpoint(checkpoint, device)
+            predictor = HypercolumnPredictor.from_checkpoint(checkpoint, device, mirror)
         except Exception as exc:  # noqa: BLE001 - any failure becomes a message, the app stays up
             message = str(exc)  # CheckpointError names the file: said once
             self.modelFailed.emit(f"Could not load the model: {message}" if checkpoint in message
@@ -255,7 +255,7 @@ class ModelWorker(QObject):
 class ModelService(QObject):
     """The GUI side: owns the worker thread; methods return at once."""
 
-    _load = Signal(str, str)
+    _load = Signal(str, str, bool)
     _set_image = Signal(str, object)
     _predict = Signal(object)
     _compare = Signal(object)
@@ -275,8 +275,8 @@ class ModelService(QObject):
         self.thread.start()
 
     # Each method only queues work for the worker thread.
-    def load(self, checkpoint: str, device: str = "auto") -> None:
-        self._load.emit(checkpoint, device)
+    def load(self, checkpoint: str, device: str = "auto", mirror: bool = True) -> None:
+        self._load.emit(checkpoint, device, mirror)
 
     def show_image(self, key: str, rgb: np.ndarray) -> None:
         self.worker.wanted_key = key

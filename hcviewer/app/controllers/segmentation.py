@@ -70,7 +70,7 @@ class SegmentationController(QObject):
         hold_collections()  # until it has loaded: see gui_gc
         self.window.device_label.setText(f"Model: loading {Path(path).name}…")
         self.window.layers.model_loading(Path(path).name)
-        self.window.model.load(str(path), self.window.device)
+        self.window.model.load(str(path), self.window.device, self.window.mirror)
 
     def _model_loaded(self, info: ModelInfo) -> None:
         freeze_long_lived()  # the model's and torch's objects: no later collection walks them
