@@ -27,7 +27,7 @@ from hcviewer.modeling import (
     inference_copy,
     load_checkpoint,
 )
-from hcviewer.modeling.mirror import flip_permutation, mean_with_mirror, with_mirror_image, with_mirrored_rois
+from hcviewer.modeling.mirror import forward_boxes_with_mirror, with_mirror_image
 from hcviewer.modeling.preprocess import model_input
 from hcviewer.paste import paste_heatmap, paste_masks_in_image
 from hcviewer.refine import DEFAULT_REFINE, refine_probability
@@ -92,7 +92,6 @@ class HypercolumnPredictor:
         # predict 29.2 -> 21.2 ms (20 coco-val-dev photos, interleaved, 2-core CPU).
         self._classifiers = self.model.pixel_classifiers()
         self.mirror = mirror
-        self._keypoint_order = flip_permutation(self.config.keypoint_names)
         self._input_width = 0
         self._features: dict[str, list[torch.Tensor]] | None = None
         self._image_size: tuple[int, int] | None = None
@@ -200,13 +199,11 @@ class HypercolumnPredictor:
                        contributions: bool) -> BoxOutputs:
         rois = torch.zeros(len(boxes), 5, device=self.device)
         rois[:, 1:] = torch.from_numpy(boxes).to(self.device) * self._scale
-        if self.mirror:
-            rois = with_mirrored_rois(rois, self._input_width)
-            class_sets = None if class_sets is None else class_sets.repeat(2)
         with torch.inference_mode(), self._autocast():
-            outputs = self.model.forward_boxes(self._features, rois, class_sets, taps, contributions,
-                                               self._classifiers)
-            return mean_with_mirror(outputs, self._keypoint_order) if self.mirror else outputs
+            if self.mirror:
+                return forward_boxes_with_mirror(self.model, self._features, rois, self._input_width, class_sets,
+                                                 taps, contributions, self._classifiers)
+            return self.model.forward_boxes(self._features, rois, class_sets, taps, contributions, self._classifiers)
 
     def _answer_categories(self, result: Prediction, categories: Sequence[str | None] | None) -> None:
         """Blank keypoints and parts of the boxes whose category their head does not answer."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from hcviewer.modeling.hypercolumn import BoxOutputs
+from hcviewer.modeling.backbones import TrunkFeatures
+from hcviewer.modeling.hypercolumn import BoxOutputs, HypercolumnModel
 
 
 def flip_permutation(keypoint_names: tuple[str, ...]) -> list[int]:
@@ -55,3 +56,15 @@ def mean_with_mirror(outputs: BoxOutputs, keypoint_order: list[int]) -> BoxOutpu
         contributions={task: {tap: mean(task, c) for tap, c in taps.items()}
                        for task, taps in outputs.contributions.items()},
         bias={task: mean(task, b) for task, b in outputs.bias.items()})
+
+
+def forward_boxes_with_mirror(model: HypercolumnModel, features: TrunkFeatures, rois: torch.Tensor, width: int,
+                              class_index: torch.Tensor | None = None,
+                              taps: tuple[str, ...] | None = None, return_contributions: bool = False,
+                              classifiers: dict[str, torch.Tensor] | None = None) -> BoxOutputs:
+    """``model.forward_boxes`` over the trunk's features of ``with_mirror_image`` (an input of
+    width ``width``) for rois [K, 5] on image 0: each box's outputs averaged with its mirror's."""
+    outputs = model.forward_boxes(features, with_mirrored_rois(rois, width),
+                                  None if class_index is None else class_index.repeat(2), taps,
+                                  return_contributions, classifiers)
+    return mean_with_mirror(outputs, flip_permutation(model.config.keypoint_names))

@@ -36,7 +36,7 @@ from hcviewer.fileio import write_text_atomic
 from hcviewer.modeling.hypercolumn import HypercolumnModel, inference_copy
 from hcviewer.paste import paste_heatmap, paste_masks_in_image
 from hcviewer.modeling.keypoints import heatmaps_to_keypoints
-from hcviewer.modeling.mirror import flip_permutation, mean_with_mirror, with_mirror_image, with_mirrored_rois
+from hcviewer.modeling.mirror import forward_boxes_with_mirror, with_mirror_image
 from hcviewer.modeling.preprocess import model_input
 from hcviewer.refine import refine_probability
 from hcviewer.train.baselines import BASELINES, KEYPOINT_BASELINES
@@ -167,13 +167,13 @@ def predict_subsets(model: HypercolumnModel, rgb: np.ndarray, boxes: np.ndarray,
     features = model.backbone(with_mirror_image(image) if mirror else [image])
     rois = torch.zeros(len(boxes), 5, device=device)
     rois[:, 1:] = torch.from_numpy(boxes).to(device) * scale
-    if mirror:
-        rois = with_mirrored_rois(rois, image.shape[-1])
-    order = flip_permutation(config.keypoint_names)
     answers = {}
     for subset in subsets:
-        outputs = model.forward_boxes(features, rois, taps=subset, classifiers=classifiers)
-        outputs = mean_with_mirror(outputs, order) if mirror else outputs
+        if mirror:
+            outputs = forward_boxes_with_mirror(model, features, rois, image.shape[-1], taps=subset,
+                                                classifiers=classifiers)
+        else:
+            outputs = model.forward_boxes(features, rois, taps=subset, classifiers=classifiers)
         answers[subset] = {k: v.float().cpu() for k, v in outputs.logits.items()}
     return answers
 
