@@ -49,9 +49,10 @@ def test_limb_joints_at_their_coco_keypoints(tmp_path):
     assert person.category == "person" and person.mask is None and person.parts is None
     for lsp_index, name in enumerate(LSP_JOINTS[:12]):
         assert person.keypoints[COCO_PERSON_KEYPOINTS.index(name)].tolist() == [*joints[lsp_index, :2], 2]
-    # COCO has no neck or head top, and LSPet no face points: those keypoints are unlabelled.
+    # COCO has no neck or head top, and LSPet no face points: those keypoints are never labelled
+    # (v = -1), which the absent-joint training must not read as "not in the box".
     for name in ("nose", "left_eye", "right_eye", "left_ear", "right_ear"):
-        assert person.keypoints[COCO_PERSON_KEYPOINTS.index(name)].tolist() == [0, 0, 0]
+        assert person.keypoints[COCO_PERSON_KEYPOINTS.index(name)].tolist() == [0, 0, -1]
 
 
 def test_invisible_joints_are_unlabelled_and_left_out_of_the_box(tmp_path):

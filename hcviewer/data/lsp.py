@@ -108,12 +108,14 @@ def read_joints(path: Path) -> np.ndarray:
 def coco_keypoints(joints: np.ndarray) -> np.ndarray:
     """LSPet joints [14, 3] -> COCO keypoints [17, 3] (x, y, v). A visible joint (flag 1) is v = 2.
     An invisible one is unlabelled (v = 0), not COCO's "hidden" (v = 1): LSPet gives no position
-    for it (99.6% of them lie outside their photo, most at x = 0), and v = 1 would train on it."""
+    for it (99.6% of them lie outside their photo, most at x = 0), and v = 1 would train on it.
+    COCO's face keypoints, which LSPet does not have, are v = -1: never labelled, so not absent
+    either (``data.targets.keypoint_targets``)."""
     keypoints = np.zeros((len(COCO_PERSON_KEYPOINTS), 3), np.float32)
+    keypoints[:, 2] = -1
     for lsp_index, coco_index in enumerate(LIMB_TO_COCO):
         x, y, visible = joints[lsp_index]
-        if visible == 1:
-            keypoints[coco_index] = (x, y, 2)
+        keypoints[coco_index] = (x, y, 2) if visible == 1 else (0, 0, 0)
     return keypoints
 
 

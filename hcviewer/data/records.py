@@ -71,7 +71,8 @@ class ObjectAnnotation:
     category: str
     mask: MaskSource | None = None
     parts: MaskSource | None = None  # uint8 labels: 0 background, i = part_names[i - 1]
-    keypoints: np.ndarray | None = None  # [J, 3] x, y, v (COCO visibility: 0 none, 1 hidden, 2 seen)
+    keypoints: np.ndarray | None = None  # [J, 3] x, y, v (COCO visibility: 0 none, 1 hidden, 2 seen;
+    # -1 a joint its data set never labels)
     iscrowd: bool = False
     annotation_id: int | None = None
 

@@ -70,16 +70,23 @@ def part_targets(part_maps: torch.Tensor, boxes: torch.Tensor, object_index: tor
     return torch.where(labelled[:, None, None], sampled, torch.full_like(sampled, -1)).long()
 
 
-def keypoint_targets(keypoints: torch.Tensor, boxes: torch.Tensor, object_index: torch.Tensor, size: int
-                     ) -> torch.Tensor:
+def keypoint_targets(keypoints: torch.Tensor, boxes: torch.Tensor, object_index: torch.Tensor, size: int,
+                     absent: bool = False) -> torch.Tensor:
     """keypoints [M, J, 3] (x, y, v) -> [N, J] index y * S + x of each labelled keypoint's cell in
-    its box, -1 when unlabelled (v == 0) or outside the box."""
+    its box, -1 when unlabelled (v <= 0) or outside the box. With ``absent``, a person with any
+    labelled keypoint trains the others as absent (index S*S): those outside the box and those
+    its annotators left unlabelled (v == 0, COCO's "not visible and cannot be placed"); v < 0,
+    a joint its data set never labels (LSPet's face), and people with no labelled keypoint stay -1."""
     kp = keypoints[object_index]  # [N, J, 3]
     x0, y0 = boxes[:, 0:1], boxes[:, 1:2]
     sx = size / (boxes[:, 2:3] - x0).clamp(min=1e-6)
     sy = size / (boxes[:, 3:4] - y0).clamp(min=1e-6)
     cx = ((kp[..., 0] - x0) * sx).floor().long()
     cy = ((kp[..., 1] - y0) * sy).floor().long()
-    valid = (kp[..., 2] > 0) & (cx >= 0) & (cx < size) & (cy >= 0) & (cy < size)
-    return torch.where(valid, cy * size + cx, torch.full_like(cx, -1))
-
+    labelled = kp[..., 2] > 0
+    inside = (cx >= 0) & (cx < size) & (cy >= 0) & (cy < size)
+    targets = torch.where(labelled & inside, cy * size + cx, torch.full_like(cx, -1))
+    if absent:
+        annotated = labelled.any(dim=1, keepdim=True) & (kp[..., 2] >= 0)
+        targets = torch.where(annotated & ~(labelled & inside), torch.full_like(cx, size * size), targets)
+    return targets

@@ -40,6 +40,7 @@ class TargetSpec:
     class_names: tuple[str, ...] = ("object",)
     class_specific: bool = False
     figure_ground: bool = True
+    keypoint_absent: bool = False  # train unplaced joints of labelled people as absent (data.targets)
 
     def trains_on(self, obj: ObjectAnnotation) -> bool:
         """Whether the object labels anything this network learns (mask, parts or a keypoint)."""
@@ -148,7 +149,7 @@ class BoxTrainingDataset(torch.utils.data.Dataset):
         keypoints = None
         if self.spec.keypoint_names:
             kp_xyv = torch.cat([torch.as_tensor(data["points"]).reshape(kp.shape[0], -1, 2), visibility[..., None]], -1)
-            keypoints = keypoint_targets(kp_xyv, train_boxes, owner, size)
+            keypoints = keypoint_targets(kp_xyv, train_boxes, owner, size, self.spec.keypoint_absent)
         class_index = torch.tensor([self._class_of(prepared.categories[i]) for i in owner.tolist()], dtype=torch.long)
         mask_rows = torch.from_numpy(prepared.mask_index)[owner]
         part_rows = torch.from_numpy(prepared.part_index)[owner]

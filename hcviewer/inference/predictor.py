@@ -25,6 +25,7 @@ from hcviewer.modeling import (
     HypercolumnModel,
     heatmaps_to_keypoints,
     inference_copy,
+    keypoint_probabilities,
     load_checkpoint,
 )
 from hcviewer.modeling.mirror import forward_boxes_with_mirror, with_mirror_image
@@ -54,7 +55,7 @@ class Prediction:
     logits: dict[str, np.ndarray] = field(default_factory=dict)  # {task: [N, C, S, S]}
     figure_ground: np.ndarray | None = None  # [N, S, S] foreground probability
     parts: np.ndarray | None = None  # [N, P+1, S, S] part probabilities (channel 0: background)
-    keypoint_heatmaps: np.ndarray | None = None  # [N, J, S, S] spatial-softmax probabilities
+    keypoint_heatmaps: np.ndarray | None = None  # [N, J, S, S] spatial-softmax probabilities (keypoint_probabilities)
     keypoints: np.ndarray | None = None  # [N, J, 3] (x, y, score) in image pixels
     # {task: {tap: [N, C, S, S]}} and {task: [N, C]}: logits = bias + the taps' contributions
     contributions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -183,7 +184,7 @@ class HypercolumnPredictor:
             chunks.append(self._forward_boxes(boxes_np[lo:lo + step],
                                               None if class_sets is None else class_sets[lo:lo + step],
                                               taps, contributions))
-        result = _prediction(chunks, boxes_np, taps, tasks, self.config.output_size)
+        result = _prediction(chunks, boxes_np, taps, tasks, self.config.keypoint_absent)
         self._answer_categories(result, categories)
         if refine and result.figure_ground is not None:
             method = DEFAULT_REFINE if refine is True else refine
@@ -262,13 +263,12 @@ def check_boxes(boxes, image_size: tuple[int, int]) -> np.ndarray:
 
 
 def _prediction(outputs: list[BoxOutputs], boxes: np.ndarray, taps: tuple[str, ...], tasks: tuple[str, ...],
-                output_size: int) -> Prediction:
+                keypoint_absent: bool) -> Prediction:
     """The heads' outputs of every chunk of boxes as one ``Prediction`` (probabilities, keypoints)."""
     def joined(get) -> torch.Tensor:
         return torch.cat([get(o) for o in outputs]).float().cpu()
 
     result = Prediction(boxes=boxes, taps=taps)
-    s = output_size
     for task in tasks:
         logits = joined(lambda o: o.logits[task])
         result.logits[task] = logits.numpy()
@@ -277,8 +277,7 @@ def _prediction(outputs: list[BoxOutputs], boxes: np.ndarray, taps: tuple[str, .
         elif task == "parts":
             result.parts = logits.softmax(1).numpy()
         elif task == "keypoints":
-            n, j = logits.shape[:2]
-            heatmaps = logits.reshape(n, j, s * s).softmax(-1).reshape(n, j, s, s)
+            heatmaps = keypoint_probabilities(logits, keypoint_absent)
             result.keypoint_heatmaps = heatmaps.numpy()
             result.keypoints = heatmaps_to_keypoints(logits, torch.from_numpy(boxes), heatmaps).numpy()
         if outputs[0].contributions:

@@ -11,10 +11,11 @@ from hcviewer.modeling.checkpoint import (
 )
 from hcviewer.modeling.config import TASKS, HypercolumnConfig
 from hcviewer.modeling.hypercolumn import BoxOutputs, HypercolumnModel, inference_copy
-from hcviewer.modeling.keypoints import heatmaps_to_keypoints
+from hcviewer.modeling.keypoints import heatmaps_to_keypoints, keypoint_probabilities
 
 __all__ = [
     "BACKBONES", "BackboneSpec", "BoxOutputs", "CheckpointError", "CheckpointInfo", "HypercolumnConfig",
     "HypercolumnModel", "TASKS", "inference_copy", "TapSpec", "build_hypercolumn", "build_person_model",
-    "get_backbone_spec", "heatmaps_to_keypoints", "load_checkpoint", "read_checkpoint_info", "save_checkpoint",
+    "get_backbone_spec", "heatmaps_to_keypoints", "keypoint_probabilities", "load_checkpoint",
+    "read_checkpoint_info", "save_checkpoint",
 ]

@@ -44,6 +44,9 @@ class HypercolumnConfig:
     were trained on and answer (``applies_to``); empty means every category. Checkpoints written
     before these fields existed were trained on people, hence the default.
     ``part_colors``: one RGB colour per part name for displays (empty: the app's palette).
+    ``keypoint_absent``: the keypoint softmax has a "not in this box" cell besides the S x S
+    ones (``modeling.keypoints.with_absent_cell``), so a joint's score is its probability of
+    being there; checkpoints written before it have none.
     """
 
     backbone: str = "mobilenet_v2"
@@ -59,6 +62,7 @@ class HypercolumnConfig:
     keypoint_categories: tuple[str, ...] = DEFAULT_HEAD_CATEGORIES
     part_categories: tuple[str, ...] = DEFAULT_HEAD_CATEGORIES
     part_colors: tuple[tuple[int, int, int], ...] = ()
+    keypoint_absent: bool = False
     max_image_side: int = 640
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -143,8 +147,9 @@ def _check_types_and_bounds(config: HypercolumnConfig) -> None:
         if len(names) > most or not all(isinstance(n, str) and 0 < len(n) <= MAX_NAME_LENGTH for n in names):
             raise ValueError(f"{name} must be at most {most} names of 1 to {MAX_NAME_LENGTH} characters, "
                              f"got {len(names)}: {_preview(names)}")
-    if not isinstance(config.class_specific, bool):
-        raise ValueError(f"class_specific must be true or false, got {config.class_specific!r}")
+    for name in ("class_specific", "keypoint_absent"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"{name} must be true or false, got {getattr(config, name)!r}")
     if len(config.skeleton) > MAX_SKELETON_EDGES:
         raise ValueError(f"skeleton has {len(config.skeleton)} edges, at most {MAX_SKELETON_EDGES} are allowed")
     for name, positive in (("mean", False), ("std", True)):

@@ -5,19 +5,36 @@ from __future__ import annotations
 import torch
 
 
+def with_absent_cell(logits: torch.Tensor) -> torch.Tensor:
+    """Keypoint logits [N, J, S, S] -> [N, J, S*S + 1]: the cells, then "not in this box" at a
+    fixed logit 0. The fixed logit gives the joint's scores an absolute level (each joint's head
+    bias learns it), so a joint outside the box or unseen can take its mass off every cell."""
+    flat = logits.flatten(2).float()
+    return torch.cat([flat, flat.new_zeros(*flat.shape[:2], 1)], dim=-1)
+
+
+def keypoint_probabilities(logits: torch.Tensor, absent: bool) -> torch.Tensor:
+    """Keypoint logits [N, J, S, S] -> the spatial softmax [N, J, S, S]; with ``absent`` (the
+    checkpoint's ``keypoint_absent``) the softmax includes the absent cell, so the map sums to
+    the joint's probability of being in the box."""
+    n, j, s, _ = logits.shape
+    flat = with_absent_cell(logits) if absent else logits.flatten(2).float()
+    return flat.softmax(-1)[..., :s * s].reshape(n, j, s, s)
+
+
 def heatmaps_to_keypoints(logits: torch.Tensor, boxes: torch.Tensor,
-                          probabilities: torch.Tensor | None = None) -> torch.Tensor:
+                          probabilities: torch.Tensor | None = None, absent: bool = False) -> torch.Tensor:
     """Keypoint logits [N, J, S, S] -> [N, J, 3] (x, y, score) in image pixels.
 
     The peak is refined to sub-cell precision by a parabola through its neighbours; the score
-    is the spatial-softmax probability mass at the peak cell. ``probabilities``: that softmax
-    [N, J, S, S] when the caller has it already.
+    is the probability mass at the peak cell. ``probabilities``: the softmax
+    (``keypoint_probabilities``) when the caller has it already; else it is made with ``absent``.
     """
     n, j, s, _ = logits.shape
     if n == 0:
         return logits.new_zeros(0, j, 3)
     if probabilities is None:
-        probabilities = logits.reshape(n, j, s * s).float().softmax(-1)
+        probabilities = keypoint_probabilities(logits, absent)
     score, index = probabilities.reshape(n, j, s * s).max(-1)
     py, px = index // s, index % s
     maps = logits.float()

@@ -95,6 +95,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="comma-separated: figure_ground, parts, keypoints (tasks the data cannot label fail)")
     group.add_argument("--class-specific", action="store_true", help="one classifier set per category")
     group.add_argument("--no-pretrained", action="store_true", help="random trunk instead of ImageNet weights")
+    group.add_argument("--keypoint-absent", action="store_true",
+                       help="the keypoint head also learns 'not in this box': joints outside the box and those "
+                            "a labelled person's annotators left unlabelled train it, and a joint's score becomes "
+                            "its probability of being in the box")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,7 +164,7 @@ def train_config(args: argparse.Namespace, sources: list[dict], taps: tuple[str,
         tasks=_names(args.tasks), class_specific=args.class_specific, epochs=args.epochs, batch_images=args.batch,
         lr=args.lr, max_side=args.image_size, inference_side=args.inference_size, layer_dropout=args.layer_dropout, seed=args.seed, device=args.device,
         pretrained=not args.no_pretrained, loss_weights=_loss_weights(args.loss_weights),
-        augment=not args.no_augment, copy_paste=args.copy_paste,
+        augment=not args.no_augment, copy_paste=args.copy_paste, keypoint_absent=args.keypoint_absent,
         freeze_trunk=args.freeze_trunk, freeze_heads=_names(args.freeze_heads),
         init_from=str(Path(args.init).resolve()) if args.init else "", keep_epochs=args.keep_epochs,
         data={"sources": sources, "categories": args.categories, "val_fraction": args.val_fraction,

@@ -380,7 +380,8 @@ def _score_image(model: HypercolumnModel | None, record: ImageRecord, objects: l
                 continue  # keypoints and parts are those of the unrefined row
             if "keypoints" in logits and with_keypoints:
                 keypoints = heatmaps_to_keypoints(logits["keypoints"][with_keypoints],
-                                                  torch.from_numpy(boxes[with_keypoints])).numpy()
+                                                  torch.from_numpy(boxes[with_keypoints]),
+                                                  absent=model.config.keypoint_absent).numpy()
                 for kp, i in zip(keypoints, with_keypoints):
                     collector.add_keypoints(image_id, kp, boxes[i])
             for i, gt in gt_parts.items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hcviewer.modeling.keypoints import with_absent_cell
+
 
 def figure_ground_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """logits [N, 1, S, S] (the head already picked each box's classifier set), targets [N, S, S]
@@ -16,10 +18,11 @@ def figure_ground_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.binary_cross_entropy_with_logits(logits[:, 0].float()[labelled], targets[labelled])
 
 
-def keypoint_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def keypoint_loss(logits: torch.Tensor, targets: torch.Tensor, absent: bool = False) -> torch.Tensor:
     """logits [N, J, S, S], targets [N, J] cell index (-1 none): cross entropy over the S*S cells
-    of each labelled keypoint (a spatial softmax, as Mask R-CNN's keypoint head)."""
-    flat = logits.flatten(2).float()  # [N, J, S*S]
+    of each labelled keypoint (a spatial softmax, as Mask R-CNN's keypoint head). With ``absent``
+    the softmax has one more cell, S*S, "not in this box" (``modeling.keypoints.with_absent_cell``)."""
+    flat = with_absent_cell(logits) if absent else logits.flatten(2).float()  # [N, J, S*S (+1)]
     valid = targets >= 0
     if not valid.any():
         return flat.sum() * 0.0

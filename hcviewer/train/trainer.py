@@ -74,6 +74,7 @@ class TrainConfig:
     device: str = "auto"
     pretrained: bool = True
     augment: bool = True  # flips, scale and colour jitter of the images, jittered training boxes
+    keypoint_absent: bool = False  # the keypoint head learns "not in this box" (HypercolumnConfig)
     copy_paste: float = 0.0  # probability that an augmented image gets another training image's objects pasted on
     freeze_trunk: str = "none"  # "none", a tap name (its layer and all before it stay ImageNet's) or "all"
     freeze_heads: tuple[str, ...] = ()  # tasks whose heads keep their starting weights
@@ -135,6 +136,7 @@ def model_config(config: TrainConfig, dataset: AnnotatedDataset) -> HypercolumnC
         keypoint_categories=keypoint_categories if "keypoints" in tasks else (),
         part_categories=part_categories if "parts" in tasks else (),
         part_colors=dataset.part_colors if "parts" in tasks else (),
+        keypoint_absent=config.keypoint_absent and "keypoints" in tasks,
         max_image_side=config.inference_side,
     )
 
@@ -171,15 +173,17 @@ def batch_inputs(samples: list[TrainingSample], config: HypercolumnConfig, devic
     return images, rois.to(device), class_index.to(device)
 
 
-def compute_losses(logits: dict[str, torch.Tensor], samples: list[TrainingSample], device: torch.device
-                   ) -> dict[str, torch.Tensor]:
-    """Each task's loss over the boxes labelled for it (targets of -1 are left out)."""
+def compute_losses(logits: dict[str, torch.Tensor], samples: list[TrainingSample], device: torch.device,
+                   keypoint_absent: bool = False) -> dict[str, torch.Tensor]:
+    """Each task's loss over the boxes labelled for it (targets of -1 are left out);
+    ``keypoint_absent``: the network's keypoint softmax has the absent cell."""
     losses = {}
     if "figure_ground" in logits:
         losses["figure_ground"] = figure_ground_loss(logits["figure_ground"],
                                                      torch.cat([s.figure_ground for s in samples]).to(device))
     if "keypoints" in logits:
-        losses["keypoints"] = keypoint_loss(logits["keypoints"], torch.cat([s.keypoints for s in samples]).to(device))
+        losses["keypoints"] = keypoint_loss(logits["keypoints"], torch.cat([s.keypoints for s in samples]).to(device),
+                                          keypoint_absent)
     if "parts" in logits:
         losses["parts"] = part_loss(logits["parts"], torch.cat([s.parts for s in samples]).to(device))
     return losses
@@ -224,7 +228,8 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         spec = TargetSpec(self.model_config.output_size, self.model_config.keypoint_names,
                           len(self.model_config.part_names), self.model_config.class_names,
-                          self.model_config.class_specific, "figure_ground" in self.model_config.tasks)
+                          self.model_config.class_specific, "figure_ground" in self.model_config.tasks,
+                          self.model_config.keypoint_absent)
         self.dataset = BoxTrainingDataset(train_set, spec, config.max_side, config.boxes_per_object,
                                           augment=config.augment, seed=config.seed, copy_paste=config.copy_paste)
         if len(self.dataset) == 0:
@@ -398,7 +403,7 @@ class Trainer:
         taps = sample_taps(self.model.taps, self.config.layer_dropout, self._tap_rng)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             logits = self.network(images, rois, class_index, taps)
-        losses = compute_losses(logits, samples, self.device)
+        losses = compute_losses(logits, samples, self.device, self.model_config.keypoint_absent)
         values = {k: float(v.detach()) for k, v in losses.items()}
         self._stop_if_diverged(values)
         self.optimizer.zero_grad(set_to_none=True)
