@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +72,29 @@ def test_the_option_is_kept_in_the_checkpoint_and_old_ones_have_none(tmp_path):
     assert math.isfinite(history[0].losses["keypoints"])
     model, _ = load_checkpoint(tmp_path / "last.safetensors")
     assert model.config.keypoint_absent is True
+
+
+@pytest.mark.parametrize("absent", [True, False])
+def test_the_predictor_scores_with_the_checkpoints_own_softmax(rgb_image, absent):
+    """A keypoint bias far below the absent cell's 0 hides every joint of an absent-cell model;
+    without the cell a bias shifts every cell alike and changes no score."""
+    from conftest import tiny_person_config
+    from hcviewer.inference import HypercolumnPredictor
+    from hcviewer.modeling import build_hypercolumn
+
+    torch.manual_seed(0)
+    model = build_hypercolumn(tiny_person_config(keypoint_absent=absent))
+    boxes = np.array([[40.0, 20.0, 120.0, 100.0]], np.float32)
+    scores = []
+    for bias in (0.0, -30.0):
+        with torch.no_grad():
+            model.heads["keypoints"].bias.fill_(bias)
+        predictor = HypercolumnPredictor(model, "cpu", mirror=False)
+        predictor.set_image(rgb_image)
+        result = predictor.predict(boxes)
+        scores.append(result.keypoints[0, :, 2])
+    if absent:
+        assert (scores[1] < 1e-9).all() and (scores[0] > 1e-3).all()
+        assert result.keypoint_heatmaps.sum() < 1e-6  # the displayed heatmaps fade with them
+    else:
+        assert scores[1] == pytest.approx(scores[0], rel=1e-4)
