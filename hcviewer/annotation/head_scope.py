@@ -11,11 +11,12 @@ from hcviewer.categories import DEFAULT_HEAD_CATEGORIES, head_applies
 
 # Keypoints scoring below this are saved as v=0 (``annotation_file.keypoint_fields``), whatever
 # the display shows; the *Min. keypoint score* slider starts here, so that by default what is shown
-# is what is saved. A keypoint's score is its heatmap's peak probability: the bundled model gives
-# 0.2-0.5 to clear joints, 0.05-0.2 to most others and 0.01-0.03 to points it cannot see. On
-# coco-val-kp-dev (44 people, 748 points; docs/performance.md) a point saved at 0.05 is a
-# COCO-labelled point within 0.1 box sizes 47% of the time (F1 0.48), at 0.03 41% (F1 0.49, the
-# best), at 0.01 31%: 0.05 saves fewer wrong points for about the same F1.
+# is what is saved. A keypoint's score is the probability at its heatmap's peak: on the demo
+# photo the bundled model gives 0.1-0.8 to clear joints and under 0.04 to joints outside the box
+# or unseen (its keypoint head has a "not in this box" cell). On coco-val-kp-dev (44 people,
+# 748 points; docs/performance.md) a point saved at 0.05 is a COCO-labelled point within 0.1 box
+# sizes 71% of the time (recall 46%, F1 0.56); 0.01 gives the best F1 (0.62) with precision 49%:
+# 0.05 saves fewer wrong points for the annotator to fix.
 DEFAULT_KEYPOINT_THRESHOLD = 0.05
 
 
