@@ -3,6 +3,7 @@ train it, what it does to the loss and the scores, and that a checkpoint keeps i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -72,6 +73,13 @@ def test_the_option_is_kept_in_the_checkpoint_and_old_ones_have_none(tmp_path):
     assert math.isfinite(history[0].losses["keypoints"])
     model, _ = load_checkpoint(tmp_path / "last.safetensors")
     assert model.config.keypoint_absent is True
+    # Training it further keeps the cell: a run without it is refused, naming the fix.
+    further = dataclasses.replace(config, init_from=str(tmp_path / "last.safetensors"))
+    Trainer(further, scenes, None, tmp_path / "further", progress=False)
+    with pytest.raises(ValueError, match=r"last.safetensors: its keypoint head has the 'not in this box' cell; "
+                                         r"add --keypoint-absent"):
+        Trainer(dataclasses.replace(further, keypoint_absent=False), scenes, None, tmp_path / "dropped",
+                progress=False)
 
 
 @pytest.mark.parametrize("absent", [True, False])

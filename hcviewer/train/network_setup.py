@@ -65,6 +65,10 @@ def load_initial_weights(model: HypercolumnModel, path: str) -> None:
     shaping = ("backbone", "taps", "grid_size", "output_size", "tasks", "class_names", "class_specific",
                "part_names", "keypoint_names")
     differences = [f"{key} {theirs[key]!r} (this run: {ours[key]!r})" for key in shaping if ours[key] != theirs[key]]
+    if start.config.keypoint_absent and not model.config.keypoint_absent:
+        # Its keypoint biases are levels against the absent cell; without the cell they mean nothing.
+        raise ValueError(f"--init {path}: its keypoint head has the 'not in this box' cell; "
+                         "add --keypoint-absent to train it further")
     if differences:
         raise ValueError(f"--init {path}: that checkpoint is another network: " + "; ".join(differences)
                          + ". Train with its options (or drop --init)")
