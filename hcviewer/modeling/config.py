@@ -45,7 +45,7 @@ class HypercolumnConfig:
     before these fields existed were trained on people, hence the default.
     ``part_colors``: one RGB colour per part name for displays (empty: the app's palette).
     ``keypoint_absent``: the keypoint softmax has a "not in this box" cell besides the S x S
-    ones (``modeling.keypoints.with_absent_cell``), so a joint's score is its probability of
+    ones (``modeling.keypoints.softmax_cells``), so a joint's score is its probability of
     being there; checkpoints written before it have none.
     """
 

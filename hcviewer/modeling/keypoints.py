@@ -5,21 +5,21 @@ from __future__ import annotations
 import torch
 
 
-def with_absent_cell(logits: torch.Tensor) -> torch.Tensor:
-    """Keypoint logits [N, J, S, S] -> [N, J, S*S + 1]: the cells, then "not in this box" at a
-    fixed logit 0. The fixed logit gives the joint's scores an absolute level (each joint's head
-    bias learns it), so a joint outside the box or unseen can take its mass off every cell."""
+def softmax_cells(logits: torch.Tensor, absent: bool) -> torch.Tensor:
+    """Keypoint logits [N, J, S, S] -> the logits each joint's spatial softmax runs over,
+    [N, J, S*S], and with ``absent`` (the checkpoint's ``keypoint_absent``) one more, "not in
+    this box", at a fixed 0 [N, J, S*S + 1]. The fixed logit gives the joint's scores an absolute
+    level (each joint's head bias learns it), so a joint outside the box or unseen can take its
+    mass off every cell."""
     flat = logits.flatten(2).float()
-    return torch.cat([flat, flat.new_zeros(*flat.shape[:2], 1)], dim=-1)
+    return torch.cat([flat, flat.new_zeros(*flat.shape[:2], 1)], dim=-1) if absent else flat
 
 
 def keypoint_probabilities(logits: torch.Tensor, absent: bool) -> torch.Tensor:
-    """Keypoint logits [N, J, S, S] -> the spatial softmax [N, J, S, S]; with ``absent`` (the
-    checkpoint's ``keypoint_absent``) the softmax includes the absent cell, so the map sums to
-    the joint's probability of being in the box."""
+    """Keypoint logits [N, J, S, S] -> the spatial softmax [N, J, S, S] (``softmax_cells``); with
+    ``absent`` the map sums to the joint's probability of being in the box."""
     n, j, s, _ = logits.shape
-    flat = with_absent_cell(logits) if absent else logits.flatten(2).float()
-    return flat.softmax(-1)[..., :s * s].reshape(n, j, s, s)
+    return softmax_cells(logits, absent).softmax(-1)[..., :s * s].reshape(n, j, s, s)
 
 
 def heatmaps_to_keypoints(logits: torch.Tensor, boxes: torch.Tensor,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hcviewer.modeling.keypoints import with_absent_cell
+from hcviewer.modeling.keypoints import softmax_cells
 
 
 def figure_ground_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -21,8 +21,8 @@ def figure_ground_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 def keypoint_loss(logits: torch.Tensor, targets: torch.Tensor, absent: bool = False) -> torch.Tensor:
     """logits [N, J, S, S], targets [N, J] cell index (-1 none): cross entropy over the S*S cells
     of each labelled keypoint (a spatial softmax, as Mask R-CNN's keypoint head). With ``absent``
-    the softmax has one more cell, S*S, "not in this box" (``modeling.keypoints.with_absent_cell``)."""
-    flat = with_absent_cell(logits) if absent else logits.flatten(2).float()  # [N, J, S*S (+1)]
+    the softmax has one more cell, S*S, "not in this box" (``modeling.keypoints.softmax_cells``)."""
+    flat = softmax_cells(logits, absent)  # [N, J, S*S (+1)]
     valid = targets >= 0
     if not valid.any():
         return flat.sum() * 0.0
