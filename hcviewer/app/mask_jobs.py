@@ -10,6 +10,9 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Qt, Signal
 
+from hcviewer.annotation.annotation_file import encode_mask
+from hcviewer.annotation.mask_crops import MaskCrop
+
 SYNC_PIXELS = 1_000_000  # masks of boxes up to this many pixels are made at once, on the GUI thread
 
 
@@ -47,3 +50,9 @@ class MaskJobs(QObject):
     def shutdown(self) -> None:
         """Drop jobs not started; the one running finishes in the background."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def encoded_crop(crop: MaskCrop) -> tuple[MaskCrop, dict]:
+    """A crop and its compressed RLE: the answer of the jobs that make an object's mask, so the
+    encoding runs in the mask thread too."""
+    return crop, encode_mask(crop)

@@ -10,13 +10,12 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, Qt
 
-from hcviewer.annotation.annotation_file import encode_mask
 from hcviewer.annotation.document import Change
 from hcviewer.annotation.mask_crops import MaskCrop, box_map_crop, crop_from_rle, crop_mask, remember_crop
 from hcviewer.annotation.wording import plural
 from hcviewer.app.class_picker import ClassPicker
 from hcviewer.app.image_view import Mode
-from hcviewer.app.mask_jobs import SYNC_PIXELS, MaskJobs
+from hcviewer.app.mask_jobs import SYNC_PIXELS, MaskJobs, encoded_crop
 from hcviewer.app.overlays import ACCEPTED_COLOR
 from hcviewer.app.polygon_items import PolygonEditor
 
@@ -324,11 +323,6 @@ def paint_stroke(mask: np.ndarray, points: list[tuple[float, float]], radius: fl
 
 def _box_pixels(box: np.ndarray) -> float:
     return float(box[2] - box[0]) * float(box[3] - box[1])
-
-
-def encoded_crop(crop: MaskCrop) -> tuple[MaskCrop, dict]:
-    """A crop and its compressed RLE (made in the mask thread)."""
-    return crop, encode_mask(crop)
 
 
 def paint_crop(crop: MaskCrop, points: list[tuple[float, float]], radius: float, add: bool) -> MaskCrop:

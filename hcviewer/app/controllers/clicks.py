@@ -15,8 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject
 
 from hcviewer.annotation.mask_crops import MaskCrop, crop_mask, remember_crop
-from hcviewer.app.controllers.annotation import encoded_crop
-from hcviewer.app.mask_jobs import MaskJobs
+from hcviewer.app.mask_jobs import MaskJobs, encoded_crop
 from hcviewer.click_correct import Click, box_pixels, correct_in_box
 
 if TYPE_CHECKING:
