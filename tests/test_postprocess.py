@@ -137,3 +137,23 @@ def test_peak_between_cells_is_refined_to_sub_cell_precision() -> None:
     assert keypoint[0].item() == pytest.approx(50.0, abs=0.01)  # the boundary of cells 4 and 5
     assert keypoint[1].item() == pytest.approx(45.0, abs=1e-4)  # row 4's centre
     assert heatmaps_to_keypoints(logits[:0], torch.zeros(0, 4)).shape == (0, 1, 3)
+
+
+def test_a_broad_mode_wins_over_a_lone_spike_and_keeps_the_spikes_score_out() -> None:
+    s = 50
+    probabilities = torch.full((1, 1, s, s), 0.1 / (s * s - 26))
+    probabilities[0, 0, 30:35, 10:15] = 0.6 / 25  # a broad mode around cell (12, 32): 0.6 of the mass
+    probabilities[0, 0, 5, 40] = 0.3  # a lone spike, the highest single cell
+    logits = probabilities.log()
+    keypoint = heatmaps_to_keypoints(logits, torch.tensor([[0.0, 0.0, 50.0, 50.0]]), probabilities)[0, 0]
+    assert keypoint[0].item() == pytest.approx(12.5, abs=0.5) and keypoint[1].item() == pytest.approx(32.5, abs=0.5)
+    assert keypoint[2].item() == pytest.approx(0.6 / 25, rel=1e-4)  # the mass of the cell it points at
+
+
+def test_a_mode_on_the_box_edge_stays_on_the_edge() -> None:
+    s = 50
+    logits = torch.zeros(1, 1, s, s)
+    logits[0, 0, 20, :4] = torch.tensor([6.0, 5.9, 5.8, 5.7])  # a wrist on the box's left edge
+    keypoint = heatmaps_to_keypoints(logits, torch.tensor([[0.0, 0.0, 100.0, 100.0]]))[0, 0]
+    assert keypoint[0].item() == pytest.approx(1.0)  # cell 0's centre (2 px cells): not pulled inward
+    assert keypoint[1].item() == pytest.approx(41.0, abs=0.01)  # row 20's centre
