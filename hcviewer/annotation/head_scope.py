@@ -15,7 +15,7 @@ from hcviewer.categories import DEFAULT_HEAD_CATEGORIES, head_applies
 # photo the bundled model gives 0.1-0.8 to clear joints and under 0.04 to joints outside the box
 # or unseen (its keypoint head has a "not in this box" cell). On coco-val-kp-dev (44 people,
 # 748 points; docs/performance.md) a point saved at 0.05 is a COCO-labelled point within 0.1 box
-# sizes 71% of the time (recall 46%, F1 0.56); 0.01 gives the best F1 (0.62) with precision 49%:
+# sizes 80% of the time (recall 39%, F1 0.53); 0.01 gives the best F1 (0.65) with precision 54%:
 # 0.05 saves fewer wrong points for the annotator to fix.
 DEFAULT_KEYPOINT_THRESHOLD = 0.05
 
