@@ -15,40 +15,31 @@ share of people whose OKS reaches each threshold. Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from hcviewer.imageio import read_image
+from bench_keypoint_visibility import DATA, REPO, predicted_people, read_keypoint_file
+
 from hcviewer.inference import HypercolumnPredictor
 from hcviewer.train.metrics import COCO_KEYPOINT_SIGMAS, coco_keypoint_ap
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "coco-val-kp-dev"
 MIN_BOX_AREA = 32 * 32  # as `hcviewer-train eval --min-area`
 
 
 def people_and_points(predictor: HypercolumnPredictor, data: Path) -> tuple[dict, list[dict]]:
     """The scored people as a COCO ground truth, and one detection per person (its box, its 17
     points and the model's score)."""
-    coco = json.loads((data / "annotations" / "person_keypoints_val2017.json").read_text())
-    files = {image["id"]: image["file_name"] for image in coco["images"]}
-    people: dict[int, list[dict]] = {}
-    for ann in coco["annotations"]:
-        if ann.get("num_keypoints", 0) > 0 and not ann.get("iscrowd") and ann["bbox"][2] * ann["bbox"][3] >= MIN_BOX_AREA:
-            people.setdefault(ann["image_id"], []).append(ann)
-    detections = []
-    for image_id, anns in people.items():
-        predictor.set_image(read_image(data / "val2017" / files[image_id]).rgb)
-        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float64)
-        prediction = predictor.predict(boxes, categories=["person"] * len(anns), tasks=("keypoints",))
-        for ann, points in zip(anns, prediction.keypoints):
-            flat = np.concatenate([points[:, :2], np.ones((len(points), 1))], 1).reshape(-1).tolist()
-            detections.append({"image_id": image_id, "category_id": 1, "bbox": ann["bbox"], "keypoints": flat,
-                               "score": float(points[:, 2].mean())})
-    truth = {"images": [i for i in coco["images"] if i["id"] in people], "categories": coco["categories"],
-             "annotations": [a for anns in people.values() for a in anns]}
+    coco = read_keypoint_file(data)
+    people, detections = [], []
+    for ann, points, _ in predicted_people(predictor, data, coco, MIN_BOX_AREA):
+        flat = np.concatenate([points[:, :2], np.ones((len(points), 1))], 1).reshape(-1).tolist()
+        people.append(ann)
+        detections.append({"image_id": ann["image_id"], "category_id": 1, "bbox": ann["bbox"], "keypoints": flat,
+                           "score": float(points[:, 2].mean())})
+    photos = {ann["image_id"] for ann in people}
+    truth = {"images": [i for i in coco["images"] if i["id"] in photos], "categories": coco["categories"],
+             "annotations": people}
     return truth, detections
 
 

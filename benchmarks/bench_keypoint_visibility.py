@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -27,24 +28,36 @@ THRESHOLDS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2)
 NEAR = 0.1  # of the box's long side
 
 
-def point_rows(predictor: HypercolumnPredictor, data: Path) -> np.ndarray:
-    """[points, 3]: predicted score, COCO's v, distance to COCO's point over the box's long side."""
-    coco = json.loads((data / "annotations" / "person_keypoints_val2017.json").read_text())
+def predicted_people(predictor: HypercolumnPredictor, data: Path, coco: dict,
+                     min_box_area: float = 0.0) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+    """(annotation, predicted points [J, 3], box x0 y0 x1 y1) of each person of ``coco`` (the
+    keypoint file of ``data``) that has labelled keypoints, is no crowd and whose box covers at
+    least ``min_box_area`` px; each photo's people are predicted together from their boxes."""
     files = {image["id"]: image["file_name"] for image in coco["images"]}
     people: dict[int, list[dict]] = {}
     for ann in coco["annotations"]:
-        if ann.get("num_keypoints", 0) > 0 and not ann.get("iscrowd"):
+        if ann.get("num_keypoints", 0) > 0 and not ann.get("iscrowd") and ann["bbox"][2] * ann["bbox"][3] >= min_box_area:
             people.setdefault(ann["image_id"], []).append(ann)
-    rows = []
     for image_id, anns in people.items():
         predictor.set_image(read_image(data / "val2017" / files[image_id]).rgb)
         boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float64)
         prediction = predictor.predict(boxes, categories=["person"] * len(anns), tasks=("keypoints",))
-        for ann, points, box in zip(anns, prediction.keypoints, boxes):
-            truth = np.array(ann["keypoints"], np.float64).reshape(-1, 3)
-            side = max(box[2] - box[0], box[3] - box[1])
-            distance = np.where(truth[:, 2] > 0, np.hypot(*(points[:, :2] - truth[:, :2]).T) / side, np.inf)
-            rows += zip(points[:, 2], truth[:, 2], distance)
+        yield from zip(anns, prediction.keypoints, boxes)
+
+
+def read_keypoint_file(data: Path) -> dict:
+    """The COCO keypoint file of a set laid out as coco-val-kp-dev."""
+    return json.loads((data / "annotations" / "person_keypoints_val2017.json").read_text())
+
+
+def point_rows(predictor: HypercolumnPredictor, data: Path) -> np.ndarray:
+    """[points, 3]: predicted score, COCO's v, distance to COCO's point over the box's long side."""
+    rows = []
+    for ann, points, box in predicted_people(predictor, data, read_keypoint_file(data)):
+        truth = np.array(ann["keypoints"], np.float64).reshape(-1, 3)
+        side = max(box[2] - box[0], box[3] - box[1])
+        distance = np.where(truth[:, 2] > 0, np.hypot(*(points[:, :2] - truth[:, :2]).T) / side, np.inf)
+        rows += zip(points[:, 2], truth[:, 2], distance)
     return np.array(rows, np.float64)
 
 
